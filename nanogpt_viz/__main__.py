@@ -1,0 +1,3 @@
+from nanogpt_viz.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,198 @@
+"""Frozen configuration records shared by the CLI, the engine and the GUI.
+
+Nothing here imports Qt or torch: these are plain values that cross threads and
+processes (and go into checkpoints as plain dicts).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+SAMPLING_MODES = ("sequential", "random", "shuffled", "sliding")
+SAMPLING_LABELS = {
+    "sequential": "Sequential blocks (build-nanogpt / llm.c DataLoaderLite)",
+    "random": "Random offsets (nanoGPT get_batch)",
+    "shuffled": "Shuffled batch order (llm.c)",
+    "sliding": "Sliding window, stride S",
+}
+SPLITS = ("train", "val")
+
+GPT2_VOCAB_SIZE = 50257  # what the tokenizer emits
+GPT2_PADDED_VOCAB = 50304  # nanoGPT pads to a multiple of 64 for speed
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    """How batches are cut out of a token stream.
+
+    block_size N, batch_size B (rows per micro-batch per rank), grad_accum K
+    (micro-batches per rank per optimizer step), world_size W (DDP ranks).
+    """
+
+    block_size: int = 64
+    batch_size: int = 4
+    grad_accum: int = 1
+    world_size: int = 1
+    sampling: str = "sequential"
+    stride: int = 1
+    seed: int = 1337
+    split: str = "train"
+
+    @property
+    def rows_per_step(self) -> int:
+        return self.grad_accum * self.world_size * self.batch_size
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.rows_per_step * self.block_size
+
+    def problems(self) -> list[str]:
+        """Human-readable reasons this configuration cannot be used (empty when fine)."""
+        out = []
+        for name, label in (("block_size", "block size N"), ("batch_size", "batch size B"),
+                            ("grad_accum", "gradient accumulation K"), ("world_size", "world size W")):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                out.append(f"{label} must be a whole number >= 1 (got {value!r})")
+        if self.sampling not in SAMPLING_MODES:
+            out.append(f"sampling must be one of {', '.join(SAMPLING_MODES)} (got {self.sampling!r})")
+        if self.sampling == "sliding" and (not isinstance(self.stride, int) or self.stride < 1):
+            out.append(f"stride S must be a whole number >= 1 (got {self.stride!r})")
+        if self.split not in SPLITS:
+            out.append(f"split must be 'train' or 'val' (got {self.split!r})")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            out.append(f"seed must be a whole number >= 0 (got {self.seed!r})")
+        return out
+
+    def with_(self, **changes: Any) -> "PlanConfig":
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PlanConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+# Plan presets the GUI offers; the first reads well on screen.
+PLAN_PRESETS: dict[str, PlanConfig] = {
+    "Readable (N=16, B=4)": PlanConfig(block_size=16, batch_size=4),
+    "Founding example (N=1024, B=4)": PlanConfig(block_size=1024, batch_size=4),
+    "nanoGPT shakespeare-char (N=256, B=64)": PlanConfig(block_size=256, batch_size=64, sampling="random"),
+    "nanoGPT GPT-2 124M (N=1024, B=12, K=40)": PlanConfig(
+        block_size=1024, batch_size=12, grad_accum=40, sampling="random"),
+    "build-nanogpt (N=1024, B=64, K=8)": PlanConfig(block_size=1024, batch_size=64, grad_accum=8),
+    "Stride-1 sliding (misconception, B=4)": PlanConfig(block_size=16, batch_size=4, sampling="sliding", stride=1),
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Exactly nanoGPT's GPTConfig fields, so `model_args` in a checkpoint round-trips."""
+
+    block_size: int = 1024
+    vocab_size: int = GPT2_PADDED_VOCAB
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True
+
+    def problems(self) -> list[str]:
+        out = []
+        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                out.append(f"{name} must be a whole number >= 1")
+        if not out and self.n_embd % self.n_head:
+            out.append(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if not 0.0 <= self.dropout < 1.0:
+            out.append("dropout must be in [0, 1)")
+        return out
+
+    def with_(self, **changes: Any) -> "ModelConfig":
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+MODEL_PRESETS: dict[str, ModelConfig] = {
+    # trains in seconds on 2 CPU cores
+    "tiny": ModelConfig(block_size=64, n_layer=2, n_head=2, n_embd=64, bias=False),
+    # nanoGPT's shakespeare-char size (with the GPT-2 vocabulary)
+    "small": ModelConfig(block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.0, bias=False),
+    "gpt2": ModelConfig(block_size=1024, n_layer=12, n_head=12, n_embd=768),
+    "gpt2-medium": ModelConfig(block_size=1024, n_layer=24, n_head=16, n_embd=1024),
+}
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """nanoGPT's optimisation recipe (train.py defaults where sensible for small runs)."""
+
+    steps: int = 200  # total optimizer steps (nanoGPT's max_iters)
+    learning_rate: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 20
+    lr_decay_steps: int | None = None  # None: decay over `steps`
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    eval_interval: int = 50  # 0 disables
+    eval_batches: int = 4
+    device: str = "auto"
+    dtype: str = "auto"
+    compile: bool | None = None  # None: on for CUDA, off elsewhere
+    seed: int = 1337
+    per_token: bool = True  # copy the (B, N) per-token loss off the device each step
+    checkpoint_interval: int = 0  # 0: only at the end / on stop
+
+    def problems(self) -> list[str]:
+        out = []
+        if not isinstance(self.steps, int) or self.steps < 1:
+            out.append("steps must be a whole number >= 1")
+        if not self.learning_rate > 0:
+            out.append("learning rate must be > 0")
+        if self.min_lr < 0:
+            out.append("min lr must be >= 0")
+        if self.warmup_steps < 0:
+            out.append("warmup steps must be >= 0")
+        if self.lr_decay_steps is not None and self.lr_decay_steps < 1:
+            out.append("lr decay steps must be >= 1")
+        if self.eval_interval < 0:
+            out.append("eval interval must be >= 0")
+        if self.device not in DEVICES:
+            out.append(f"device must be one of {', '.join(DEVICES)}")
+        if self.dtype not in DTYPES:
+            out.append(f"dtype must be one of {', '.join(DTYPES)}")
+        if self.grad_clip < 0:
+            out.append("grad clip must be >= 0")
+        return out
+
+    def with_(self, **changes: Any) -> "TrainConfig":
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+__all__ = [
+    "SAMPLING_MODES", "SAMPLING_LABELS", "SPLITS", "GPT2_VOCAB_SIZE", "GPT2_PADDED_VOCAB",
+    "PlanConfig", "PLAN_PRESETS", "ModelConfig", "MODEL_PRESETS", "DEVICES", "DTYPES", "TrainConfig",
+]

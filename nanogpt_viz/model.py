@@ -1,0 +1,309 @@
+"""GPT-2, defined the way nanoGPT defines it.
+
+Parameter names and shapes match nanoGPT's `model.py` one for one, so a state
+dict moves between the two programs unchanged (see checkpoint.py). Differences
+are only in what `forward` hands back: with targets it also returns the
+per-token loss, which the GUI paints over the batch grid.
+
+Shapes: B batch rows, T sequence length (<= block_size), C n_embd,
+V vocab_size, nh n_head, hs head size (C // nh).
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import fields
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from .config import MODEL_PRESETS, ModelConfig
+
+_CONFIG_FIELDS = tuple(f.name for f in fields(ModelConfig))
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm whose bias can be switched off (nn.LayerNorm could not before torch 2.1)."""
+
+    def __init__(self, ndim: int, bias: bool):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ndim))
+        self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0
+        # one matmul produces q, k and v for every head at once
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.attn_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.dropout = config.dropout
+        # No causal-mask buffer: scaled_dot_product_attention masks by itself
+        # (is_causal=True). nanoGPT only registers `attn.bias` on torch < 2.0.
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # 3 x (B, T, C)
+        # split channels into heads and move the head axis next to batch
+        hs = C // self.n_head
+        q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        # each position attends to itself and earlier positions only
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=None, is_causal=True,
+            dropout_p=self.dropout if self.training else 0.0,
+        )  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads: (B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU()
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.gelu(self.c_fc(x))  # (B, T, 4C)
+        return self.dropout(self.c_proj(x))  # (B, T, C)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+def _as_model_config(config: Any) -> ModelConfig:
+    """Accept a ModelConfig, a dict, or anything with GPTConfig's attributes (nanoGPT's GPTConfig)."""
+    if isinstance(config, ModelConfig):
+        return config
+    if isinstance(config, dict):
+        missing = [n for n in _CONFIG_FIELDS if n not in config]
+        if missing:
+            raise ValueError(f"The model configuration is missing {', '.join(missing)}.")
+        return ModelConfig(**{n: config[n] for n in _CONFIG_FIELDS})
+    try:
+        return ModelConfig(**{n: getattr(config, n) for n in _CONFIG_FIELDS})
+    except AttributeError as e:
+        raise TypeError(f"GPT needs a ModelConfig (or an object with {', '.join(_CONFIG_FIELDS)}); "
+                        f"got {type(config).__name__}.") from e
+
+
+class GPT(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        config = _as_model_config(config)
+        problems = config.problems()
+        if problems:
+            raise ValueError("Invalid model configuration: " + "; ".join(problems) + ".")
+        self.config = config
+
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),   # token embeddings
+            wpe=nn.Embedding(config.block_size, config.n_embd),   # learned position embeddings
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=LayerNorm(config.n_embd, bias=config.bias),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # Weight tying (Press & Wolf 2017): the input embedding and the output
+        # projection are one matrix. Both names stay in state_dict (as in nanoGPT),
+        # pointing at the same storage.
+        self.transformer.wte.weight = self.lm_head.weight
+
+        self.apply(self._init_weights)
+        # GPT-2 scales the projections that write into the residual stream, since
+        # each of the 2 * n_layer of them adds to its variance.
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def get_num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count. The tied wte/lm_head matrix counts once (parameters() dedups it).
+
+        non_embedding drops the position embeddings, as nanoGPT does; the token
+        embeddings stay because they double as the output layer's weights.
+        """
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.transformer.wpe.weight.numel()
+        return n
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                reduction: str = "mean"):
+        """Run the model.
+
+        idx: (B, T) int64 token ids, T <= block_size.
+
+        targets None (inference):
+            returns (logits, None) with logits (B, 1, V) for the last position only.
+        targets given, (B, T) int64, -1 marks positions to ignore:
+            returns (logits, loss, per_token)
+              logits    (B, T, V) in the compute dtype (bf16 under autocast)
+              per_token (B, T) float32 cross-entropy, 0 at ignored positions
+              loss      scalar float32: per_token averaged over non-ignored
+                        positions (reduction="mean", what nanoGPT returns) or
+                        summed (reduction="sum")
+        """
+        device = idx.device
+        B, T = idx.size()
+        if T > self.config.block_size:
+            raise ValueError(f"Cannot forward a sequence of length {T}: the model's block size "
+                             f"(context length) is only {self.config.block_size}.")
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction must be 'mean' or 'sum' (got {reduction!r}).")
+        pos = torch.arange(0, T, dtype=torch.long, device=device)  # (T,)
+
+        tok_emb = self.transformer.wte(idx)  # (B, T, C)
+        pos_emb = self.transformer.wpe(pos)  # (T, C), broadcast over B
+        x = self.transformer.drop(tok_emb + pos_emb)  # (B, T, C)
+        for block in self.transformer.h:
+            x = block(x)  # (B, T, C)
+        x = self.transformer.ln_f(x)  # (B, T, C)
+
+        if targets is None:
+            # Generation only needs the next-token distribution; skipping the
+            # other T-1 positions saves a (B, T, V) matmul.
+            logits = self.lm_head(x[:, [-1], :])  # (B, 1, V); the list index keeps the T axis
+            return logits, None
+
+        logits = self.lm_head(x)  # (B, T, V)
+        # Cross-entropy in float32 even under bf16/fp16 autocast: the log-softmax
+        # over 50k classes loses too much precision in half types.
+        per_token = F.cross_entropy(
+            logits.float().view(-1, logits.size(-1)), targets.view(-1),
+            ignore_index=-1, reduction="none",
+        ).view(B, T)  # (B, T) float32
+        if reduction == "sum":
+            loss = per_token.sum()
+        else:
+            # mean over real targets, which is what reduction='mean' would give
+            n_real = (targets != -1).sum()
+            loss = per_token.sum() / n_real  # nan when every target is ignored, as in F.cross_entropy
+        return logits, loss, per_token
+
+    def crop_block_size(self, block_size: int) -> None:
+        """Shrink the context length (e.g. load GPT-2 at 1024, fine-tune at 256)."""
+        if not 1 <= block_size <= self.config.block_size:
+            raise ValueError(f"Can only crop the block size down: {block_size} is not in "
+                             f"1..{self.config.block_size}.")
+        self.config = self.config.with_(block_size=block_size)
+        self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
+
+    def configure_optimizers(self, weight_decay: float, learning_rate: float,
+                             betas: tuple[float, float], device_type: str) -> torch.optim.AdamW:
+        """AdamW with weight decay on matrices (matmul weights, embeddings) only.
+
+        Biases and LayerNorm gains (dim < 2) are not decayed: shrinking them
+        towards 0 has no regularising meaning.
+        """
+        params = {n: p for n, p in self.named_parameters() if p.requires_grad}
+        decay = [p for p in params.values() if p.dim() >= 2]
+        no_decay = [p for p in params.values() if p.dim() < 2]
+        groups = [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        # The fused CUDA kernel does the whole update in one launch.
+        fused_ok = "fused" in inspect.signature(torch.optim.AdamW).parameters
+        extra = {"fused": True} if (fused_ok and device_type == "cuda") else {}
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=tuple(betas), **extra)
+
+    def estimate_mfu(self, fwdbwd_per_iter: int, dt: float, peak_flops: float = 312e12) -> float:
+        """Model FLOPs utilisation: achieved FLOP/s over `peak_flops`.
+
+        fwdbwd_per_iter: full-length sequences processed per iteration (rows);
+        dt: seconds per iteration. Default peak is A100 bf16 (312 TFLOP/s), as nanoGPT.
+        """
+        per_token = flops_per_token(self.config, self.get_num_params())
+        flops_per_iter = per_token * self.config.block_size * fwdbwd_per_iter
+        return (flops_per_iter / dt) / peak_flops
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Append max_new_tokens sampled tokens to idx (B, T); returns (B, T + max_new_tokens).
+
+        temperature <= 0 means greedy (argmax). Call model.eval() first so
+        dropout is off.
+        """
+        for _ in range(max_new_tokens):
+            # the model has only block_size positions: keep the most recent ones
+            idx_cond = idx if idx.size(1) <= self.config.block_size else idx[:, -self.config.block_size:]
+            logits, _ = self(idx_cond)
+            logits = logits[:, -1, :].float()  # (B, V)
+            if temperature <= 0:
+                idx_next = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                    logits[logits < v[:, [-1]]] = -float("inf")
+                probs = F.softmax(logits, dim=-1)  # (B, V)
+                idx_next = torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
+            idx = torch.cat((idx, idx_next), dim=1)
+        return idx
+
+
+def flops_per_token(cfg: ModelConfig, non_embedding_params: int) -> float:
+    """Training FLOPs (forward + backward) per token, PaLM appendix B.
+
+    6N for the matmuls against the weights (2 forward, 4 backward) plus
+    12 * L * H * Q * T for attention scores and the weighted sum over the
+    context, with T = block_size.
+    """
+    L, H, Q, T = cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head, cfg.block_size
+    return float(6 * non_embedding_params + 12 * L * H * Q * T)
+
+
+def build_model(preset_or_config: str | ModelConfig | dict, **overrides: Any) -> GPT:
+    """GPT from a MODEL_PRESETS name, a ModelConfig or a dict, with field overrides.
+
+    build_model("tiny", vocab_size=128, dropout=0.1)
+    """
+    if isinstance(preset_or_config, str):
+        if preset_or_config not in MODEL_PRESETS:
+            raise ValueError(f"Unknown model preset {preset_or_config!r}; choose one of "
+                             f"{', '.join(MODEL_PRESETS)}.")
+        cfg = MODEL_PRESETS[preset_or_config]
+    else:
+        cfg = _as_model_config(preset_or_config)
+    unknown = sorted(set(overrides) - set(_CONFIG_FIELDS))
+    if unknown:
+        raise ValueError(f"Unknown model setting(s): {', '.join(unknown)}.")
+    return GPT(cfg.with_(**overrides))
+
+
+__all__ = ["LayerNorm", "CausalSelfAttention", "MLP", "Block", "GPT", "flops_per_token", "build_model"]
