@@ -220,7 +220,9 @@ class GPT(nn.Module):
             raise ValueError(f"Can only crop the block size down: {block_size} is not in "
                              f"1..{self.config.block_size}.")
         self.config = self.config.with_(block_size=block_size)
-        self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
+        with torch.no_grad():
+            self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size].clone())
+        self.transformer.wpe.num_embeddings = block_size
 
     def configure_optimizers(self, weight_decay: float, learning_rate: float,
                              betas: tuple[float, float], device_type: str) -> torch.optim.AdamW:

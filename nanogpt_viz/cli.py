@@ -1,0 +1,478 @@
+"""Command line: `nanogpt-viz [CORPUS]` opens the window; subcommands script the same engine.
+
+    nanogpt-viz prepare CORPUS -o DIR [--val-fraction F]
+    nanogpt-viz plan CORPUS --block-size N --batch-size B [...] [--json] [--tokens]
+    nanogpt-viz train CORPUS [plan options] [--preset P] [...] [--out DIR] [--resume] [--json]
+    nanogpt-viz sample DIR [--prompt TEXT] [--tokens n]
+
+Every bad input ends with one `error: ...` line on stderr and exit status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from nanogpt_viz.config import (DEVICES, DTYPES, MODEL_PRESETS, SAMPLING_MODES, ModelConfig, PlanConfig,
+                                TrainConfig)
+
+SUBCOMMANDS = ("gui", "prepare", "plan", "train", "sample")
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage first otherwise)
+        sys.stderr.write(f"error: {message}\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _positive(name: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number (got {text!r})") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be >= 1 (got {value})")
+        return value
+    return parse
+
+
+def _nonneg(name: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number (got {text!r})") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{name} must be >= 0 (got {value})")
+        return value
+    return parse
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number (got {text!r})") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1) (got {value})")
+    return value
+
+
+def _add_plan_options(p: argparse.ArgumentParser, *, required: bool) -> None:
+    g = p.add_argument_group("batch plan")
+    g.add_argument("--block-size", "-N", type=_positive("block size N"), required=required,
+                   help="tokens per row (context length N)")
+    g.add_argument("--batch-size", "-B", type=_positive("batch size B"), required=required,
+                   help="rows per micro-batch per rank (B)")
+    g.add_argument("--grad-accum", "-K", type=_positive("gradient accumulation K"), default=1,
+                   help="micro-batches per rank per optimizer step (K)")
+    g.add_argument("--world-size", "-W", type=_positive("world size W"), default=None,
+                   help="DDP ranks (W); under torchrun taken from the environment")
+    g.add_argument("--sampling", choices=SAMPLING_MODES, default="sequential")
+    g.add_argument("--stride", type=_positive("stride S"), default=1, help="row stride S for --sampling sliding")
+    g.add_argument("--seed", type=_nonneg("seed"), default=1337)
+    g.add_argument("--split", choices=("train", "val"), default="train")
+    g.add_argument("--val-fraction", type=_fraction, default=0.1,
+                   help="for raw text: fraction of tokens held out as the val split (default 0.1)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="nanogpt-viz", description="See how GPT-2 / nanoGPT training cuts batches out of a "
+                 "corpus, then train the real model on exactly those batches.")
+    sub = ap.add_subparsers(dest="command", parser_class=_Parser)
+
+    g = sub.add_parser("gui", help="open the window (the default)")
+    g.add_argument("corpus", nargs="?", help="a text file, nanoGPT .bin, llm.c shard(s), .npy shard(s) or a directory")
+
+    p = sub.add_parser("prepare", help="tokenize a corpus into nanoGPT's train.bin / val.bin")
+    p.add_argument("corpus")
+    p.add_argument("-o", "--out", required=True, help="output directory")
+    p.add_argument("--val-fraction", type=_fraction, default=0.1)
+
+    p = sub.add_parser("plan", help="print which tokens every row of every step reads")
+    p.add_argument("corpus")
+    _add_plan_options(p, required=True)
+    p.add_argument("--start-step", type=_nonneg("start step"), default=0)
+    p.add_argument("--steps", type=_positive("steps"), default=1)
+    p.add_argument("--tokens", action="store_true", help="include the x and y token ids of each row")
+    p.add_argument("--json", action="store_true", help="one JSON object per optimizer step")
+
+    t = sub.add_parser("train", help="train GPT-2 on the plan's batches (headless)")
+    t.add_argument("corpus")
+    _add_plan_options(t, required=False)
+    t.add_argument("--preset", choices=tuple(MODEL_PRESETS), default="tiny")
+    for name in ("n_layer", "n_head", "n_embd", "model_block_size", "vocab_size"):
+        t.add_argument("--" + name.replace("_", "-"), type=_positive(name), default=None)
+    t.add_argument("--dropout", type=_fraction, default=None)
+    t.add_argument("--bias", choices=("true", "false"), default=None)
+    t.add_argument("--steps", type=_positive("steps"), default=TrainConfig.steps,
+                   help="total optimizer steps (nanoGPT's max_iters)")
+    t.add_argument("--lr", type=float, default=TrainConfig.learning_rate)
+    t.add_argument("--min-lr", type=float, default=TrainConfig.min_lr)
+    t.add_argument("--warmup-steps", type=_nonneg("warmup steps"), default=TrainConfig.warmup_steps)
+    t.add_argument("--lr-decay-steps", type=_positive("lr decay steps"), default=None)
+    t.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay)
+    t.add_argument("--grad-clip", type=float, default=TrainConfig.grad_clip)
+    t.add_argument("--eval-interval", type=_nonneg("eval interval"), default=TrainConfig.eval_interval)
+    t.add_argument("--eval-batches", type=_positive("eval batches"), default=TrainConfig.eval_batches)
+    t.add_argument("--checkpoint-interval", type=_nonneg("checkpoint interval"), default=0)
+    t.add_argument("--device", choices=DEVICES, default="auto")
+    t.add_argument("--dtype", choices=DTYPES, default="auto")
+    t.add_argument("--compile", dest="compile", action="store_true", default=None)
+    t.add_argument("--no-compile", dest="compile", action="store_false")
+    t.add_argument("--no-per-token", dest="per_token", action="store_false", default=True,
+                   help="skip the per-token loss readout")
+    t.add_argument("--global-grad-accum", type=_positive("global gradient accumulation"), default=None,
+                   help="nanoGPT's gradient_accumulation_steps (summed over ranks); converted to K = value / W")
+    t.add_argument("--out", default="out", help="run directory for ckpt.pt, metrics.jsonl, status.json")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt to --steps")
+    t.add_argument("--json", action="store_true", help="one JSON object per step on stdout")
+
+    s = sub.add_parser("sample", help="generate text from a checkpoint")
+    s.add_argument("dir", help="a run directory holding ckpt.pt (or the .pt file itself)")
+    s.add_argument("--prompt", default="\n")
+    s.add_argument("--tokens", type=_positive("tokens"), default=200)
+    s.add_argument("--temperature", type=float, default=0.8)
+    s.add_argument("--top-k", type=_positive("top k"), default=200)
+    s.add_argument("--seed", type=_nonneg("seed"), default=None)
+    s.add_argument("--device", choices=DEVICES, default="auto")
+    return ap
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def _progress_printer(label: str):
+    state = {"last": 0.0}
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if sys.stderr.isatty() and (now - state["last"] > 0.1 or done >= total):
+            state["last"] = now
+            pct = 100.0 * done / total if total else 100.0
+            sys.stderr.write(f"\r{label}: {pct:5.1f}% ({done / 1e6:,.1f} of {total / 1e6:,.1f} MB)")
+            if done >= total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+    return progress
+
+
+def _open(path: str, val_fraction: float = 0.1):
+    from nanogpt_viz.corpus import open_corpus
+
+    if not os.path.exists(path):
+        raise CliError(f"{path}: no such file or directory")
+    return open_corpus(path, val_fraction=val_fraction, progress=_progress_printer("tokenizing"))
+
+
+def _plan_config(args: argparse.Namespace, world_size: int | None = None) -> PlanConfig:
+    return PlanConfig(block_size=args.block_size, batch_size=args.batch_size, grad_accum=args.grad_accum,
+                      world_size=world_size or args.world_size or 1, sampling=args.sampling, stride=args.stride,
+                      seed=args.seed, split=args.split)
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from nanogpt_viz.corpus import write_nanogpt_bin
+
+    corpus = _open(args.corpus, args.val_fraction)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    train = corpus.split("train")
+    write_nanogpt_bin(out / "train.bin", train[0:len(train)])
+    n_val = 0
+    if corpus.has_split("val"):
+        val = corpus.split("val")
+        n_val = len(val)
+        write_nanogpt_bin(out / "val.bin", val[0:n_val])
+    print(f"train.bin: {len(train):,} tokens")
+    print(f"val.bin: {n_val:,} tokens")
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from nanogpt_viz.batching import BatchPlan, gather_rows
+
+    corpus = _open(args.corpus, args.val_fraction)
+    tokens = corpus.split(args.split)
+    plan = BatchPlan(_plan_config(args), len(tokens))
+    out = sys.stdout
+    if not args.json:
+        s = plan.summary()
+        out.write(f"# {corpus.name}: {len(tokens):,} {args.split} tokens, sampling={plan.mode}, "
+                  f"N={plan.N} B={plan.B} K={plan.K} W={plan.W}"
+                  + (f" S={plan.S}" if plan.mode == "sliding" else "") + "\n")
+        out.write(f"# tokens per step = K*W*B*N = {plan.K}*{plan.W}*{plan.B}*{plan.N} = {plan.tokens_per_step:,}; "
+                  f"steps per epoch = {s['steps_per_epoch']:,}"
+                  + (f"; dropped tail = {s['dropped_tail']:,} tokens" if plan.mode != "random" else
+                     " (nominal: random offsets have no epochs)") + "\n")
+        out.write(f"{'step':>8} {'epoch':>6} {'rank':>4} {'micro':>5} {'row':>4} {'x = t[s:s+N]':>26} "
+                  f"{'y = t[s+1:s+N+1]':>26}\n")
+    for step in range(args.start_step, args.start_step + args.steps):
+        rows = plan.rows(step)
+        epoch = plan.epoch(step)
+        if args.json:
+            recs = []
+            xy = gather_rows(tokens, [r.start for r in rows], plan.N + 1) if args.tokens else None
+            for i, r in enumerate(rows):
+                rec: dict[str, Any] = r.to_dict()
+                if xy is not None:
+                    rec["x"] = xy[i, :-1].tolist()
+                    rec["y"] = xy[i, 1:].tolist()
+                recs.append(rec)
+            out.write(json.dumps({"step": step, "epoch": epoch, "rows": recs}) + "\n")
+        else:
+            for r in rows:
+                x = f"[{r.start:,}, {r.start + plan.N:,})"
+                y = f"[{r.start + 1:,}, {r.start + plan.N + 1:,})"
+                out.write(f"{step:>8} {epoch:>6} {r.rank:>4} {r.micro:>5} {r.row:>4} {x:>26} {y:>26}\n")
+                if args.tokens:
+                    xy = gather_rows(tokens, [r.start], plan.N + 1)[0]
+                    out.write(f"{'':>31}x: {' '.join(map(str, xy[:-1]))}\n{'':>31}y: {' '.join(map(str, xy[1:]))}\n")
+    return 0
+
+
+def _model_config(args: argparse.Namespace) -> ModelConfig:
+    mc = MODEL_PRESETS[args.preset]
+    over = {k: getattr(args, k) for k in ("n_layer", "n_head", "n_embd", "vocab_size", "dropout")
+            if getattr(args, k) is not None}
+    if args.model_block_size is not None:
+        over["block_size"] = args.model_block_size
+    if args.bias is not None:
+        over["bias"] = args.bias == "true"
+    return mc.with_(**over)
+
+
+def _fmt_eta(seconds: float) -> str:
+    if not math.isfinite(seconds) or seconds < 0:
+        return "--:--"
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from nanogpt_viz.runlog import RunLog
+    from nanogpt_viz.trainer import DistInfo, RunEnd, RunInfo, StepReport, TrainControl, Trainer
+
+    dist_info = DistInfo.from_env()
+    if args.world_size is not None and dist_info.world_size > 1 and args.world_size != dist_info.world_size:
+        raise CliError(f"--world-size {args.world_size} disagrees with torchrun's {dist_info.world_size} processes")
+    world = dist_info.world_size if dist_info.world_size > 1 else (args.world_size or 1)
+    if args.global_grad_accum is not None:
+        if args.global_grad_accum % world:
+            raise CliError(f"nanoGPT's global gradient_accumulation_steps={args.global_grad_accum} does not divide "
+                           f"by the world size W={world}; choose a multiple of {world}")
+        args.grad_accum = args.global_grad_accum // world
+    mc = _model_config(args)
+    if args.block_size is None:
+        args.block_size = min(mc.block_size, 64)
+    if args.batch_size is None:
+        args.batch_size = 4
+    pc = _plan_config(args, world_size=world)
+    tc = TrainConfig(steps=args.steps, learning_rate=args.lr, min_lr=args.min_lr, warmup_steps=args.warmup_steps,
+                     lr_decay_steps=args.lr_decay_steps, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
+                     eval_interval=args.eval_interval, eval_batches=args.eval_batches, device=args.device,
+                     dtype=args.dtype, compile=args.compile, seed=args.seed, per_token=args.per_token,
+                     checkpoint_interval=args.checkpoint_interval)
+    for problems in (pc.problems(), mc.problems(), tc.problems()):
+        if problems:
+            raise CliError("; ".join(problems))
+    if args.resume and not (Path(args.out) / "ckpt.pt").exists():
+        raise CliError(f"cannot resume: {Path(args.out) / 'ckpt.pt'} does not exist")
+    corpus = _open(args.corpus, args.val_fraction) if dist_info.is_master else None
+    if corpus is None:  # other ranks: the master has built any cache; opening is then instant
+        from nanogpt_viz.corpus import open_corpus
+        corpus = open_corpus(args.corpus, val_fraction=args.val_fraction)
+    train_tokens = corpus.split(args.split)
+    val_tokens = corpus.split("val") if corpus.has_split("val") and args.split == "train" else None
+
+    if dist_info.world_size > 1:
+        import torch
+        import torch.distributed as tdist
+
+        backend = "nccl" if torch.cuda.is_available() and args.device in ("auto", "cuda") else "gloo"
+        tdist.init_process_group(backend=backend)
+    control = TrainControl()
+
+    def on_signal(signum, frame):  # first Ctrl+C: stop after this step and write the checkpoint
+        if control.stopped:
+            raise KeyboardInterrupt
+        control.stop()
+        if dist_info.is_master:
+            sys.stderr.write("\nstopping after this step (Ctrl+C again to abort without a checkpoint)\n")
+
+    old_int = signal.signal(signal.SIGINT, on_signal)
+    old_term = signal.signal(signal.SIGTERM, on_signal)
+    trainer = Trainer(train_tokens, val_tokens, pc, mc, tc, out_dir=args.out, resume=args.resume,
+                      control=control, dist=dist_info, model_preset=args.preset,
+                      corpus_info={"path": str(Path(args.corpus).resolve()), "name": corpus.name,
+                                   "tokens": len(train_tokens), "vocab_size": corpus.vocab_size})
+    log = RunLog(args.out) if dist_info.is_master else None
+    master = dist_info.is_master
+    code = 0
+    t0 = time.monotonic()
+    first_step = 0
+    try:
+        for ev in trainer.run():
+            if isinstance(ev, RunInfo):
+                first_step = ev.start_step
+                if log:
+                    log.status("running", step=ev.start_step, total_steps=ev.total_steps, device=ev.device_name,
+                               world_size=ev.world_size, n_params=ev.n_params)
+                if master and not args.json:
+                    sys.stderr.write(f"training on {ev.device_name} ({ev.dtype}{', compiled' if ev.compiled else ''}), "
+                                     f"{ev.n_params / 1e6:.2f}M parameters, {ev.tokens_per_step:,} tokens/step, "
+                                     f"steps {ev.start_step}..{ev.total_steps - 1}\n")
+            elif isinstance(ev, StepReport):
+                rec = {"step": ev.step, "epoch": ev.epoch, "loss": ev.loss, "lr": ev.lr,
+                       "tokens_per_s": ev.tokens_per_s, "grad_norm": ev.grad_norm, "mfu": ev.mfu,
+                       "val_loss": ev.val_loss, "dt": ev.dt, "tokens_seen": ev.tokens_seen,
+                       "world_size": ev.world_size}
+                if log:
+                    log.metric(rec)
+                    if ev.step % 10 == 0 or ev.val_loss is not None:
+                        log.status("running", step=ev.step + 1, total_steps=tc.steps, loss=ev.loss)
+                if not master:
+                    continue
+                if args.json:
+                    sys.stdout.write(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                                                 for k, v in rec.items()}) + "\n")
+                    sys.stdout.flush()
+                else:
+                    done = ev.step + 1 - first_step
+                    elapsed = time.monotonic() - t0
+                    eta = elapsed / done * (tc.steps - ev.step - 1) if done else float("nan")
+                    width = 24
+                    filled = int(width * (ev.step + 1) / tc.steps)
+                    val = f" val {ev.val_loss:.4f}" if ev.val_loss is not None else ""
+                    mfu = f" mfu {100 * ev.mfu:.1f}%" if ev.mfu is not None else ""
+                    line = (f"[{'#' * filled}{'.' * (width - filled)}] step {ev.step + 1}/{tc.steps} "
+                            f"loss {ev.loss:.4f}{val} | {ev.tokens_per_s:,.0f} tok/s{mfu} | ETA {_fmt_eta(eta)}")
+                    if sys.stderr.isatty():
+                        sys.stderr.write("\r" + line.ljust(100))
+                        if ev.val_loss is not None:
+                            sys.stderr.write("\n")
+                    elif ev.val_loss is not None or ev.step % 10 == 0 or ev.step + 1 == tc.steps:
+                        sys.stderr.write(line + "\n")
+                    sys.stderr.flush()
+            elif isinstance(ev, RunEnd):
+                if log:
+                    log.status(ev.reason, step=ev.step, total_steps=tc.steps, message=ev.message,
+                               checkpoint=ev.checkpoint)
+                if master:
+                    if sys.stderr.isatty() and not args.json:
+                        sys.stderr.write("\n")
+                    if ev.reason in ("finished", "stopped"):
+                        sys.stderr.write(f"{ev.message}" + (f"; checkpoint: {ev.checkpoint}" if ev.checkpoint else "")
+                                         + "\n")
+                    else:
+                        sys.stderr.write(f"error: {ev.message}\n")
+                code = 0 if ev.reason in ("finished", "stopped") else 1
+                if ev.reason == "error" and ev.step == 0:
+                    code = EXIT_USAGE
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+        if log:
+            log.close()
+        if dist_info.world_size > 1:
+            import torch.distributed as tdist
+
+            if tdist.is_initialized():
+                tdist.destroy_process_group()
+    return code
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from nanogpt_viz.checkpoint import load_checkpoint, model_from_checkpoint
+    from nanogpt_viz.tokenizer import decode, encode
+    from nanogpt_viz.trainer import detect_device, sample_text
+
+    path = Path(args.dir)
+    if path.is_dir():
+        path = path / "ckpt.pt"
+    if not path.exists():
+        raise CliError(f"{path}: no checkpoint there (train first, or point at a run directory)")
+    ckpt = load_checkpoint(path)
+    model = model_from_checkpoint(ckpt)
+    device, _ = detect_device(args.device)
+    model.to(device)
+    prompt = args.prompt.encode("utf-8").decode("unicode_escape") if "\\" in args.prompt else args.prompt
+    ids = encode(prompt)
+    out = sample_text(model, ids, args.tokens, temperature=args.temperature, top_k=args.top_k, seed=args.seed)
+    sys.stdout.write(prompt + decode(out) + "\n")
+    return 0
+
+
+def cmd_gui(args: argparse.Namespace) -> int:
+    try:
+        from nanogpt_viz.ui.app import run_app
+    except ImportError as exc:
+        raise CliError(f"the window needs PySide6 and pyqtgraph ({exc}); install them with "
+                       f"`pip install nanogpt-viz` or use the subcommands") from None
+    return run_app(args.corpus)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help", "--version")):
+        argv = ["gui", *argv]
+    if argv[0] == "--version":
+        from nanogpt_viz import __version__
+
+        print(f"nanogpt-viz {__version__}")
+        return 0
+    args = build_parser().parse_args(argv)
+    handlers = {"gui": cmd_gui, "prepare": cmd_prepare, "plan": cmd_plan, "train": cmd_train, "sample": cmd_sample}
+    from nanogpt_viz.batching import PlanError
+
+    known: tuple[type[BaseException], ...] = (CliError, PlanError)
+    try:
+        from nanogpt_viz.corpus import Cancelled, CorpusError
+        known += (CorpusError, Cancelled)
+    except ImportError:
+        pass
+    try:
+        from nanogpt_viz.checkpoint import CheckpointError
+        from nanogpt_viz.tokenizer import TokenizerError
+        from nanogpt_viz.trainer import TrainError
+        known += (CheckpointError, TokenizerError, TrainError)
+    except ImportError:
+        pass
+    try:
+        return handlers[args.command](args)
+    except known as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\n")
+        return 130
+    except BrokenPipeError:  # `nanogpt-viz plan ... | head`
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+    except MemoryError:
+        sys.stderr.write("error: out of memory; use a smaller corpus, batch or model\n")
+        return 1
+    except OSError as exc:
+        sys.stderr.write(f"error: {exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}\n")
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

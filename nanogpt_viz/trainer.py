@@ -1,0 +1,611 @@
+"""The headless GPT-2 training engine: a generator of immutable reports.
+
+The trainer takes every batch from `BatchPlan`, so the rows the view highlights are exactly the rows
+the model trains on. It knows nothing about the GUI: `Trainer.run()` yields a `RunInfo`, then one
+`StepReport` per optimizer step, then a final `RunEnd`. The CLI prints them, the GUI's worker turns
+them into signals, a test just iterates.
+
+Hot-loop rules (GPU): the per-token losses, the mean loss and the grad norm of step k are copied into
+pinned host buffers with non-blocking copies and a CUDA event is recorded; the report of step k is
+built only after step k+1 has been queued, so reading it never stalls the device. A non-finite step is
+skipped on the device (the fused AdamW kernel's `found_inf` input), so the weights from before it are
+kept without a host sync.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: F401  (kept for readers following nanoGPT)
+
+from nanogpt_viz.batching import BatchPlan, gather_rows
+from nanogpt_viz.config import ModelConfig, PlanConfig, TrainConfig
+
+# Dense bf16 ceilings used for MFU. H100/H200: the measured matmul ceiling on this project's H200
+# (about 790 TFLOP/s), not the datasheet's 989. A100: datasheet (nanoGPT's figure).
+PEAK_FLOPS = (("H200", 790e12), ("H100", 790e12), ("A100", 312e12))
+
+
+class TrainError(RuntimeError):
+    """A run that cannot start; the message is a user-facing sentence."""
+
+
+# ----------------------------------------------------------------------------------------------
+# What crosses from the engine to its consumer: plain values and numpy arrays, never tensors.
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    device: str  # "cuda", "mps", "cpu"
+    device_name: str
+    dtype: str
+    compiled: bool
+    n_params: int
+    start_step: int
+    total_steps: int
+    tokens_per_step: int
+    world_size: int
+    out_dir: str | None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StepReport:
+    step: int
+    epoch: int
+    lr: float
+    loss: float  # mean over every prediction of the step (all micro-batches, all ranks)
+    grad_norm: float
+    tokens_per_s: float  # all ranks together
+    mfu: float | None  # fraction of the device's peak bf16 FLOP/s, None when unknown (CPU)
+    dt: float  # seconds for this step
+    starts: np.ndarray  # (K, W, B) the plan's row starts for this step
+    per_token: np.ndarray | None  # (K, len(ranks), B, N) float32 losses of the rows trained here
+    position_loss: np.ndarray | None  # (N,) mean loss at each position in the block
+    ranks: tuple[int, ...]
+    val_loss: float | None = None
+    tokens_seen: int = 0
+    world_size: int = 1
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    reason: str  # "finished", "stopped", "nonfinite", "oom", "error"
+    message: str
+    step: int  # steps completed (nanoGPT's iter_num)
+    checkpoint: str | None = None
+    best_val_loss: float | None = None
+
+
+class TrainControl:
+    """Thread-safe stop/pause flags, set from any thread (the GUI thread, a signal handler)."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._running = threading.Event()
+        self._running.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._running.set()  # wake a paused loop so it can see the stop
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    def wait_while_paused(self) -> None:
+        while not self._running.wait(0.1):
+            pass
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in a torchrun job (world_size 1: a plain single process)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @classmethod
+    def from_env(cls) -> "DistInfo":
+        if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+            return cls()
+        return cls(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0)),
+                   int(os.environ["WORLD_SIZE"]))
+
+    @property
+    def is_master(self) -> bool:
+        return self.rank == 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Device and precision
+
+
+def detect_device(requested: str = "auto") -> tuple[str, str]:
+    """(device type, human name): CUDA, then MPS, then CPU."""
+    if requested in ("auto", "cuda") and torch.cuda.is_available():
+        return "cuda", torch.cuda.get_device_name(0)
+    if requested == "cuda":
+        raise TrainError("CUDA was requested but no CUDA GPU is available; choose device 'auto' or 'cpu'")
+    mps = getattr(torch.backends, "mps", None)
+    if requested in ("auto", "mps") and mps is not None and mps.is_available():
+        return "mps", "Apple GPU (MPS)"
+    if requested == "mps":
+        raise TrainError("MPS was requested but is not available; choose device 'auto' or 'cpu'")
+    import platform
+
+    return "cpu", f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def resolve_dtype(device: str, requested: str = "auto") -> str:
+    if requested != "auto":
+        if device == "cpu" and requested == "float16":
+            raise TrainError("float16 training is not supported on the CPU; use float32 or bfloat16")
+        return requested
+    if device == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    if device == "mps":
+        return "float16"
+    return "float32"
+
+
+def peak_flops_for(device: str, name: str) -> float | None:
+    if device != "cuda":
+        return None
+    for key, flops in PEAK_FLOPS:
+        if key in name:
+            return flops
+    return None
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """nanoGPT's schedule: linear warmup, cosine decay to min_lr, then flat."""
+    decay_steps = cfg.lr_decay_steps or cfg.steps
+    if step < cfg.warmup_steps:
+        return cfg.learning_rate * (step + 1) / (cfg.warmup_steps + 1)
+    if step >= decay_steps:
+        return cfg.min_lr
+    ratio = (step - cfg.warmup_steps) / max(1, decay_steps - cfg.warmup_steps)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))
+    return cfg.min_lr + coeff * (cfg.learning_rate - cfg.min_lr)
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Pending:
+    """A step whose numbers are still on their way off the device."""
+
+    step: int
+    lr: float
+    slot: int
+    t_end: float
+    event: Any = None
+
+
+@dataclass
+class Trainer:
+    train_tokens: Any
+    val_tokens: Any | None
+    plan_config: PlanConfig
+    model_config: ModelConfig
+    train_config: TrainConfig
+    out_dir: str | os.PathLike | None = None
+    resume: bool = False
+    control: TrainControl = field(default_factory=TrainControl)
+    dist: DistInfo = field(default_factory=DistInfo)
+    corpus_info: dict[str, Any] = field(default_factory=dict)
+    model_preset: str | None = None
+
+    # ---- set-up ---------------------------------------------------------------------------
+    def _setup(self) -> None:
+        from nanogpt_viz import checkpoint as ckpt_mod
+        from nanogpt_viz.model import GPT
+
+        tc, mc = self.train_config, self.model_config
+        problems = tc.problems() + mc.problems()
+        if problems:
+            raise TrainError("; ".join(problems))
+        self.start_step = self.steps_done = 0
+        self.best_val_loss = math.inf
+        self.history: list[tuple[int, float, float]] = []
+        resume_ckpt = None
+        if self.resume:
+            if self.out_dir is None:
+                raise TrainError("resuming needs the run directory that holds ckpt.pt")
+            path = Path(self.out_dir) / "ckpt.pt"
+            if not path.exists():
+                raise TrainError(f"cannot resume: {path} does not exist")
+            resume_ckpt = ckpt_mod.load_checkpoint(path)
+            extra = resume_ckpt.extra or {}
+            # Exact resume needs the same model, plan and recipe: take them from the checkpoint;
+            # only the total number of steps comes from the caller.
+            mc = self.model_config = ModelConfig.from_dict(resume_ckpt.model_args)
+            if "plan" in extra:
+                self.plan_config = PlanConfig.from_dict(extra["plan"])
+            if "train" in extra:
+                tc = self.train_config = TrainConfig.from_dict({**extra["train"], "steps": tc.steps,
+                                                                "device": tc.device})
+            self.start_step = self.steps_done = int(resume_ckpt.iter_num)
+            self.best_val_loss = float(resume_ckpt.best_val_loss)
+            hist = extra.get("history")
+            if hist is not None:
+                self.history = [(int(a), float(b), float(c)) for a, b, c in hist.tolist()]
+
+        pc = self.plan_config
+        if pc.block_size > mc.block_size:
+            raise TrainError(f"the plan's block size N={pc.block_size} is larger than the model's context "
+                             f"({mc.block_size}); lower N or raise the model's block_size")
+        if self.dist.world_size > 1 and pc.world_size != self.dist.world_size:
+            raise TrainError(f"the plan has W={pc.world_size} ranks but torchrun started "
+                             f"{self.dist.world_size} processes; set --world-size to match")
+        self.plan = BatchPlan(pc, len(self.train_tokens))
+        self.val_plan = None
+        if self.val_tokens is not None and len(self.val_tokens) > pc.block_size + 1 and tc.eval_interval > 0:
+            self.val_plan = BatchPlan(PlanConfig(block_size=pc.block_size, batch_size=pc.batch_size,
+                                                 sampling="sequential"), len(self.val_tokens))
+
+        self.device, self.device_name = detect_device(tc.device)
+        if self.dist.world_size > 1 and self.device == "cuda":
+            torch.cuda.set_device(self.dist.local_rank)
+            self.device_name = torch.cuda.get_device_name(self.dist.local_rank)
+        self.dev = torch.device(self.device, self.dist.local_rank) if self.device == "cuda" else torch.device(self.device)
+        self.dtype = resolve_dtype(self.device, tc.dtype)
+        if self.device == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+        torch.manual_seed(tc.seed + self.dist.rank)
+        corpus_vocab = int(self.corpus_info.get("vocab_size", 0) or 0)
+        if corpus_vocab > mc.vocab_size:
+            raise TrainError(f"the corpus uses a vocabulary of {corpus_vocab:,} ids but the model has "
+                             f"{mc.vocab_size:,}; raise the model's vocab_size")
+        self.raw_model = GPT(mc).to(self.dev)
+        self.optimizer = self._make_optimizer()
+        if resume_ckpt is not None:
+            self.raw_model.load_state_dict(resume_ckpt.model_state)
+            if resume_ckpt.optimizer_state:
+                self.optimizer.load_state_dict(resume_ckpt.optimizer_state)
+            rng = (resume_ckpt.extra or {}).get("torch_rng")
+            if rng is not None:
+                torch.set_rng_state(rng)
+            cuda_rng = (resume_ckpt.extra or {}).get("cuda_rng")
+            if cuda_rng is not None and self.device == "cuda":
+                torch.cuda.set_rng_state(cuda_rng)
+        self.model = self.raw_model
+        self.compiled = bool(tc.compile if tc.compile is not None else self.device == "cuda")
+        if self.compiled:
+            self.model = torch.compile(self.raw_model)
+        if self.dist.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.dist.local_rank] if self.device == "cuda" else None
+            self.model = DDP(self.model, device_ids=ids)
+        pt = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[self.dtype]
+        self.autocast = (torch.autocast(device_type=self.device, dtype=pt) if pt != torch.float32
+                         else contextlib.nullcontext())
+        self.scaler = torch.amp.GradScaler(self.device) if self.dtype == "float16" else None
+        # ranks this process computes: all of them in a single process (the gradient of W ranks'
+        # micro-batches averaged is what DDP computes), only its own under torchrun
+        self.local_ranks = (tuple(range(pc.world_size)) if self.dist.world_size == 1 else (self.dist.rank,))
+        self.n_micro = pc.grad_accum * len(self.local_ranks)
+        self.peak_flops = peak_flops_for(self.device, self.device_name)
+        from nanogpt_viz.model import flops_per_token
+
+        self.flops_per_token = flops_per_token(mc, self.raw_model.get_num_params())
+        pin = self.device == "cuda"
+        shape = (pc.grad_accum, len(self.local_ranks), pc.batch_size, pc.block_size)
+        # two slots: step k's numbers land in one while step k+1 writes the other
+        self.host_tok = [torch.empty(shape, dtype=torch.float32, pin_memory=pin) for _ in range(2)] \
+            if tc.per_token else None
+        self.host_stats = [torch.empty(3, dtype=torch.float32, pin_memory=pin) for _ in range(2)]
+        self.skip = torch.zeros((), dtype=torch.float32, device=self.dev)  # sticky non-finite flag
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        tc = self.train_config
+        params = [p for p in self.raw_model.parameters() if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2]  # matmul weights and embeddings
+        no_decay = [p for p in params if p.dim() < 2]  # biases and LayerNorm gains
+        groups = [{"params": decay, "weight_decay": tc.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        # fused: one kernel for all parameters, and it honours `found_inf` without a host sync
+        return torch.optim.AdamW(groups, lr=tc.learning_rate, betas=(tc.beta1, tc.beta2), fused=True)
+
+    # ---- the loop -----------------------------------------------------------------------------
+    def run(self) -> Iterator[RunInfo | StepReport | RunEnd]:
+        """Train to `train_config.steps`; always ends with exactly one RunEnd (never raises)."""
+        try:
+            self._setup()
+        except (TrainError, ValueError, OSError) as exc:
+            yield RunEnd("error", str(exc), 0)
+            return
+        except torch.OutOfMemoryError:
+            yield RunEnd("oom", self._oom_message(), 0)
+            return
+        tc = self.train_config
+        yield RunInfo(self.device, self.device_name, self.dtype, self.compiled,
+                      self.raw_model.get_num_params(), self.start_step, tc.steps, self.plan.tokens_per_step,
+                      self.plan_config.world_size, str(self.out_dir) if self.out_dir else None)
+        step = self.start_step
+        pending: _Pending | None = None
+        self._t_last = time.perf_counter()
+        self._last_event = None
+        end: RunEnd | None = None
+        try:
+            while step < tc.steps:
+                if self.control.paused and pending is not None:
+                    report = self._finish(pending)  # show the last step before sitting idle
+                    pending = None
+                    if isinstance(report, RunEnd):
+                        end = report
+                        break
+                    yield report
+                if self.control.paused:
+                    self.control.wait_while_paused()
+                    self._last_event, self._t_last = None, time.perf_counter()  # idle time is not step time
+                if self.control.stopped and self.dist.world_size == 1:
+                    break
+                t_launch = time.perf_counter()
+                new = self._launch_step(step)
+                step += 1
+                if self.device == "mps":
+                    torch.mps.synchronize()
+                new.t_end = time.perf_counter() - t_launch  # wall time; CUDA uses its events instead
+                # CUDA: report step k only once step k+1 is queued, so the readout never idles the GPU.
+                # Elsewhere the step has already finished: report it at once.
+                ready = [pending, None] if self.device == "cuda" else [pending, new]
+                pending = new if self.device == "cuda" else None
+                for p in ready:
+                    if p is None:
+                        continue
+                    report = self._finish(p)
+                    if isinstance(report, RunEnd):
+                        end = report
+                        break
+                    yield report
+                if end is not None:
+                    break
+                if self._stop_agreed:
+                    break
+            if end is None and pending is not None:
+                report = self._finish(pending)
+                if isinstance(report, RunEnd):
+                    end = report
+                else:
+                    yield report
+        except torch.OutOfMemoryError:
+            self._free_memory()
+            end = RunEnd("oom", self._oom_message(), self.steps_done)
+        except Exception as exc:  # a bug or a device failure: report it, keep the process alive
+            end = RunEnd("error", f"training failed at step {step}: {type(exc).__name__}: {exc}", self.steps_done)
+        if end is None:
+            reason = "finished" if self.steps_done >= tc.steps else "stopped"
+            msg = (f"finished {self.steps_done} steps" if reason == "finished"
+                   else f"stopped after step {self.steps_done - 1}")
+            end = RunEnd(reason, msg, self.steps_done)
+        ckpt_path = None
+        if self.out_dir is not None and (self.steps_done > self.start_step or end.reason != "error"):
+            try:
+                ckpt_path = self.save_checkpoint()
+            except Exception as exc:  # a full disk must not take the run's report with it
+                end = RunEnd(end.reason, f"{end.message}; the checkpoint could not be written: {exc}", end.step)
+        best = self.best_val_loss if math.isfinite(self.best_val_loss) else None
+        yield RunEnd(end.reason, end.message, end.step, ckpt_path, best)
+
+    _stop_agreed = False
+    steps_done = 0
+
+    def _micro_batches(self, step: int):
+        pc = self.plan_config
+        for m in range(pc.grad_accum):
+            for j, r in enumerate(self.local_ranks):
+                xy = gather_rows(self.train_tokens, self.plan.micro_starts(step, m, r), pc.block_size + 1)
+                t = torch.from_numpy(xy)
+                if self.device == "cuda":
+                    t = t.pin_memory().to(self.dev, non_blocking=True)
+                else:
+                    t = t.to(self.dev)
+                yield m, j, t[:, :-1].contiguous(), t[:, 1:].contiguous()
+
+    def _launch_step(self, step: int) -> _Pending:
+        """Queue one optimizer step on the device; nothing here waits for the device."""
+        tc = self.train_config
+        lr = lr_at(step, tc)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        slot = step % 2
+        loss_sum = torch.zeros((), dtype=torch.float32, device=self.dev)
+        last = self.n_micro - 1
+        for i, (m, j, x, y) in enumerate(self._micro_batches(step)):
+            sync_ctx = (self.model.no_sync() if self.dist.world_size > 1 and i < last
+                        else contextlib.nullcontext())
+            with sync_ctx:
+                with self.autocast:
+                    _, loss, per_token = self.model(x, y)  # per_token: (B, N) float32
+                # mean over K micro-batches (and W simulated ranks): same gradient as one big batch
+                scaled = loss / self.n_micro
+                if self.scaler is not None:
+                    self.scaler.scale(scaled).backward()
+                else:
+                    scaled.backward()
+            loss_sum += loss.detach()
+            if self.host_tok is not None:
+                self.host_tok[slot][m, j].copy_(per_token.detach(), non_blocking=True)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(),
+                                              tc.grad_clip if tc.grad_clip > 0 else float("inf"))
+        if self.scaler is not None:  # fp16: inf gradients are the scaler's business (it skips them)
+            bad = (~torch.isfinite(loss_sum)).float()
+        else:
+            bad = (~torch.isfinite(norm) | ~torch.isfinite(loss_sum)).float()
+        stop_flag = torch.full((), 1.0 if self.control.stopped else 0.0, device=self.dev)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            # Skip the update on the device for a non-finite step and every one after it, so the
+            # weights from before it survive without waiting for the device here.
+            torch.maximum(self.skip, bad, out=self.skip)
+            self.optimizer.found_inf = self.skip
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        stats = torch.stack([loss_sum / self.n_micro, norm.float(), stop_flag + bad * 2])
+        if self.dist.world_size > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(stats, op=dist.ReduceOp.SUM)
+            stats = stats / torch.tensor([self.dist.world_size, 1.0 * self.dist.world_size, 1.0], device=self.dev)
+        self.host_stats[slot].copy_(stats, non_blocking=True)
+        pending = _Pending(step, lr, slot, 0.0)
+        if self.device == "cuda":
+            pending.event = torch.cuda.Event(enable_timing=True)
+            pending.event.record()
+        return pending
+
+    def _finish(self, p: _Pending) -> StepReport | RunEnd:
+        """Turn a launched step into a report (waits only for that step's copies)."""
+        if p.event is not None:
+            p.event.synchronize()
+            if self._last_event is not None:
+                dt = self._last_event.elapsed_time(p.event) / 1000.0
+            else:
+                dt = time.perf_counter() - self._t_last
+            self._last_event = p.event
+        else:
+            dt = p.t_end
+        loss, norm, flags = (float(v) for v in self.host_stats[p.slot].tolist())
+        if flags >= 2 or not math.isfinite(loss):
+            return RunEnd("nonfinite", f"the loss became non-finite ({loss}) at step {p.step}; the weights "
+                          f"from before that step are kept. Lower the learning rate or check the data",
+                          p.step)
+        if flags >= 1:
+            self._stop_agreed = True
+        self.steps_done = p.step + 1
+        per_token = position = None
+        if self.host_tok is not None:
+            per_token = self.host_tok[p.slot].numpy().copy()  # (K, ranks, B, N)
+            position = per_token.mean(axis=(0, 1, 2))
+        tokens = self.plan.tokens_per_step
+        tps = tokens / dt if dt > 0 else 0.0
+        mfu = None
+        if self.peak_flops:
+            per_device = tps / self.plan_config.world_size if self.dist.world_size > 1 else tps
+            mfu = self.flops_per_token * per_device / self.peak_flops
+        val = None
+        tc = self.train_config
+        if self.val_plan is not None and (self.steps_done % tc.eval_interval == 0 or self.steps_done == tc.steps):
+            val = self.evaluate()
+        self.history.append((p.step, loss, val if val is not None else math.nan))
+        if len(self.history) > 100_000:
+            del self.history[: len(self.history) - 100_000]
+        if (tc.checkpoint_interval and self.out_dir is not None and self.steps_done % tc.checkpoint_interval == 0
+                and self.steps_done < tc.steps):
+            self.save_checkpoint()
+        return StepReport(
+            step=p.step, epoch=self.plan.epoch(p.step), lr=p.lr, loss=loss, grad_norm=norm,
+            tokens_per_s=tps, mfu=mfu, dt=dt, starts=self.plan.starts(p.step), per_token=per_token,
+            position_loss=position, ranks=self.local_ranks, val_loss=val,
+            tokens_seen=self.steps_done * tokens, world_size=self.plan_config.world_size)
+
+    @torch.no_grad()
+    def evaluate(self) -> float | None:
+        """Mean loss over fixed, evenly spread validation batches (the same ones every time)."""
+        if self.val_plan is None or not self.dist.is_master:
+            return None
+        vp = self.val_plan
+        n = min(self.train_config.eval_batches, vp.steps_per_epoch)
+        picks = np.linspace(0, vp.steps_per_epoch - 1, n).round().astype(np.int64)
+        self.raw_model.eval()
+        total = torch.zeros((), device=self.dev)
+        for k in picks:
+            xy = torch.from_numpy(gather_rows(self.val_tokens, vp.micro_starts(int(k), 0), vp.N + 1)).to(self.dev)
+            with self.autocast:
+                _, loss, _ = self.raw_model(xy[:, :-1].contiguous(), xy[:, 1:].contiguous())
+            total += loss.float()
+        self.raw_model.train()
+        val = float(total.item()) / n
+        if val < self.best_val_loss:
+            self.best_val_loss = val
+        return val
+
+    # ---- checkpoints ------------------------------------------------------------------------
+    def save_checkpoint(self) -> str | None:
+        """Write `out_dir/ckpt.pt` (rank 0 only): nanoGPT's keys plus what exact resume needs."""
+        from nanogpt_viz.checkpoint import save_checkpoint
+
+        if self.out_dir is None or not self.dist.is_master:
+            return None
+        hist = torch.tensor(self.history, dtype=torch.float64).reshape(-1, 3)
+        config = {**self.train_config.to_dict(), **{f"plan_{k}": v for k, v in self.plan_config.to_dict().items()},
+                  "dataset": str(self.corpus_info.get("path", "")), "init_from": "scratch"}
+        extra = {
+            "format": 1,
+            "plan": self.plan_config.to_dict(),
+            "train": self.train_config.to_dict(),
+            "model_preset": self.model_preset,
+            "corpus": {k: v for k, v in self.corpus_info.items() if isinstance(v, (str, int, float))},
+            "torch_rng": torch.get_rng_state(),
+            "history": hist,
+        }
+        if self.device == "cuda":
+            extra["cuda_rng"] = torch.cuda.get_rng_state()
+        path = save_checkpoint(Path(self.out_dir) / "ckpt.pt", model_state=self.raw_model.state_dict(),
+                               optimizer_state=self.optimizer.state_dict(),
+                               model_args=self.model_config.to_dict(), iter_num=self.steps_done,
+                               best_val_loss=self.best_val_loss if math.isfinite(self.best_val_loss) else 1e9,
+                               config=config, extra=extra)
+        return str(path)
+
+    # ---- failure handling -------------------------------------------------------------------
+    def _free_memory(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.device == "cuda":
+            torch.cuda.empty_cache()
+
+    def _oom_message(self) -> str:
+        pc = self.plan_config
+        return (f"the {self.device.upper()} device ran out of memory with batch size B={pc.batch_size} and block "
+                f"size N={pc.block_size}; lower the batch size B (raise gradient accumulation K to keep the "
+                f"tokens per step), lower N, or pick a smaller model preset")
+
+
+def sample_text(model: Any, prompt_ids: list[int], max_new_tokens: int = 100, temperature: float = 0.8,
+                top_k: int | None = 200, seed: int | None = None) -> list[int]:
+    """Generate continuation ids from a GPT (on whatever device it lives on)."""
+    device = next(model.parameters()).device
+    if seed is not None:
+        torch.manual_seed(seed)
+    ids = prompt_ids or [50256]
+    idx = torch.tensor([ids], dtype=torch.long, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        out = model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k)
+    finally:
+        model.train(was_training)
+    return out[0, len(ids):].tolist()
+
+
+__all__ = ["Trainer", "TrainControl", "TrainError", "RunInfo", "StepReport", "RunEnd", "DistInfo",
+           "detect_device", "resolve_dtype", "lr_at", "sample_text", "PEAK_FLOPS"]

@@ -1,0 +1,166 @@
+"""The engine trains exactly the plan, reports per-token loss, stops, survives NaN and resumes exactly."""
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from nanogpt_viz.batching import BatchPlan
+from nanogpt_viz.checkpoint import load_checkpoint
+from nanogpt_viz.config import MODEL_PRESETS, PlanConfig, TrainConfig
+from nanogpt_viz.trainer import RunEnd, RunInfo, StepReport, Trainer, lr_at
+
+TINY = MODEL_PRESETS["tiny"].with_(vocab_size=512, n_embd=32, block_size=32)
+
+
+class RecordingTokens:
+    """A real token array that remembers which rows the trainer asked for."""
+
+    def __init__(self, arr):
+        self.arr = arr
+        self.calls = []
+
+    def __len__(self):
+        return len(self.arr)
+
+    def __getitem__(self, key):
+        return self.arr[key]
+
+    def gather(self, starts, width):
+        self.calls.append(np.asarray(starts).copy())
+        idx = np.asarray(starts)[:, None] + np.arange(width)[None, :]
+        return self.arr[idx].astype(np.int64)
+
+
+def tokens(n=20_000, vocab=512, seed=0):
+    return np.random.default_rng(seed).integers(0, vocab, n).astype(np.uint16)
+
+
+def run(tr):
+    events = list(tr.run())
+    assert isinstance(events[0], RunInfo) and isinstance(events[-1], RunEnd)
+    return [e for e in events if isinstance(e, StepReport)], events[-1]
+
+
+@pytest.mark.parametrize("mode", ["sequential", "random", "shuffled", "sliding"])
+def test_trainer_consumes_exactly_the_plans_offsets(mode):
+    pc = PlanConfig(block_size=16, batch_size=3, grad_accum=2, world_size=2, sampling=mode, stride=5, seed=4)
+    rec = RecordingTokens(tokens())
+    reports, end = run(Trainer(rec, None, pc, TINY, TrainConfig(steps=4, eval_interval=0)))
+    assert end.reason == "finished" and [r.step for r in reports] == [0, 1, 2, 3]
+    plan = BatchPlan(pc, len(rec))
+    expected = [plan.micro_starts(k, m, r) for k in range(4) for m in range(2) for r in range(2)]
+    assert len(rec.calls) == len(expected)
+    for got, want in zip(rec.calls, expected):
+        assert (got == want).all()
+    for rep in reports:
+        assert (rep.starts == plan.starts(rep.step)).all()
+        assert rep.per_token.shape == (2, 2, 3, 16)
+        assert rep.position_loss.shape == (16,)
+        # the mean loss is the mean of every per-token loss of the step
+        assert rep.loss == pytest.approx(float(rep.per_token.mean()), rel=1e-5)
+
+
+def test_accumulation_gives_the_same_update_as_one_big_batch():
+    t = tokens()
+    tc = TrainConfig(steps=2, eval_interval=0, warmup_steps=0, learning_rate=1e-3)
+    a = Trainer(t, None, PlanConfig(block_size=16, batch_size=2, grad_accum=4), TINY, tc)
+    b = Trainer(t, None, PlanConfig(block_size=16, batch_size=8, grad_accum=1), TINY, tc)
+    ra, _ = run(a)
+    rb, _ = run(b)
+    assert [r.loss for r in ra] == pytest.approx([r.loss for r in rb], abs=1e-5)
+    for (n, pa), (_, pb) in zip(a.raw_model.named_parameters(), b.raw_model.named_parameters()):
+        assert torch.allclose(pa, pb, atol=1e-5), n
+
+
+def test_tiny_preset_overfits_a_single_batch():
+    # a corpus of exactly one step: sequential sampling re-reads the same batch every epoch
+    pc = PlanConfig(block_size=16, batch_size=4)
+    t = tokens(4 * 16 + 1)
+    reports, end = run(Trainer(t, None, pc, MODEL_PRESETS["tiny"].with_(block_size=16),
+                               TrainConfig(steps=80, eval_interval=0, learning_rate=3e-3, warmup_steps=5,
+                                           min_lr=3e-3)))
+    assert end.reason == "finished"
+    assert reports[0].loss > 9.0 and reports[-1].loss < 1.0
+    assert reports[-1].epoch == 79
+
+
+def test_stop_from_another_thread_takes_effect_within_one_step(tmp_path):
+    tr = Trainer(tokens(), None, PlanConfig(block_size=16, batch_size=4), TINY,
+                 TrainConfig(steps=10_000, eval_interval=0), out_dir=tmp_path)
+    seen = []
+    for ev in tr.run():
+        if isinstance(ev, StepReport):
+            seen.append(ev.step)
+            if ev.step == 3:
+                threading.Thread(target=tr.control.stop).start()
+                threading.Event().wait(0.05)
+        elif isinstance(ev, RunEnd):
+            end = ev
+    assert end.reason == "stopped" and seen[-1] <= 4 and end.step == seen[-1] + 1
+    assert load_checkpoint(tmp_path / "ckpt.pt").iter_num == end.step
+
+
+def test_pause_and_resume_from_another_thread():
+    tr = Trainer(tokens(), None, PlanConfig(block_size=16, batch_size=4), TINY, TrainConfig(steps=6, eval_interval=0))
+    gen = tr.run()
+    assert isinstance(next(gen), RunInfo)
+    assert next(gen).step == 0
+    tr.control.pause()
+    timer = threading.Timer(0.3, tr.control.resume)
+    timer.start()
+    rest = list(gen)
+    assert [e.step for e in rest if isinstance(e, StepReport)] == [1, 2, 3, 4, 5]
+
+
+def test_non_finite_loss_stops_and_keeps_the_weights_from_before(tmp_path):
+    pc = PlanConfig(block_size=16, batch_size=4)
+    tc = TrainConfig(steps=10, eval_interval=0)
+    ref = Trainer(tokens(), None, pc, TINY, tc.with_(steps=3))
+    run(ref)
+    tr = Trainer(tokens(), None, pc, TINY, tc, out_dir=tmp_path)
+    gen = tr.run()
+    next(gen)  # RunInfo: the model exists now
+    calls = {"n": 0}
+
+    def poison(module, inputs, output):  # the 4th forward (step 3) produces NaN activations
+        calls["n"] += 1
+        return output * float("nan") if calls["n"] == 4 else output
+
+    tr.raw_model.transformer.ln_f.register_forward_hook(poison)
+    events = list(gen)
+    end = events[-1]
+    assert end.reason == "nonfinite" and "step 3" in end.message and end.step == 3
+    assert [e.step for e in events if isinstance(e, StepReport)] == [0, 1, 2]
+    for (n, a), (_, b) in zip(tr.raw_model.named_parameters(), ref.raw_model.named_parameters()):
+        assert torch.equal(a, b), n
+    assert load_checkpoint(tmp_path / "ckpt.pt").iter_num == 3
+
+
+def test_exact_resume_reproduces_the_uninterrupted_run(tmp_path):
+    pc = PlanConfig(block_size=16, batch_size=4, sampling="random", seed=7)
+    tc = TrainConfig(steps=10, eval_interval=5, warmup_steps=2)
+    model = TINY.with_(dropout=0.1)  # the RNG state must travel too
+    t, v = tokens(), tokens(3000, seed=1)
+    full, _ = run(Trainer(t, v, pc, model, tc))
+    first = Trainer(t, v, pc, model, tc, out_dir=tmp_path)
+    for ev in first.run():
+        if isinstance(ev, StepReport) and ev.step == 4:
+            first.control.stop()
+    assert load_checkpoint(tmp_path / "ckpt.pt").iter_num == 5
+    second, end = run(Trainer(t, v, pc, model, tc, out_dir=tmp_path, resume=True))
+    assert end.reason == "finished" and [r.step for r in second] == [5, 6, 7, 8, 9]
+    assert [r.loss for r in second] == pytest.approx([r.loss for r in full[5:]], abs=1e-5)
+    assert second[-1].val_loss == pytest.approx(full[-1].val_loss, abs=1e-5)
+
+
+def test_bad_settings_end_the_run_with_a_message():
+    end = list(Trainer(tokens(), None, PlanConfig(block_size=64, batch_size=2), TINY, TrainConfig()).run())[-1]
+    assert end.reason == "error" and "block size" in end.message
+
+
+def test_lr_schedule_warms_up_then_decays_to_min():
+    tc = TrainConfig(steps=100, learning_rate=1e-3, min_lr=1e-4, warmup_steps=10)
+    lrs = [lr_at(k, tc) for k in range(120)]
+    assert lrs[0] < lrs[9] <= 1e-3 and max(lrs) == pytest.approx(1e-3, rel=0.01)
+    assert lrs[99] == pytest.approx(1e-4, rel=0.05) and lrs[110] == 1e-4
