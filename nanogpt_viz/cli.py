@@ -255,16 +255,8 @@ def _model_config(args: argparse.Namespace) -> ModelConfig:
     return mc.with_(**over)
 
 
-def _fmt_eta(seconds: float) -> str:
-    if not math.isfinite(seconds) or seconds < 0:
-        return "--:--"
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
-
-
 def cmd_train(args: argparse.Namespace) -> int:
-    from nanogpt_viz.runlog import RunLog
+    from nanogpt_viz.runlog import RunLog, format_eta
     from nanogpt_viz.trainer import DistInfo, RunEnd, RunInfo, StepReport, TrainControl, Trainer
 
     dist_info = DistInfo.from_env()
@@ -360,7 +352,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                     val = f" val {ev.val_loss:.4f}" if ev.val_loss is not None else ""
                     mfu = f" mfu {100 * ev.mfu:.1f}%" if ev.mfu is not None else ""
                     line = (f"[{'#' * filled}{'.' * (width - filled)}] step {ev.step + 1}/{tc.steps} "
-                            f"loss {ev.loss:.4f}{val} | {ev.tokens_per_s:,.0f} tok/s{mfu} | ETA {_fmt_eta(eta)}")
+                            f"loss {ev.loss:.4f}{val} | {ev.tokens_per_s:,.0f} tok/s{mfu} | ETA {format_eta(eta)}")
                     if sys.stderr.isatty():
                         sys.stderr.write("\r" + line.ljust(100))
                         if ev.val_loss is not None:

@@ -77,6 +77,21 @@ class StepReport:
 
 
 @dataclass(frozen=True)
+class ModelSnapshot:
+    """The weights at a step boundary, copied to the CPU (safe to use from another thread)."""
+
+    step: int
+    model_args: dict
+    state: dict
+
+
+@dataclass(frozen=True)
+class CheckpointSaved:
+    step: int
+    path: str | None
+
+
+@dataclass(frozen=True)
 class RunEnd:
     reason: str  # "finished", "stopped", "nonfinite", "oom", "error"
     message: str
@@ -92,6 +107,8 @@ class TrainControl:
         self._stop = threading.Event()
         self._running = threading.Event()
         self._running.set()
+        self._lock = threading.Lock()
+        self._requests: set[str] = set()
 
     def stop(self) -> None:
         self._stop.set()
@@ -113,7 +130,22 @@ class TrainControl:
 
     def wait_while_paused(self) -> None:
         while not self._running.wait(0.1):
-            pass
+            if self._requests:
+                return
+
+    def request(self, what: str) -> None:
+        """Ask for "snapshot" (a CPU copy of the weights) or "checkpoint", served between steps."""
+        with self._lock:
+            self._requests.add(what)
+
+    @property
+    def has_requests(self) -> bool:
+        return bool(self._requests)
+
+    def take_requests(self) -> set[str]:
+        with self._lock:
+            out, self._requests = self._requests, set()
+        return out
 
 
 @dataclass(frozen=True)
@@ -353,16 +385,18 @@ class Trainer:
         end: RunEnd | None = None
         try:
             while step < tc.steps:
-                if self.control.paused and pending is not None:
+                if (self.control.paused or self.control.has_requests) and pending is not None:
                     report = self._finish(pending)  # show the last step before sitting idle
                     pending = None
                     if isinstance(report, RunEnd):
                         end = report
                         break
                     yield report
-                if self.control.paused:
+                while self.control.paused and not self.control.stopped:
                     self.control.wait_while_paused()
+                    yield from self._serve_requests()
                     self._last_event, self._t_last = None, time.perf_counter()  # idle time is not step time
+                yield from self._serve_requests()
                 if self.control.stopped and self.dist.world_size == 1:
                     break
                 t_launch = time.perf_counter()
@@ -414,6 +448,14 @@ class Trainer:
 
     _stop_agreed = False
     steps_done = 0
+
+    def _serve_requests(self) -> Iterator[ModelSnapshot | CheckpointSaved]:
+        for what in sorted(self.control.take_requests()):
+            if what == "snapshot":
+                state = {k: v.detach().to("cpu", copy=True) for k, v in self.raw_model.state_dict().items()}
+                yield ModelSnapshot(self.steps_done, self.model_config.to_dict(), state)
+            elif what == "checkpoint":
+                yield CheckpointSaved(self.steps_done, self.save_checkpoint())
 
     def _micro_batches(self, step: int):
         pc = self.plan_config
@@ -607,5 +649,6 @@ def sample_text(model: Any, prompt_ids: list[int], max_new_tokens: int = 100, te
     return out[0, len(ids):].tolist()
 
 
-__all__ = ["Trainer", "TrainControl", "TrainError", "RunInfo", "StepReport", "RunEnd", "DistInfo",
+__all__ = ["Trainer", "TrainControl", "TrainError", "RunInfo", "StepReport", "RunEnd", "ModelSnapshot",
+           "CheckpointSaved", "DistInfo",
            "detect_device", "resolve_dtype", "lr_at", "sample_text", "PEAK_FLOPS"]

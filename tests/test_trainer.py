@@ -164,3 +164,22 @@ def test_lr_schedule_warms_up_then_decays_to_min():
     lrs = [lr_at(k, tc) for k in range(120)]
     assert lrs[0] < lrs[9] <= 1e-3 and max(lrs) == pytest.approx(1e-3, rel=0.01)
     assert lrs[99] == pytest.approx(1e-4, rel=0.05) and lrs[110] == 1e-4
+
+
+def test_snapshot_and_checkpoint_requests_are_served_between_steps(tmp_path):
+    from nanogpt_viz.trainer import CheckpointSaved, ModelSnapshot
+
+    tr = Trainer(tokens(), None, PlanConfig(block_size=16, batch_size=4), TINY, TrainConfig(steps=5, eval_interval=0),
+                 out_dir=tmp_path)
+    got = []
+    for ev in tr.run():
+        if isinstance(ev, StepReport) and ev.step == 1:
+            tr.control.request("snapshot")
+            tr.control.request("checkpoint")
+        if isinstance(ev, (ModelSnapshot, CheckpointSaved)):
+            got.append(ev)
+    snap = next(e for e in got if isinstance(e, ModelSnapshot))
+    saved = next(e for e in got if isinstance(e, CheckpointSaved))
+    assert snap.step == 2 and saved.step == 2 and saved.path
+    assert set(snap.state) == set(tr.raw_model.state_dict())
+    assert all(v.device.type == "cpu" for v in snap.state.values())

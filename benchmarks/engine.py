@@ -1,0 +1,106 @@
+"""Engine throughput, side by side in one run.
+
+GPU (the H200 machine):   python benchmarks/engine.py --gpu
+    GPT-2 124M, B=64, N=1024, bf16, torch.compile: tokens/s and MFU against the measured ~790 TFLOP/s
+    bf16 ceiling, with the per-token loss readout on and off (same process, same data).
+CPU (this 2-core machine): python benchmarks/engine.py --cpu
+    tokens/s of the `tiny` and `small` presets.
+
+Synthetic uniform tokens are used: throughput does not depend on the text.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from nanogpt_viz.config import MODEL_PRESETS, PlanConfig, TrainConfig  # noqa: E402
+from nanogpt_viz.trainer import RunEnd, RunInfo, StepReport, Trainer  # noqa: E402
+
+
+def measure(tokens, pc, mc, tc, skip: int) -> dict:
+    info = None
+    reports = []
+    end = None
+    t0 = time.perf_counter()
+    for ev in Trainer(tokens, None, pc, mc, tc).run():
+        if isinstance(ev, RunInfo):
+            info = ev
+        elif isinstance(ev, StepReport):
+            reports.append(ev)
+        elif isinstance(ev, RunEnd):
+            end = ev
+    wall = time.perf_counter() - t0
+    if end is None or end.reason != "finished":
+        raise SystemExit(f"run failed: {end}")
+    timed = reports[skip:]
+    dt = sum(r.dt for r in timed)
+    tps = sum(pc.tokens_per_step for _ in timed) / dt
+    mfus = [r.mfu for r in timed if r.mfu is not None]
+    return {"device": info.device_name, "dtype": info.dtype, "compiled": info.compiled,
+            "params_M": round(info.n_params / 1e6, 2), "steps_timed": len(timed), "tokens_per_s": round(tps),
+            "mfu": round(float(np.mean(mfus)), 4) if mfus else None, "final_loss": round(reports[-1].loss, 4),
+            "wall_s": round(wall, 1)}
+
+
+def gpu(args) -> None:
+    import torch
+
+    print(f"torch {torch.__version__}, {torch.cuda.get_device_name(0)}", flush=True)
+    tokens = np.random.default_rng(0).integers(0, 50257, 50_000_000, dtype=np.uint16)
+    # correctness: the same tiny run on CUDA (fp32, TF32 matmuls) and on the CPU
+    small = PlanConfig(block_size=64, batch_size=8, grad_accum=2)
+    losses = {}
+    for dev in ("cuda", "cpu"):
+        tc = TrainConfig(steps=8, eval_interval=0, device=dev, dtype="float32", compile=False)
+        losses[dev] = [ev.loss for ev in Trainer(tokens, None, small, MODEL_PRESETS["tiny"], tc).run()
+                       if isinstance(ev, StepReport)]
+    diff = max(abs(a - b) for a, b in zip(losses["cuda"], losses["cpu"]))
+    print(f"CUDA vs CPU tiny fp32 losses: max |diff| = {diff:.2e} over 8 steps "
+          f"(cuda {losses['cuda'][-1]:.4f}, cpu {losses['cpu'][-1]:.4f})", flush=True)
+    pc = PlanConfig(block_size=1024, batch_size=args.batch_size, sampling="random")
+    mc = MODEL_PRESETS["gpt2"].with_(dropout=0.0)
+    results = {}
+    for label, per_token in (("readout_on", True), ("readout_off", False), ("readout_on_again", True)):
+        tc = TrainConfig(steps=args.warmup + args.steps, warmup_steps=10, eval_interval=0, device="cuda",
+                         dtype="bfloat16", compile=True, learning_rate=6e-4, min_lr=6e-5, per_token=per_token)
+        results[label] = measure(tokens, pc, mc, tc, skip=args.warmup)
+        print(label, json.dumps(results[label]), flush=True)
+    on = (results["readout_on"]["tokens_per_s"] + results["readout_on_again"]["tokens_per_s"]) / 2
+    off = results["readout_off"]["tokens_per_s"]
+    print(f"\nGPT-2 124M B={args.batch_size} N=1024 bf16 compiled: {off:,.0f} tok/s without readout, "
+          f"{on:,.0f} with; readout cost {100 * (1 - on / off):+.2f}% (target <= 3%)")
+    print(f"MFU vs 790 TFLOP/s: readout on {results['readout_on']['mfu']:.1%}, "
+          f"off {results['readout_off']['mfu']:.1%} (target >= 62%; nanoGPT bench.py ~58%)")
+
+
+def cpu(args) -> None:
+    import torch
+
+    tokens = np.random.default_rng(0).integers(0, 50257, 2_000_000, dtype=np.uint16)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    for preset, n, b in (("tiny", 64, 8), ("small", 256, 8)):
+        pc = PlanConfig(block_size=n, batch_size=b)
+        tc = TrainConfig(steps=args.warmup + args.steps, eval_interval=0, device="cpu")
+        r = measure(tokens, pc, MODEL_PRESETS[preset], tc, skip=args.warmup)
+        print(f"{preset:6s} N={n} B={b}: {r['tokens_per_s']:,} tok/s  {json.dumps(r)}", flush=True)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--gpu", action="store_true")
+    ap.add_argument("--cpu", action="store_true")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--warmup", type=int, default=15)
+    ap.add_argument("--steps", type=int, default=40)
+    a = ap.parse_args()
+    if a.gpu:
+        gpu(a)
+    if a.cpu or not a.gpu:
+        cpu(a)
