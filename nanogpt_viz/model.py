@@ -162,7 +162,7 @@ class GPT(nn.Module):
         return n
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                reduction: str = "mean"):
+                reduction: str = "mean", return_logits: bool = True):
         """Run the model.
 
         idx: (B, T) int64 token ids, T <= block_size.
@@ -176,6 +176,9 @@ class GPT(nn.Module):
               loss      scalar float32: per_token averaged over non-ignored
                         positions (reduction="mean", what nanoGPT returns) or
                         summed (reduction="sum")
+              return_logits=False gives None in place of the logits: training does not
+              need them, and under torch.compile the (B, T, V) float32 copy for the
+              cross-entropy then never has to be written to memory.
         """
         device = idx.device
         B, T = idx.size()
@@ -212,7 +215,7 @@ class GPT(nn.Module):
             # mean over real targets, which is what reduction='mean' would give
             n_real = (targets != -1).sum()
             loss = per_token.sum() / n_real  # nan when every target is ignored, as in F.cross_entropy
-        return logits, loss, per_token
+        return (logits if return_logits else None), loss, per_token
 
     def crop_block_size(self, block_size: int) -> None:
         """Shrink the context length (e.g. load GPT-2 at 1024, fine-tune at 256)."""

@@ -327,7 +327,8 @@ class Trainer:
         self.model = self.raw_model
         self.compiled = bool(tc.compile if tc.compile is not None else self.device == "cuda")
         if self.compiled:
-            self.model = torch.compile(self.raw_model)
+            mode = os.environ.get("NANOGPT_VIZ_COMPILE_MODE") or None
+            self.model = torch.compile(self.raw_model, mode=mode)
         if self.dist.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -483,7 +484,7 @@ class Trainer:
                         else contextlib.nullcontext())
             with sync_ctx:
                 with self.autocast:
-                    _, loss, per_token = self.model(x, y)  # per_token: (B, N) float32
+                    _, loss, per_token = self.model(x, y, return_logits=False)  # per_token: (B, N) float32
                 # mean over K micro-batches (and W simulated ranks): same gradient as one big batch
                 scaled = loss / self.n_micro
                 if self.scaler is not None:

@@ -1,0 +1,951 @@
+"""Token corpora: one read-only view over every token-file layout nanoGPT-style code uses.
+
+Formats (chosen by content, the extension only breaks ties):
+
+* ``nanogpt-bin`` / ``nanogpt-dir``: raw little-endian uint16, no header (nanoGPT's
+  ``prepare.py``).  ``train.bin`` picks up a sibling ``val.bin``; ``meta.pkl`` supplies
+  ``vocab_size`` (read with a restricted unpickler that never runs code).
+* ``llmc`` / ``llmc-dir``: llm.c / modded-nanogpt shards, 256 int32 header
+  (magic 20240520 + version 1 + uint16 tokens, or magic 20240801 + version 7 + uint32).
+* ``npy`` / ``npy-dir``: build-nanogpt ``.npy`` shards (1-D uint16 / int32 / uint32).
+* ``text``: UTF-8 text (invalid bytes replaced and counted), tokenized once with GPT-2
+  and cached as a nanoGPT ``.bin`` keyed by the file's content hash.
+
+Everything is memory-mapped read-only: opening costs the same for 1 MB and 20 GB.
+Token ids are checked against the vocabulary on open only in a bounded sample (the
+first and last ``OPEN_VALIDATE_TOKENS // 2`` tokens of each split);
+``TokenCorpus.validate(max_tokens=None)`` scans everything.
+
+Pure module: numpy + tiktoken (via ``nanogpt_viz.tokenizer``) only.
+"""
+from __future__ import annotations
+
+import builtins
+import codecs
+import collections
+import hashlib
+import io
+import json
+import operator
+import os
+import pickle
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from . import tokenizer as _tok
+
+__all__ = [
+    "CorpusError", "Cancelled", "TokenArray", "TokenCorpus", "open_corpus", "tokenize_text_file",
+    "default_corpus", "default_cache_dir", "write_nanogpt_bin", "write_llmc_shard", "write_npy_shard",
+    "FORMATS", "DEFAULT_CORPUS_NAME", "OPEN_VALIDATE_TOKENS",
+]
+
+FORMATS = ("text", "nanogpt-bin", "nanogpt-dir", "llmc", "llmc-dir", "npy", "npy-dir")
+DEFAULT_CORPUS_NAME = "Python language reference (built-in)"
+OPEN_VALIDATE_TOKENS = 4_000_000  # per split, on open: first 2M + last 2M token ids checked
+
+LLMC_HEADER_INTS = 256
+LLMC_HEADER_BYTES = LLMC_HEADER_INTS * 4
+LLMC_FORMATS = {20240520: (1, np.dtype("<u2")), 20240801: (7, np.dtype("<u4"))}  # magic -> (version, dtype)
+NPY_DTYPES = (np.dtype(np.uint16), np.dtype(np.int32), np.dtype(np.uint32))
+_NPY_MAGIC = b"\x93NUMPY"
+_SNIFF_BYTES = 64 * 1024
+_CACHE_VERSION = 1
+
+_ACCEPTED = ("Accepted: UTF-8 text, nanoGPT .bin (raw uint16 tokens, e.g. train.bin/val.bin), "
+             "llm.c / modded-nanogpt shards (.bin with a 256-int32 header), build-nanogpt .npy shards, "
+             "or a folder of those.")
+
+Progress = Callable[[int, int], None]
+Cancel = Callable[[], bool]
+
+
+class CorpusError(ValueError):
+    """A path cannot be used as a corpus. The message is a complete user-facing sentence."""
+
+
+class Cancelled(Exception):
+    """The user cancelled a long operation (no partial output was left behind)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# TokenArray
+
+
+class TokenArray:
+    """Read-only 1-D token sequence made of one or more (memory-mapped) parts glued end to end.
+
+    ``ta[i]`` -> int, ``ta[a:b]`` -> np.ndarray (a zero-copy read-only view when the range lies
+    in one part, a copy when it spans parts), ``ta[index_array]`` -> np.ndarray.
+    """
+
+    __slots__ = ("_parts", "_ends", "_len", "dtype")
+
+    def __init__(self, parts: Sequence[np.ndarray], dtype=None):
+        parts = [p for p in parts if len(p)]
+        for p in parts:
+            if p.ndim != 1:
+                raise ValueError("TokenArray parts must be 1-D")
+        self._parts: tuple[np.ndarray, ...] = tuple(parts)
+        self._ends = np.cumsum([len(p) for p in parts], dtype=np.int64) if parts else np.zeros(0, np.int64)
+        self._len = int(self._ends[-1]) if parts else 0
+        if dtype is not None:
+            self.dtype = np.dtype(dtype)
+        elif parts:
+            self.dtype = np.result_type(*(p.dtype for p in parts))
+        else:
+            self.dtype = np.dtype(np.uint16)
+
+    # -- basics
+    def __len__(self) -> int:
+        return self._len
+
+    @property
+    def n_parts(self) -> int:
+        return len(self._parts)
+
+    @property
+    def parts(self) -> tuple[np.ndarray, ...]:
+        return self._parts
+
+    def __repr__(self) -> str:
+        return f"<TokenArray {self._len:,} tokens, {self.dtype}, {len(self._parts)} part(s)>"
+
+    def _starts(self) -> np.ndarray:
+        return self._ends - np.array([len(p) for p in self._parts], dtype=np.int64)
+
+    def _locate(self, i: int) -> tuple[int, int]:
+        k = int(np.searchsorted(self._ends, i, side="right"))
+        return k, i - (int(self._ends[k - 1]) if k else 0)
+
+    def __iter__(self):  # pragma: no cover - convenience for small arrays
+        for p in self._parts:
+            for off in range(0, len(p), 1 << 16):
+                yield from (int(x) for x in p[off:off + (1 << 16)])
+
+    def __array__(self, dtype=None, copy=None):
+        out = self._range(0, self._len)
+        return out if dtype is None else out.astype(dtype)
+
+    # -- indexing
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            start, stop, step = key.indices(self._len)
+            if step == 1:
+                return self._range(start, stop)
+            return self.take(np.arange(start, stop, step, dtype=np.int64))
+        if isinstance(key, (np.ndarray, list)):
+            return self.take(key)
+        try:
+            i = operator.index(key)
+        except TypeError:
+            raise TypeError(f"TokenArray indices must be int, slice or int array, not {type(key).__name__}") from None
+        if i < 0:
+            i += self._len
+        if not 0 <= i < self._len:
+            raise IndexError(f"token index {key} out of range for {self._len} tokens")
+        k, off = self._locate(i)
+        return int(self._parts[k][off])
+
+    def _range(self, a: int, b: int) -> np.ndarray:
+        if b <= a:
+            return np.empty(0, dtype=self.dtype)
+        k0, o0 = self._locate(a)
+        k1, o1 = self._locate(b - 1)
+        if k0 == k1:
+            out = np.asarray(self._parts[k0][o0:o1 + 1])
+            return out if out.dtype == self.dtype else out.astype(self.dtype)
+        pieces = [self._parts[k0][o0:]]
+        pieces += [self._parts[k] for k in range(k0 + 1, k1)]
+        pieces.append(self._parts[k1][:o1 + 1])
+        return np.concatenate([np.asarray(p) for p in pieces]).astype(self.dtype, copy=False)
+
+    def take(self, indices) -> np.ndarray:
+        """Tokens at arbitrary positions (any shape), as an array of ``self.dtype``."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.size == 0:
+            return np.empty(idx.shape, dtype=self.dtype)
+        idx = np.where(idx < 0, idx + self._len, idx)
+        if idx.min() < 0 or idx.max() >= self._len:
+            raise IndexError(f"token index out of range for {self._len} tokens")
+        if len(self._parts) == 1:
+            return np.asarray(self._parts[0][idx]).astype(self.dtype, copy=False)
+        flat = idx.ravel()
+        out = np.empty(flat.shape, dtype=self.dtype)
+        k = np.searchsorted(self._ends, flat, side="right")
+        starts = self._starts()
+        for part_no in np.unique(k):
+            m = k == part_no
+            out[m] = self._parts[part_no][flat[m] - starts[part_no]]
+        return out.reshape(idx.shape)
+
+    def gather(self, starts, width: int) -> np.ndarray:
+        """Rows ``self[s:s+width]`` for each s in ``starts``: int64 array (len(starts), width)."""
+        starts = np.asarray(starts, dtype=np.int64).reshape(-1)
+        width = operator.index(width)
+        if width < 0:
+            raise ValueError("width must be >= 0")
+        n = len(starts)
+        out = np.empty((n, width), dtype=np.int64)
+        if n == 0 or width == 0:
+            return out
+        if starts.min() < 0 or int(starts.max()) + width > self._len:
+            raise IndexError(f"gather rows [s, s+{width}) must lie within 0..{self._len}")
+        if len(self._parts) == 1:
+            win = np.lib.stride_tricks.sliding_window_view(self._parts[0], width)
+            out[:] = win[starts]
+            return out
+        k0 = np.searchsorted(self._ends, starts, side="right")
+        k1 = np.searchsorted(self._ends, starts + (width - 1), side="right")
+        part_starts = self._starts()
+        inside = k0 == k1
+        for part_no in np.unique(k0[inside]):
+            rows = np.nonzero(inside & (k0 == part_no))[0]
+            part = self._parts[part_no]
+            win = np.lib.stride_tricks.sliding_window_view(part, width)
+            out[rows] = win[starts[rows] - part_starts[part_no]]
+        for r in np.nonzero(~inside)[0]:
+            s = int(starts[r])
+            out[r] = self._range(s, s + width)
+        return out
+
+    # -- views
+    def view(self, start: int, stop: int) -> "TokenArray":
+        """A TokenArray over tokens [start, stop) sharing the same memory maps (nothing is read)."""
+        start, stop, _ = slice(start, stop).indices(self._len)
+        stop = max(start, stop)
+        parts = []
+        pos = 0
+        for p in self._parts:
+            a, b = pos, pos + len(p)
+            lo, hi = max(a, start), min(b, stop)
+            if lo < hi:
+                parts.append(p[lo - a:hi - a])
+            pos = b
+        return TokenArray(parts, dtype=self.dtype)
+
+    def iter_chunks(self, start: int = 0, stop: int | None = None,
+                    chunk: int = 1 << 22) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (offset, array) over [start, stop) in pieces of at most ``chunk`` tokens."""
+        stop = self._len if stop is None else min(stop, self._len)
+        pos = 0
+        for p in self._parts:
+            a, b = pos, pos + len(p)
+            lo, hi = max(a, start), min(b, stop)
+            for off in range(lo, hi, chunk):
+                yield off, np.asarray(p[off - a:min(off + chunk, hi) - a])
+            pos = b
+
+
+# ---------------------------------------------------------------------------------------------
+# TokenCorpus
+
+
+class TokenCorpus:
+    """A named token stream with a train split and, usually, a val split."""
+
+    def __init__(self, path: Path, name: str, fmt: str, splits: dict[str, TokenArray], *,
+                 vocab_size: int = _tok.VOCAB_SIZE, notes: list[str] | None = None,
+                 files: list[Path] | None = None):
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown corpus format {fmt!r}")
+        self.path = Path(path)
+        self.name = name
+        self.fmt = fmt
+        self.vocab_size = int(vocab_size)
+        self.notes: list[str] = list(notes or [])
+        self.files: list[Path] = list(files or [self.path])
+        self._splits = dict(splits)
+
+    def split(self, name: str) -> TokenArray:
+        if name not in ("train", "val"):
+            raise CorpusError(f"There is no split called {name!r}; use 'train' or 'val'.")
+        arr = self._splits.get(name)
+        if arr is None:
+            raise CorpusError(f"The corpus {self.name} has no {name} split.")
+        return arr
+
+    def has_split(self, name: str) -> bool:
+        return name in self._splits and self._splits[name] is not None
+
+    @property
+    def train(self) -> TokenArray:
+        return self.split("train")
+
+    @property
+    def val(self) -> TokenArray:
+        return self.split("val")
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(len(a) for a in self._splits.values())
+
+    def __len__(self) -> int:
+        return len(self.split("train"))
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{k}={len(v):,}" for k, v in self._splits.items())
+        return f"<TokenCorpus {self.name!r} {self.fmt} {sizes} vocab={self.vocab_size}>"
+
+    def validate(self, max_tokens: int | None = 50_000_000, *, chunk: int = 1 << 22) -> int:
+        """Check token ids are in [0, vocab_size); raise CorpusError on the first bad one.
+
+        Scans each split fully when it has at most ``max_tokens`` tokens (``None``: always),
+        otherwise its first and last ``max_tokens // 2`` tokens. Returns tokens scanned.
+        """
+        scanned = 0
+        for split_name, arr in self._splits.items():
+            n = len(arr)
+            if max_tokens is None or n <= max_tokens:
+                ranges = [(0, n)]
+            else:
+                half = max(1, max_tokens // 2)
+                ranges = [(0, half), (n - half, n)]
+            signed = arr.dtype.kind == "i"
+            for a, b in ranges:
+                for off, block in arr.iter_chunks(a, b, chunk):
+                    scanned += len(block)
+                    if not len(block):
+                        continue
+                    hi = int(block.max())
+                    if hi >= self.vocab_size:
+                        pos = off + int(np.argmax(block >= self.vocab_size))
+                        raise CorpusError(
+                            f"token id {int(arr[pos])} at position {pos} is >= vocab size {self.vocab_size} "
+                            f"(in the {split_name} split of {self.path}); the file does not hold token ids "
+                            f"for this vocabulary.")
+                    if signed and int(block.min()) < 0:
+                        pos = off + int(np.argmax(block < 0))
+                        raise CorpusError(
+                            f"token id {int(arr[pos])} at position {pos} is negative "
+                            f"(in the {split_name} split of {self.path}); the file does not hold token ids.")
+        return scanned
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers: paths, atomic writes
+
+
+def default_cache_dir() -> Path:
+    """$NANOGPT_VIZ_CACHE, else $XDG_CACHE_HOME/nanogpt-viz, else ~/.cache/nanogpt-viz."""
+    env = os.environ.get("NANOGPT_VIZ_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg).expanduser() / "nanogpt-viz"
+    return Path.home() / ".cache" / "nanogpt-viz"
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f"{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+
+
+@contextmanager
+def _atomic_write(path) -> Iterator[io.BufferedWriter]:
+    """Write to a temp sibling, then flush + fsync + os.replace; remove the temp on any error."""
+    path = Path(path)
+    tmp = _tmp_name(path)
+    f = open(tmp, "wb")
+    try:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
+        os.replace(tmp, path)
+    except BaseException:
+        f.close()
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _as_int_array(tokens, lo: int, hi: int, what: str) -> np.ndarray:
+    arr = np.asarray(tokens)
+    if arr.ndim != 1:
+        arr = arr.reshape(-1)
+    if arr.size and arr.dtype.kind not in "iu":
+        raise CorpusError(f"{what} needs integer token ids, got dtype {arr.dtype}.")
+    if arr.size and (int(arr.min()) < lo or int(arr.max()) > hi):
+        raise CorpusError(f"{what} needs token ids in {lo}..{hi}; got {int(arr.min())}..{int(arr.max())}.")
+    return arr
+
+
+def write_nanogpt_bin(path, tokens) -> None:
+    """Write tokens as a nanoGPT .bin (raw little-endian uint16), atomically."""
+    arr = _as_int_array(tokens, 0, 0xFFFF, "A nanoGPT .bin").astype("<u2", copy=False)
+    with _atomic_write(path) as f:
+        f.write(memoryview(np.ascontiguousarray(arr)).cast("B"))
+
+
+def write_llmc_shard(path, tokens, version: int = 1) -> None:
+    """Write an llm.c shard: version 1 (magic 20240520, uint16) or 7 (magic 20240801, uint32)."""
+    by_version = {v: (magic, dt) for magic, (v, dt) in LLMC_FORMATS.items()}
+    if version not in by_version:
+        raise ValueError(f"llm.c shard version must be 1 or 7, not {version!r}")
+    magic, dt = by_version[version]
+    arr = _as_int_array(tokens, 0, np.iinfo(dt).max, f"An llm.c v{version} shard").astype(dt, copy=False)
+    if len(arr) > np.iinfo(np.int32).max:
+        raise CorpusError("An llm.c shard holds at most 2**31-1 tokens; split the data into more shards.")
+    header = np.zeros(LLMC_HEADER_INTS, dtype="<i4")
+    header[:3] = (magic, version, len(arr))
+    with _atomic_write(path) as f:
+        f.write(header.tobytes())
+        f.write(memoryview(np.ascontiguousarray(arr)).cast("B"))
+
+
+def write_npy_shard(path, tokens, dtype=np.uint16) -> None:
+    """Write a 1-D .npy token shard (uint16, int32 or uint32), atomically."""
+    dt = np.dtype(dtype)
+    if dt not in NPY_DTYPES:
+        raise ValueError(f"npy token shards must be uint16, int32 or uint32, not {dt}")
+    info = np.iinfo(dt)
+    arr = _as_int_array(tokens, max(0, info.min), info.max, f"A {dt} .npy shard").astype(dt, copy=False)
+    with _atomic_write(path) as f:
+        np.save(f, np.ascontiguousarray(arr), allow_pickle=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# text tokenization
+
+_count_local = threading.local()
+_ERRORS = "nanogpt_viz.count_replace"
+
+
+def _count_replace(exc):
+    """Exactly errors='replace' for decoding, but counts the replaced bytes (per thread)."""
+    if isinstance(exc, UnicodeDecodeError):
+        _count_local.n = getattr(_count_local, "n", 0) + (exc.end - exc.start)
+        return "\ufffd", exc.end
+    raise exc
+
+
+codecs.register_error(_ERRORS, _count_replace)
+
+# A chunk boundary at i is safe when text[i] is ' ' or '\n' and text[i+1] is not whitespace
+# (str.isspace is a superset of the regex's Unicode \s). Then both GPT-2 pre-tokenizations agree:
+# no pre-token contains whitespace except a single leading ' ' or a pure-whitespace run; the
+# run ending at i-1 (if any) is matched by `\s++$` at the end of the left chunk exactly as by
+# `\s+(?!\S)` in the whole text, and the right chunk starts with the same match as in the whole text.
+_CUT_RE = re.compile(r"[ \n](?=\S)")
+
+
+def _default_threads() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _tokenize_stream(fobj, total: int, out_bin: Path, *, progress: Progress | None, cancel: Cancel | None,
+                     chunk_chars: int = 1 << 20, read_bytes: int = 4 << 20,
+                     num_threads: int | None = None) -> tuple[int, int, str]:
+    """Tokenize a binary stream of UTF-8 into a nanoGPT .bin. Returns (n_tokens, n_replaced, blake2b hex)."""
+    enc = _tok.get_encoding()
+    if chunk_chars < 1 or read_bytes < 1:
+        raise ValueError("chunk_chars and read_bytes must be >= 1")
+    nthreads = num_threads or _default_threads()
+    decoder = codecs.getincrementaldecoder("utf-8")(errors=_ERRORS)
+    hasher = hashlib.blake2b(digest_size=16)
+    _count_local.n = 0
+    n_tokens = 0
+    bytes_read = 0
+    inflight: collections.deque = collections.deque()
+    reported = [-1]  # last progress value sent (each value is reported once, ending with total)
+    chars_decoded = 0
+    chars_sent = 0
+
+    def encode(piece: str) -> np.ndarray:
+        return enc.encode_to_numpy(piece, disallowed_special=())  # == encode_ordinary, as uint32
+
+    def check_cancel():
+        if cancel is not None and cancel():
+            raise Cancelled("Tokenization was cancelled.")
+
+    with _atomic_write(out_bin) as out, ThreadPoolExecutor(nthreads) as pool:
+        def drain(limit: int):
+            nonlocal n_tokens
+            while len(inflight) > limit:
+                fut, done = inflight.popleft()
+                ids = fut.result()
+                if len(ids) and int(ids.max()) > 0xFFFF:  # impossible for GPT-2; guard the format
+                    raise CorpusError("A token id does not fit the uint16 .bin format.")
+                out.write(memoryview(ids.astype("<u2")))
+                n_tokens += len(ids)
+                if progress is not None and min(done, total) > reported[0]:
+                    reported[0] = min(done, total)
+                    progress(reported[0], total)
+                check_cancel()
+
+        pending = ""
+        eof = False
+        while not eof:
+            check_cancel()
+            data = fobj.read(read_bytes)
+            if data:
+                bytes_read += len(data)
+                hasher.update(data)
+                text = decoder.decode(data)
+            else:
+                eof = True
+                text = decoder.decode(b"", final=True)
+            chars_decoded += len(text)
+            pending += text
+            del text
+            start = 0
+            while True:
+                remaining = len(pending) - start
+                if remaining <= 0:
+                    break
+                if remaining < 2 * chunk_chars:
+                    if not eof:
+                        break
+                    cut = len(pending)
+                else:
+                    m = _CUT_RE.search(pending, start + chunk_chars)
+                    if m is None:
+                        if not eof:
+                            break  # no safe point yet: read more text
+                        cut = len(pending)
+                    else:
+                        cut = m.start()
+                chars_sent += cut - start
+                # bytes behind the text sent so far, estimated from the bytes/char ratio read so far
+                done = min(bytes_read, (chars_sent * bytes_read) // max(chars_decoded, 1))
+                inflight.append((pool.submit(encode, pending[start:cut]), done))
+                start = cut
+                drain(2 * nthreads)
+            if start:
+                pending = pending[start:]
+        drain(0)
+        if progress is not None and reported[0] < total:
+            progress(total, total)
+    return n_tokens, int(getattr(_count_local, "n", 0)), hasher.hexdigest()
+
+
+def tokenize_text_file(path, out_bin, *, progress: Progress | None = None, cancel: Cancel | None = None,
+                       chunk_chars: int = 1 << 20, num_threads: int | None = None,
+                       read_bytes: int = 4 << 20) -> tuple[int, int]:
+    """Tokenize a UTF-8 text file (GPT-2, encode_ordinary) into a nanoGPT uint16 .bin, atomically.
+
+    Invalid UTF-8 is replaced by U+FFFD. Returns (n_tokens, n_replaced_bytes). ``progress(done,
+    total)`` reports bytes; ``cancel()`` returning True raises Cancelled and leaves no output file.
+    """
+    path = Path(path)
+    with open(path, "rb") as f:
+        total = os.fstat(f.fileno()).st_size
+        n, rep, _ = _tokenize_stream(f, total, Path(out_bin), progress=progress, cancel=cancel,
+                                     chunk_chars=chunk_chars, read_bytes=read_bytes, num_threads=num_threads)
+    return n, rep
+
+
+def _hash_file(path: Path, cancel: Cancel | None) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while True:
+            if cancel is not None and cancel():
+                raise Cancelled("Reading was cancelled.")
+            data = f.read(8 << 20)
+            if not data:
+                break
+            h.update(data)
+    return h.hexdigest()
+
+
+def _cached_tokens(digest: str, cache_dir: Path, source: str, total: int, make_stream,
+                   progress: Progress | None, cancel: Cancel | None) -> tuple[Path, int, int, list[str]]:
+    """Return (bin_path, n_tokens, n_replaced, notes), tokenizing into the cache if needed."""
+    bin_path = cache_dir / f"gpt2-{digest}.bin"
+    meta_path = cache_dir / f"gpt2-{digest}.json"
+    try:
+        meta = json.loads(meta_path.read_text("utf-8"))
+        if (meta.get("version") == _CACHE_VERSION and bin_path.stat().st_size == 2 * int(meta["n_tokens"])
+                and int(meta["n_tokens"]) > 0):
+            if progress is not None:
+                progress(total, total)
+            return bin_path, int(meta["n_tokens"]), int(meta["n_replaced"]), [f"loaded from cache {bin_path}"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CorpusError(f"Cannot create the token cache folder {cache_dir} ({e.strerror or e}); "
+                          f"set NANOGPT_VIZ_CACHE to a writable folder.") from None
+    try:
+        with make_stream() as f:
+            n_tokens, n_rep, digest2 = _tokenize_stream(f, total, bin_path, progress=progress, cancel=cancel)
+    except (Cancelled, CorpusError, _tok.TokenizerError):
+        raise
+    except OSError as e:
+        raise CorpusError(f"Could not tokenize {source} into {bin_path} ({e.strerror or e}).") from None
+    if digest2 != digest:
+        bin_path.unlink(missing_ok=True)
+        raise CorpusError(f"{source} changed while it was being read; open it again.")
+    meta = {"version": _CACHE_VERSION, "tokenizer": "gpt2", "n_tokens": n_tokens, "n_replaced": n_rep,
+            "source": source, "source_bytes": total}
+    with _atomic_write(meta_path) as f:
+        f.write(json.dumps(meta, indent=1).encode("utf-8"))
+    return bin_path, n_tokens, n_rep, [f"tokenized {n_tokens:,} tokens, cached at {bin_path}"]
+
+
+def _split_fraction(arr: TokenArray, val_fraction: float, notes: list[str]) -> dict[str, TokenArray]:
+    n = len(arr)
+    if val_fraction == 0:
+        return {"train": arr}
+    if n < 2:
+        notes.append("too few tokens for a val split")
+        return {"train": arr}
+    n_train = min(max(int(n * (1.0 - val_fraction)), 1), n - 1)
+    notes.append(f"val split: the last {n - n_train:,} tokens ({val_fraction:g} of the stream)")
+    return {"train": arr.view(0, n_train), "val": arr.view(n_train, n)}
+
+
+def _text_corpus(path: Path, val_fraction: float, cache_dir, progress, cancel,
+                 extra_notes: list[str]) -> TokenCorpus:
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    digest = _hash_file(path, cancel)
+    total = path.stat().st_size
+    bin_path, n_tok, n_rep, notes = _cached_tokens(
+        digest, cache, str(path), total, lambda: open(path, "rb"), progress, cancel)
+    notes = extra_notes + notes
+    if n_rep:
+        notes.append(f"replaced {n_rep} invalid UTF-8 byte{'s' if n_rep != 1 else ''} with U+FFFD")
+    arr = TokenArray([np.memmap(bin_path, dtype="<u2", mode="r")])
+    splits = _split_fraction(arr, val_fraction, notes)
+    return TokenCorpus(path, path.name, "text", splits, notes=notes, files=[path])
+
+
+# ---------------------------------------------------------------------------------------------
+# binary readers
+
+
+def _read_head(path: Path, n: int = _SNIFF_BYTES) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(n)
+
+
+def _looks_like_text(head: bytes) -> bool:
+    if b"\x00" in head or len(head) < 16:
+        return False
+    for cut in range(4):  # allow a multibyte sequence cut by the sniff window
+        try:
+            s = head[:len(head) - cut].decode("utf-8")
+            break
+        except UnicodeDecodeError:
+            continue
+    else:
+        return False
+    return all(c.isprintable() or c in "\t\n\r\f" for c in s)
+
+
+def _llmc_magic(head: bytes) -> int | None:
+    if len(head) >= 4:
+        magic = int(np.frombuffer(head[:4], dtype="<i4")[0])
+        if magic in LLMC_FORMATS:
+            return magic
+    return None
+
+
+def _open_llmc(path: Path, head: bytes, size: int) -> np.ndarray:
+    # The magics read as uint16 start with 55432 / 55713 >= 50257, so a raw GPT-2 nanoGPT .bin
+    # can never start with them: a magic means llm.c, and an inconsistent header is corruption.
+    magic = _llmc_magic(head)
+    if len(head) < LLMC_HEADER_BYTES:
+        raise CorpusError(f"{path} starts with the llm.c shard magic {magic} but is only {size} bytes, "
+                          f"shorter than the {LLMC_HEADER_BYTES}-byte header.")
+    header = np.frombuffer(head[:LLMC_HEADER_BYTES], dtype="<i4")
+    version, count = int(header[1]), int(header[2])
+    want_version, dt = LLMC_FORMATS[magic]
+    if version != want_version:
+        raise CorpusError(f"{path} has the llm.c magic {magic} with version {version}; supported are magic "
+                          f"20240520 version 1 (uint16 tokens) and magic 20240801 version 7 (uint32 tokens).")
+    expected = LLMC_HEADER_BYTES + count * dt.itemsize
+    if count < 0 or expected != size:
+        raise CorpusError(f"{path} is an llm.c shard whose header says {count} tokens ({expected} bytes) but "
+                          f"the file has {size} bytes; it is truncated or corrupt.")
+    if count == 0:
+        return np.empty(0, dtype=dt)
+    return np.memmap(path, dtype=dt, mode="r", offset=LLMC_HEADER_BYTES, shape=(count,))
+
+
+def _open_npy(path: Path) -> np.ndarray:
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise CorpusError(f"{path} is not a readable token .npy file ({e}); token shards must be 1-D "
+                          f"uint16, int32 or uint32 arrays.") from None
+    if not isinstance(arr, np.ndarray):
+        raise CorpusError(f"{path} does not hold a single array; token shards must be 1-D arrays.")
+    if arr.ndim != 1:
+        raise CorpusError(f"{path} holds a {arr.ndim}-D array of shape {arr.shape}; token shards must be 1-D.")
+    if np.dtype(arr.dtype).newbyteorder("=") not in NPY_DTYPES and arr.dtype not in NPY_DTYPES:
+        raise CorpusError(f"{path} holds {arr.dtype} values; token shards must be uint16, int32 or uint32.")
+    return arr
+
+
+def _open_raw_bin(path: Path, size: int) -> np.ndarray:
+    if size % 2:
+        raise CorpusError(f"{path} has {size:,} bytes, which is not a whole number of uint16 tokens "
+                          f"(a nanoGPT .bin is raw uint16 token ids with no header).")
+    return np.memmap(path, dtype="<u2", mode="r")
+
+
+def _classify(path: Path) -> tuple[str, bytes, int]:
+    """-> (kind, head, size); kind in npy, llmc, nanogpt-bin, text. Raises CorpusError."""
+    size = path.stat().st_size
+    if size == 0:
+        raise CorpusError(f"{path} is empty.")
+    head = _read_head(path)
+    suffix = path.suffix.lower()
+    if head.startswith(_NPY_MAGIC):
+        return "npy", head, size
+    if suffix == ".npy":
+        raise CorpusError(f"{path} is named .npy but is not a NumPy array file.")
+    if _llmc_magic(head) is not None:
+        return "llmc", head, size
+    if suffix == ".bin":
+        if _looks_like_text(head):
+            return "text", head, size
+        return "nanogpt-bin", head, size
+    if b"\x00" in head:
+        if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+            raise CorpusError(f"{path} looks like UTF-16 text; save it as UTF-8. {_ACCEPTED}")
+        raise CorpusError(f"{path} is a binary file in no format this app reads (a text file cannot "
+                          f"contain NUL bytes). {_ACCEPTED}")
+    return "text", head, size
+
+
+def _open_token_file(path: Path, kind: str, head: bytes, size: int) -> np.ndarray:
+    if kind == "npy":
+        return _open_npy(path)
+    if kind == "llmc":
+        return _open_llmc(path, head, size)
+    if kind == "nanogpt-bin":
+        return _open_raw_bin(path, size)
+    raise CorpusError(f"{path} is text, not a token file.")
+
+
+def _open_any_token_file(path: Path) -> tuple[str, np.ndarray]:
+    kind, head, size = _classify(path)
+    if kind == "text":
+        raise CorpusError(f"{path} looks like text, not a token file; open the text file on its own.")
+    return kind, _open_token_file(path, kind, head, size)
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    _ALLOWED = frozenset({"dict", "list", "str", "int", "float", "tuple"})
+
+    def find_class(self, module, name):
+        if module == "builtins" and name in self._ALLOWED:
+            return getattr(builtins, name)
+        raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a metadata file must not use")
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("it uses persistent ids")
+
+
+def _read_meta_vocab(meta: Path, notes: list[str]) -> int | None:
+    """vocab_size from a nanoGPT meta.pkl, never executing code; problems become notes."""
+    try:
+        if meta.stat().st_size > 16 << 20:
+            notes.append(f"ignored {meta.name}: larger than 16 MiB")
+            return None
+        with open(meta, "rb") as f:
+            obj = _SafeUnpickler(f).load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError,
+            IndexError, KeyError, OverflowError, MemoryError, OSError, UnicodeDecodeError) as e:
+        notes.append(f"ignored {meta.name}: not a plain metadata pickle ({e})")
+        return None
+    v = obj.get("vocab_size") if isinstance(obj, dict) else None
+    if isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 1 << 32:
+        notes.append(f"vocab size {v} from {meta.name}")
+        return v
+    notes.append(f"ignored {meta.name}: it has no usable vocab_size")
+    return None
+
+
+_VAL_RE = re.compile(r"(?<![a-z])val(?:id|idation)?(?![a-z])")
+
+
+def _is_val_name(name: str) -> bool:
+    return bool(_VAL_RE.search(name.lower()))
+
+
+def _sibling_val(path: Path) -> Path | None:
+    name = path.name
+    if "train" not in name:
+        return None
+    for alt in ("val", "valid", "validation"):
+        cand = path.with_name(name.replace("train", alt))
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _single_file_corpus(path: Path, kind: str, head: bytes, size: int, val_fraction: float) -> TokenCorpus:
+    notes: list[str] = []
+    arr = _open_token_file(path, kind, head, size)
+    fmt = {"npy": "npy", "llmc": "llmc", "nanogpt-bin": "nanogpt-bin"}[kind]
+    files = [path]
+    vocab = _tok.VOCAB_SIZE
+    if kind == "nanogpt-bin" and (path.parent / "meta.pkl").is_file():
+        vocab = _read_meta_vocab(path.parent / "meta.pkl", notes) or vocab
+    val_path = _sibling_val(path)
+    if val_path is not None:
+        _, val_arr = _open_any_token_file(val_path)
+        splits = {"train": TokenArray([arr])}
+        if len(val_arr):
+            splits["val"] = TokenArray([val_arr])
+        notes.append(f"val split from {val_path.name}")
+        files.append(val_path)
+    else:
+        splits = _split_fraction(TokenArray([arr]), val_fraction, notes)
+    return TokenCorpus(path, path.name, fmt, splits, vocab_size=vocab, notes=notes, files=files)
+
+
+def _dir_corpus(path: Path, val_fraction: float) -> TokenCorpus:
+    notes: list[str] = []
+    entries = sorted((p for p in path.iterdir()
+                      if p.is_file() and not p.name.startswith(".") and ".tmp-" not in p.name),
+                     key=lambda p: p.name)
+    vocab = _tok.VOCAB_SIZE
+    if (path / "train.bin").is_file():
+        train_path = path / "train.bin"
+        kind, arr = _open_any_token_file(train_path)
+        fmt = "nanogpt-dir" if kind == "nanogpt-bin" else ("llmc-dir" if kind == "llmc" else "npy-dir")
+        if (path / "meta.pkl").is_file():
+            vocab = _read_meta_vocab(path / "meta.pkl", notes) or vocab
+        files = [train_path]
+        if (path / "val.bin").is_file():
+            _, val_arr = _open_any_token_file(path / "val.bin")
+            splits = {"train": TokenArray([arr])}
+            if len(val_arr):
+                splits["val"] = TokenArray([val_arr])
+            notes.append("val split from val.bin")
+            files.append(path / "val.bin")
+        else:
+            splits = _split_fraction(TokenArray([arr]), val_fraction, notes)
+        return TokenCorpus(path, path.name, fmt, splits, vocab_size=vocab, notes=notes, files=files)
+
+    npys = [p for p in entries if p.suffix.lower() == ".npy"]
+    bins = [p for p in entries if p.suffix.lower() == ".bin"]
+    if npys and bins:
+        raise CorpusError(f"{path} holds both .npy and .bin token files; keep one kind of shard per folder.")
+    if not npys and not bins:
+        raise CorpusError(f"{path} contains no token files. {_ACCEPTED}")
+    if npys:
+        fmt, shards = "npy-dir", [(p, _open_npy(p)) for p in npys]
+    else:
+        fmt, shards = "llmc-dir", []
+        for p in bins:
+            size = p.stat().st_size
+            head = _read_head(p, LLMC_HEADER_BYTES)
+            if _llmc_magic(head) is None:
+                raise CorpusError(f"{p} does not start with an llm.c shard header (magic 20240520 or 20240801), "
+                                  f"so {path} is not a folder of llm.c shards. A nanoGPT folder needs train.bin.")
+            shards.append((p, _open_llmc(p, head, size)))
+    val = [(p, a) for p, a in shards if _is_val_name(p.name)]
+    train = [(p, a) for p, a in shards if not _is_val_name(p.name)]
+    if val and not train:
+        raise CorpusError(f"{path} holds only validation shards ({', '.join(p.name for p, _ in val)}); "
+                          f"a corpus needs training shards too.")
+    files = [p for p, _ in train] + [p for p, _ in val]
+    if val:
+        splits = {"train": TokenArray([a for _, a in train])}
+        val_arr = TokenArray([a for _, a in val])
+        if len(val_arr):
+            splits["val"] = val_arr
+        notes.append(f"val split from {len(val)} shard(s): {', '.join(p.name for p, _ in val)}")
+    else:
+        splits = _split_fraction(TokenArray([a for _, a in train]), val_fraction, notes)
+    notes.insert(0, f"{len(train)} training shard(s)")
+    return TokenCorpus(path, path.name, fmt, splits, vocab_size=vocab, notes=notes, files=files)
+
+
+def open_corpus(path, *, val_fraction: float = 0.1, cache_dir=None, progress: Progress | None = None,
+                cancel: Cancel | None = None, vocab_size: int | None = None) -> TokenCorpus:
+    """Open any supported corpus file or folder (see the module docstring).
+
+    ``val_fraction`` (0 <= f < 1) is used only where the data has no val file/shards: the last
+    fraction of the tokens becomes the val split. Text is tokenized once into ``cache_dir``
+    (default: ``default_cache_dir()``). Token ids are checked in a bounded sample
+    (``OPEN_VALIDATE_TOKENS`` per split); call ``validate(None)`` for a full scan.
+    ``vocab_size`` overrides the default / meta.pkl vocabulary size.
+    """
+    try:
+        f = float(val_fraction)
+    except (TypeError, ValueError):
+        raise CorpusError(f"The val fraction must be a number in [0, 1), not {val_fraction!r}.") from None
+    if not 0.0 <= f < 1.0 or isinstance(val_fraction, bool):
+        raise CorpusError(f"The val fraction must be in [0, 1) (got {val_fraction!r}).")
+    if vocab_size is not None and (not isinstance(vocab_size, int) or vocab_size < 1):
+        raise CorpusError(f"The vocab size must be a whole number >= 1 (got {vocab_size!r}).")
+    p = Path(os.fspath(path)).expanduser()
+    try:
+        if not p.exists():
+            raise CorpusError(f"There is no file or folder at {p}.")
+        if p.is_dir():
+            corpus = _dir_corpus(p, f)
+        else:
+            kind, head, size = _classify(p)
+            if kind == "text":
+                extra = [f"read as UTF-8 text although named {p.suffix}"] if p.suffix.lower() == ".bin" else []
+                corpus = _text_corpus(p, f, cache_dir, progress, cancel, extra)
+            else:
+                corpus = _single_file_corpus(p, kind, head, size, f)
+    except OSError as e:
+        raise CorpusError(f"Cannot read {getattr(e, 'filename', None) or p}: {e.strerror or e}.") from None
+    if vocab_size is not None:
+        corpus.vocab_size = vocab_size
+    if len(corpus.split("train")) == 0:
+        raise CorpusError(f"{p} contains no training tokens.")
+    corpus.validate(OPEN_VALIDATE_TOKENS)
+    if any(len(a) > OPEN_VALIDATE_TOKENS for a in corpus._splits.values()):
+        corpus.notes.append(f"token ids checked in the first and last {OPEN_VALIDATE_TOKENS // 2:,} "
+                            f"tokens of each split only")
+    return corpus
+
+
+# ---------------------------------------------------------------------------------------------
+# the built-in corpus
+
+_default_lock = threading.Lock()
+_default_memo: dict[str, TokenCorpus] = {}
+
+
+def _default_text() -> str:
+    from pydoc_data.topics import topics
+    return "\n\n".join(topics[k] for k in sorted(topics))
+
+
+def default_corpus(cache_dir=None, progress: Progress | None = None) -> TokenCorpus:
+    """CPython's bundled language-reference topics (pydoc_data), GPT-2 tokenized and cached.
+
+    Always available offline (~139k tokens); 10% val split. Memoized per cache folder.
+    """
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    key = str(cache.expanduser().absolute())
+    with _default_lock:
+        hit = _default_memo.get(key)
+        if hit is not None and hit.path.is_file():
+            if progress is not None:
+                progress(1, 1)
+            return hit
+        data = _default_text().encode("utf-8")
+        digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+        try:
+            bin_path, n_tok, _, notes = _cached_tokens(
+                digest, cache, "pydoc_data.topics", len(data), lambda: io.BytesIO(data), progress, None)
+        except OSError as e:  # pragma: no cover
+            raise CorpusError(f"Could not cache the built-in corpus in {cache}: {e.strerror or e}.") from None
+        arr = TokenArray([np.memmap(bin_path, dtype="<u2", mode="r")])
+        notes = ["CPython's bundled documentation topics (pydoc_data.topics)"] + notes
+        splits = _split_fraction(arr, 0.1, notes)
+        corpus = TokenCorpus(bin_path, DEFAULT_CORPUS_NAME, "text", splits, notes=notes, files=[bin_path])
+        _default_memo[key] = corpus
+        return corpus

@@ -1,0 +1,739 @@
+"""The main window: wiring only. State lives in Session, work in workers, logic in the pure modules."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtWidgets import (QApplication, QDialog, QDialogButtonBox, QDockWidget, QFileDialog,
+                               QInputDialog, QLabel, QMainWindow, QMessageBox, QPlainTextEdit, QProgressBar,
+                               QPushButton, QScrollArea, QSplitter, QTabWidget, QVBoxLayout, QWidget)
+
+from nanogpt_viz.config import PlanConfig
+from nanogpt_viz.ui.panels import PlanPanel, StepControls, TrainPanel
+from nanogpt_viz.ui.plots import LossPlot, PlotCoalescer, PositionLossPlot, TokenLossHeatmap
+from nanogpt_viz.ui.session import Session
+from nanogpt_viz.ui.stream_view import StreamPanel
+from nanogpt_viz.ui.worker import CorpusLoader, FunctionRunner, TrainController
+from nanogpt_viz.ui.xy_panel import XYPanel
+from nanogpt_viz.runlog import format_eta
+from nanogpt_viz.viewmodel import step_summary
+
+ORG, APP = "nanogpt-viz", "nanogpt-viz"
+MAX_RECENT = 8
+HINT = ("Press → to step through the batches (Space plays, Home resets). Each row of X is N consecutive tokens; "
+        "its Y is the same window shifted by one. Train ▸ Start trains GPT-2 on exactly these rows.")
+TEXT_FILTER = ("Corpora (*.txt *.md *.bin *.npy *.json *.jsonl *.csv *.py);;Token files (*.bin *.npy);;"
+               "All files (*)")
+
+
+def runs_root() -> Path:
+    base = os.environ.get("NANOGPT_VIZ_RUNS") or os.path.join(
+        os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share"), "nanogpt-viz", "runs")
+    return Path(base)
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, settings: QSettings | None = None, device_name: str | None = None):
+        super().__init__()
+        self.settings = settings or QSettings(ORG, APP)
+        self.session = Session(self)
+        self.loader = CorpusLoader(self)
+        self.trainer_ctl = TrainController(self)
+        self.tasks: list[FunctionRunner] = []
+        self.corpus_path: str | None = None
+        self.resume_dir: Path | None = None
+        self.last_report: Any = None
+        self.last_trainer: Any = None
+        self._pending_save: str | None = None
+        self._pending_sample: str | None = None
+        self._follow_step: int | None = None
+        self._t_start = 0.0
+        self._closing = False
+        from nanogpt_viz.tokenizer import display_table
+
+        self.display_table = display_table()
+        if device_name is None:
+            from nanogpt_viz.trainer import detect_device
+
+            device_name = detect_device("auto")[1]
+        self.device_name = device_name
+        import torch
+
+        self.setWindowTitle("nanogpt-viz")
+        self.setAcceptDrops(True)
+        self._build_widgets(device_name, torch.cuda.device_count() if torch.cuda.is_available() else 0)
+        self._build_actions()
+        self._connect()
+        self._restore_settings()
+
+    # ---- construction --------------------------------------------------------------------------
+    def _build_widgets(self, device_name: str, gpus: int) -> None:
+        self.controls = StepControls()
+        self.stream = StreamPanel()
+        self.stream.set_display_table(self.display_table)
+        self.xy = XYPanel()
+        self.xy.set_display_table(self.display_table)
+        self.hint = QLabel(HINT)
+        self.hint.setWordWrap(True)
+        self.hint.setStyleSheet("padding: 4px 8px; background: #eef6ff; color: #123;")
+
+        center = QWidget()
+        lay = QVBoxLayout(center)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.hint)
+        lay.addWidget(self.controls)
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.addWidget(self.stream)
+        self.splitter.addWidget(self.xy)
+        self.splitter.setStretchFactor(0, 3)
+        self.splitter.setStretchFactor(1, 2)
+        lay.addWidget(self.splitter, 1)
+        self.setCentralWidget(center)
+
+        self.plan_panel = PlanPanel()
+        scroll = QScrollArea()
+        scroll.setWidget(self.plan_panel)
+        scroll.setWidgetResizable(True)
+        self.plan_dock = QDockWidget("Batch plan", self)
+        self.plan_dock.setObjectName("plan_dock")
+        self.plan_dock.setWidget(scroll)
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.plan_dock)
+
+        self.train_panel = TrainPanel(device_name, gpus)
+        scroll = QScrollArea()
+        scroll.setWidget(self.train_panel)
+        scroll.setWidgetResizable(True)
+        self.train_dock = QDockWidget("Training", self)
+        self.train_dock.setObjectName("train_dock")
+        self.train_dock.setWidget(scroll)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.train_dock)
+
+        self.loss_plot = LossPlot()
+        self.heatmap = TokenLossHeatmap()
+        self.position_plot = PositionLossPlot()
+        self.plots = QTabWidget()
+        self.plots.addTab(self.loss_plot, "Loss")
+        self.plots.addTab(self.heatmap, "Per-token loss (B×N)")
+        self.plots.addTab(self.position_plot, "Loss by position")
+        self.plot_dock = QDockWidget("Live plots", self)
+        self.plot_dock.setObjectName("plot_dock")
+        self.plot_dock.setWidget(self.plots)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.plot_dock)
+        self.coalescer = PlotCoalescer(self.loss_plot, self.heatmap, self.position_plot, parent=self)
+
+        self.corpus_label = QLabel("No corpus")
+        self.coverage_label = QLabel()
+        self.load_progress = QProgressBar()
+        self.load_progress.setMaximumWidth(220)
+        self.load_progress.hide()
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.hide()
+        sb = self.statusBar()
+        sb.addWidget(self.corpus_label, 1)
+        sb.addWidget(self.coverage_label)
+        sb.addPermanentWidget(self.load_progress)
+        sb.addPermanentWidget(self.cancel_btn)
+        self.follow_timer = QTimer(self)
+        self.follow_timer.setInterval(33)  # the view follows training at <= 30 Hz
+        self.follow_timer.timeout.connect(self._apply_follow)
+
+    def _action(self, menu, text: str, slot, shortcut=None, tip: str = "") -> QAction:
+        act = QAction(text, self)
+        if shortcut is not None:
+            seqs = shortcut if isinstance(shortcut, list) else [shortcut]
+            act.setShortcuts([QKeySequence(s) for s in seqs])
+        if tip:
+            act.setStatusTip(tip)
+        act.triggered.connect(slot)
+        menu.addAction(act)
+        return act
+
+    def _build_actions(self) -> None:
+        mb = self.menuBar()
+        f = mb.addMenu("&File")
+        self.open_act = self._action(f, "&Open corpus…", self.open_dialog, QKeySequence.StandardKey.Open,
+                                     "Open a text file or the token files nanoGPT / llm.c / build-nanogpt write")
+        self.open_dir_act = self._action(f, "Open data &directory…", self.open_dir_dialog)
+        self.recent_menu = f.addMenu("Open &recent")
+        self._action(f, "Open &built-in corpus", lambda: self.load_corpus(None))
+        f.addSeparator()
+        self._action(f, "&Load checkpoint…", self.load_checkpoint_dialog)
+        self.save_ckpt_act = self._action(f, "&Save checkpoint as…", self.save_checkpoint_dialog,
+                                          QKeySequence.StandardKey.Save)
+        f.addSeparator()
+        self._action(f, "Export loss history as &CSV…", self.export_csv)
+        png = f.addMenu("Export plot as &PNG")
+        self._action(png, "Loss curve…", lambda: self.export_png(self.loss_plot, "loss"))
+        self._action(png, "Per-token loss heatmap…", lambda: self.export_png(self.heatmap, "per_token_loss"))
+        self._action(png, "Loss by position…", lambda: self.export_png(self.position_plot, "position_loss"))
+        f.addSeparator()
+        quit_seq = QKeySequence(QKeySequence.StandardKey.Quit)
+        self.quit_act = self._action(f, "&Quit", self.close,
+                                     [quit_seq, QKeySequence("Ctrl+Q")] if not quit_seq.isEmpty()
+                                     and quit_seq != QKeySequence("Ctrl+Q") else QKeySequence("Ctrl+Q"))
+
+        v = mb.addMenu("&View")
+        self._action(v, "Zoom &in", lambda: self.stream.stream.zoom_in(), QKeySequence.StandardKey.ZoomIn)
+        self._action(v, "Zoom &out", lambda: self.stream.stream.zoom_out(), QKeySequence.StandardKey.ZoomOut)
+        self._action(v, "Show the current step", lambda: self.stream.stream.ensure_step_visible(), "Ctrl+L")
+        v.addSeparator()
+        group = QActionGroup(self)
+        self.color_actions = {}
+        for mode, label in (("step", "Colour by &step"), ("coverage", "Colour by &coverage"),
+                            ("loss", "Colour by per-token &loss")):
+            act = self._action(v, label, lambda checked=False, m=mode: self.set_color_mode(m))
+            act.setCheckable(True)
+            group.addAction(act)
+            self.color_actions[mode] = act
+        self.color_actions["step"].setChecked(True)
+        v.addSeparator()
+        v.addAction(self.plan_dock.toggleViewAction())
+        v.addAction(self.train_dock.toggleViewAction())
+        v.addAction(self.plot_dock.toggleViewAction())
+
+        g = mb.addMenu("&Go")
+        self.next_act = self._action(g, "&Next step", self.session.next, Qt.Key.Key_Right)
+        self.prev_act = self._action(g, "&Previous step", self.session.previous, Qt.Key.Key_Left)
+        self.play_act = self._action(g, "Play / &pause", self.controls.toggle_play, Qt.Key.Key_Space)
+        self.home_act = self._action(g, "&First step", self.session.reset, Qt.Key.Key_Home)
+        self._action(g, "&Jump to step…", self.jump_dialog, "Ctrl+G")
+        self._action(g, "Next &epoch", self.next_epoch, "Ctrl+Right")
+
+        t = mb.addMenu("&Train")
+        self.start_act = self._action(t, "&Start", self.train_panel.start_btn.click, "Ctrl+Return")
+        self._action(t, "&Pause / resume", self.train_panel.pause_btn.toggle, "Ctrl+P")
+        self._action(t, "S&top", self.stop_training, "Ctrl+.")
+        self._action(t, "Sample &text…", self.sample_dialog, "Ctrl+E")
+
+        h = mb.addMenu("&Help")
+        self._action(h, "What am I seeing?", self.explain)
+        self._action(h, "&About nanogpt-viz", self.about)
+
+    def _connect(self) -> None:
+        s = self.session
+        s.plan_changed.connect(self._on_plan_changed)
+        s.step_changed.connect(self._on_step_changed)
+        s.problem.connect(self.plan_panel.set_problem)
+        self.plan_panel.changed.connect(s.set_plan_config)
+        self.controls.next_requested.connect(s.next)
+        self.controls.previous_requested.connect(s.previous)
+        self.controls.reset_requested.connect(s.reset)
+        self.controls.jump_requested.connect(s.set_step)
+        self.stream.hovered.connect(self.xy.set_highlight)
+        self.xy.hovered.connect(self.stream.set_highlight)
+        self.stream.message.connect(lambda m: self.statusBar().showMessage(m, 5000))
+        self.loader.progress.connect(self._on_load_progress)
+        self.loader.loaded.connect(self._on_loaded)
+        self.loader.failed.connect(self._on_load_failed)
+        self.loader.cancelled.connect(lambda p: self.statusBar().showMessage(f"Cancelled opening {p}", 5000))
+        self.loader.busy_changed.connect(self._on_loader_busy)
+        self.cancel_btn.clicked.connect(self.loader.cancel)
+        tp = self.train_panel
+        tp.start_requested.connect(self.start_training)
+        tp.pause_toggled.connect(lambda on: self.trainer_ctl.pause() if on else self.trainer_ctl.resume())
+        tp.stop_requested.connect(self.stop_training)
+        tp.sample_requested.connect(self.sample_dialog)
+        ctl = self.trainer_ctl
+        ctl.info.connect(self._on_train_info)
+        ctl.report.connect(self._on_report)
+        ctl.ended.connect(self._on_train_end)
+        ctl.running_changed.connect(self._on_running_changed)
+        ctl.snapshot.connect(self._on_snapshot)
+        ctl.checkpoint_saved.connect(self._on_checkpoint_saved)
+
+    # ---- settings ----------------------------------------------------------------------------
+    def _restore_settings(self) -> None:
+        st = self.settings
+        geo = st.value("geometry")
+        if isinstance(geo, QByteArray) and not geo.isEmpty():
+            self.restoreGeometry(geo)
+        else:
+            self.resize(1500, 920)
+        state = st.value("window_state")
+        if isinstance(state, QByteArray) and not state.isEmpty():
+            self.restoreState(state)
+        try:
+            pc = PlanConfig.from_dict(json.loads(st.value("plan", "") or "{}")) if st.value("plan") else None
+            if pc is not None and pc.problems():
+                pc = None
+        except (ValueError, TypeError):
+            pc = None
+        pc = pc or PlanConfig(block_size=16, batch_size=4)
+        self.plan_panel.set_config(pc)
+        self.session.set_plan_config(pc)
+        try:
+            self.train_panel.restore(json.loads(st.value("train", "") or "{}"))
+        except (ValueError, TypeError):
+            pass
+        zoom = st.value("zoom")
+        if zoom is not None:
+            try:
+                self.stream.stream.set_zoom(int(zoom))
+            except (TypeError, ValueError):
+                pass
+        self._refresh_recent()
+
+    def save_settings(self) -> None:
+        st = self.settings
+        st.setValue("geometry", self.saveGeometry())
+        st.setValue("window_state", self.saveState())
+        st.setValue("plan", json.dumps(self.session.plan_config.to_dict()))
+        st.setValue("train", json.dumps(self.train_panel.settings()))
+        st.setValue("last_corpus", self.corpus_path or "")
+        zoom = getattr(self.stream.stream, "zoom_level", None)
+        if zoom is not None:
+            st.setValue("zoom", int(zoom() if callable(zoom) else zoom))
+        st.sync()
+
+    def recent_files(self) -> list[str]:
+        value = self.settings.value("recent", [])
+        if isinstance(value, str):
+            value = [value] if value else []
+        return [p for p in (value or []) if isinstance(p, str)]
+
+    def _add_recent(self, path: str) -> None:
+        items = [path] + [p for p in self.recent_files() if p != path]
+        self.settings.setValue("recent", items[:MAX_RECENT])
+        self._refresh_recent()
+
+    def _refresh_recent(self) -> None:
+        self.recent_menu.clear()
+        files = self.recent_files()
+        for p in files:
+            act = self.recent_menu.addAction(p)
+            act.triggered.connect(lambda checked=False, path=p: self.load_corpus(path))
+        self.recent_menu.setEnabled(bool(files))
+
+    def startup(self, corpus: str | None) -> None:
+        """What to open first: the command line's corpus, else the last one, else the built-in one."""
+        if corpus:
+            self.load_corpus(corpus)
+            return
+        last = self.settings.value("last_corpus", "")
+        self.load_corpus(last if isinstance(last, str) and last and os.path.exists(last) else None)
+
+    # ---- corpus ------------------------------------------------------------------------------
+    def open_dialog(self) -> None:
+        start = os.path.dirname(self.corpus_path) if self.corpus_path else str(Path.home())
+        path, _ = QFileDialog.getOpenFileName(self, "Open corpus", start, TEXT_FILTER)
+        if path:
+            self.load_corpus(path)
+
+    def open_dir_dialog(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open a data directory (train.bin / shards)")
+        if path:
+            self.load_corpus(path)
+
+    def load_corpus(self, path: str | None) -> None:
+        if path is not None and not os.path.exists(path):
+            self.error("Cannot open corpus", f"{path} does not exist.")
+            return
+        self.statusBar().showMessage(f"Opening {path or 'the built-in corpus'}…")
+        self.load_progress.setRange(0, 0)
+        self.loader.load(path)
+
+    def _on_loader_busy(self, busy: bool) -> None:
+        self.load_progress.setVisible(busy)
+        self.cancel_btn.setVisible(busy)
+        if not busy:
+            self.load_progress.setRange(0, 1)
+
+    def _on_load_progress(self, done: int, total: int) -> None:
+        if total > 0:
+            self.load_progress.setRange(0, 1000)
+            self.load_progress.setValue(int(1000 * done / total))
+            self.load_progress.setFormat(f"tokenizing {100 * done / total:.0f}%")
+
+    def _on_loaded(self, corpus: Any, path: str) -> None:
+        self.corpus_path = path or None
+        self.session.set_corpus(corpus)
+        n_val = len(corpus.split("val")) if corpus.has_split("val") else 0
+        notes = "; ".join(corpus.notes) if getattr(corpus, "notes", None) else ""
+        self.corpus_label.setText(f"<b>{corpus.name}</b> · {corpus.fmt} · {len(corpus):,} train tokens"
+                                  + (f" · {n_val:,} val" if n_val else "") + (f" · {notes}" if notes else ""))
+        self.corpus_label.setToolTip(str(corpus.path))
+        self.setWindowTitle(f"nanogpt-viz — {corpus.name}")
+        self.statusBar().showMessage(f"Opened {corpus.name}", 4000)
+        if path:
+            self._add_recent(path)
+        self.resume_dir = None
+
+    def _on_load_failed(self, message: str, path: str) -> None:
+        self.statusBar().clearMessage()
+        self.error("Cannot open corpus", message)
+
+    # ---- drag and drop ---------------------------------------------------------------------
+    def dragEnterEvent(self, event) -> None:
+        if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        for url in event.mimeData().urls():
+            if url.isLocalFile():
+                event.acceptProposedAction()
+                self.load_corpus(url.toLocalFile())
+                return
+
+    # ---- stepping ----------------------------------------------------------------------------
+    def _on_plan_changed(self) -> None:
+        model = self.session.model
+        self.stream.set_model(model)
+        self.xy.set_model(model)
+        self.train_panel.start_btn.setEnabled(model is not None and not self.trainer_ctl.is_running())
+        self._on_step_changed(self.session.step)
+
+    def _on_step_changed(self, step: int) -> None:
+        self.controls.set_step(step)
+        self.stream.set_step(step)
+        self.xy.set_step(step)
+        plan = self.session.plan
+        if plan is None:
+            self.controls.set_readout("")
+            self.coverage_label.setText("")
+            return
+        info = step_summary(plan, step)
+        where = (f"rows start at t[{info['first']:,}]…, inputs to t[{info['last'] - 1:,}], targets to "
+                 f"t[{info['last']:,}]" if plan.mode in ("sequential", "shuffled") else
+                 "rows at random offsets" if plan.mode == "random" else
+                 f"rows t[{info['first']:,}]…t[{info['last']:,}]")
+        src = (f" (reads sequential step {info['source_step']:,})" if plan.mode == "shuffled" else "")
+        self.controls.set_readout(
+            f"epoch <b>{info['epoch']}</b>{src} · {where} · <b>{plan.tokens_per_step:,}</b> tokens/step = "
+            f"{info['formula']}")
+        try:
+            seen = plan.fraction_seen(step)
+            txt = f"seen {100 * seen:.1f}% of the corpus"
+            if plan.mode == "random":
+                txt += f" (expected for random offsets: {100 * plan.expected_random_fraction(step):.1f}%)"
+        except Exception:  # exact random coverage too costly: show the expectation only
+            txt = f"expected coverage: {100 * plan.expected_random_fraction(step):.1f}%"
+        if plan.mode != "random" and plan.dropped_tail:
+            txt += f" · dropped tail {plan.dropped_tail:,} tokens"
+        self.coverage_label.setText(txt)
+        self._apply_loss_overlay()
+
+    def jump_dialog(self) -> None:
+        step, ok = QInputDialog.getInt(self, "Jump to step", "Step (0-based):", self.session.step, 0, 2 ** 31 - 1)
+        if ok:
+            self.session.set_step(step)
+
+    def next_epoch(self) -> None:
+        plan = self.session.plan
+        if plan is not None:
+            self.session.set_step((plan.epoch(self.session.step) + 1) * plan.steps_per_epoch)
+
+    def set_color_mode(self, mode: str) -> None:
+        self.color_actions[mode].setChecked(True)
+        self.stream.set_color_mode(mode)
+        self.xy.set_color_mode("loss" if mode == "loss" else "plain")
+        if mode == "loss" and self.last_report is None:
+            self.statusBar().showMessage("Per-token loss appears once training has run a step", 5000)
+        self._apply_loss_overlay()
+
+    def _apply_loss_overlay(self) -> None:
+        rep = self.last_report
+        if rep is None or rep.per_token is None or rep.step != self.session.step:
+            self.stream.set_loss(None, (), 0.0, 1.0)
+            self.xy.set_loss(None, (), 0.0, 1.0)
+            return
+        vmin, vmax = float(np.nanmin(rep.per_token)), float(np.nanmax(rep.per_token))
+        self.stream.set_loss(rep.per_token, rep.ranks, vmin, vmax)
+        self.xy.set_loss(rep.per_token, rep.ranks, vmin, vmax)
+
+    # ---- training ----------------------------------------------------------------------------
+    def build_trainer(self, preset: str, mc, tc):
+        from nanogpt_viz.trainer import Trainer
+
+        s = self.session
+        corpus = s.corpus
+        val = corpus.split("val") if corpus.has_split("val") and s.plan_config.split == "train" else None
+        if self.resume_dir is not None and (self.resume_dir / "ckpt.pt").exists():
+            out_dir, resume = self.resume_dir, True
+        else:
+            out_dir, resume = runs_root() / time.strftime("%Y%m%d-%H%M%S"), False
+        return Trainer(s.tokens, val, s.plan_config, mc.with_(block_size=max(mc.block_size, s.plan_config.block_size)),
+                       tc, out_dir=out_dir, resume=resume, model_preset=preset,
+                       corpus_info={"path": str(self.corpus_path or corpus.path), "name": corpus.name,
+                                    "tokens": len(s.tokens), "vocab_size": corpus.vocab_size})
+
+    def start_training(self, preset: str, mc, tc) -> None:
+        if self.session.model is None:
+            self.error("Cannot train", self.session.last_problem or "Open a corpus first.")
+            return
+        if self.trainer_ctl.is_running():
+            return
+        trainer = self.build_trainer(preset, mc, tc)
+        if not trainer.resume:
+            self.loss_plot.clear_history()
+        self.last_trainer = trainer
+        self._t_start = time.monotonic()
+        self._first_step = None
+        self.trainer_ctl.start(trainer)
+        self.statusBar().showMessage(f"Training in {trainer.out_dir}", 5000)
+
+    def stop_training(self) -> None:
+        self.trainer_ctl.stop()
+
+    def _on_running_changed(self, running: bool) -> None:
+        self.train_panel.set_running(running)
+        self.train_panel.start_btn.setEnabled(not running and self.session.model is not None)
+        self.plan_panel.setEnabled(not running)
+        if running:
+            self.follow_timer.start()
+        else:
+            self.follow_timer.stop()
+            self.coalescer.flush()
+
+    def _on_train_info(self, info) -> None:
+        self._first_step = info.start_step
+        self._total_steps = info.total_steps
+        comp = ", compiled" if info.compiled else ""
+        self.train_panel.set_progress(info.start_step, info.total_steps,
+                                      f"{info.device_name} · {info.dtype}{comp} · {info.n_params / 1e6:.2f}M params"
+                                      + (f" · resumed at step {info.start_step}" if info.start_step else ""))
+        if info.start_step and self.last_trainer is not None and self.last_trainer.history:
+            self.loss_plot.clear_history()
+            self.loss_plot.extend([(a, b, None if math.isnan(c) else c) for a, b, c in self.last_trainer.history])
+
+    def _on_report(self, rep) -> None:
+        self.last_report = rep
+        self.coalescer.push(rep)
+        if self.train_panel.follow.isChecked():
+            self._follow_step = rep.step
+        done = rep.step + 1
+        elapsed = time.monotonic() - self._t_start
+        first = self._first_step or 0
+        eta = elapsed / max(1, done - first) * (self._total_steps - done)
+        mfu = f" · MFU {100 * rep.mfu:.1f}%" if rep.mfu is not None else ""
+        val = f" · val {rep.val_loss:.3f}" if rep.val_loss is not None else ""
+        self._progress_text = (f"step {rep.step} · loss {rep.loss:.3f}{val} · {rep.tokens_per_s:,.0f} tok/s{mfu} · "
+                               f"ETA {format_eta(eta)}")
+        self.train_panel.set_progress(done, self._total_steps, self._progress_text)
+
+    def _apply_follow(self) -> None:
+        if self._follow_step is not None:
+            step, self._follow_step = self._follow_step, None
+            self.session.set_step(step)
+
+    def _on_train_end(self, end) -> None:
+        self._apply_follow()
+        if end.reason in ("finished", "stopped"):
+            msg = end.message + (f"; checkpoint {end.checkpoint}" if end.checkpoint else "")
+            self.statusBar().showMessage(msg, 10000)
+            if end.checkpoint:
+                self.resume_dir = Path(end.checkpoint).parent
+        elif not self._closing:
+            title = {"oom": "Out of memory", "nonfinite": "Training diverged"}.get(end.reason, "Training failed")
+            self.error(title, end.message + (f"\n\nCheckpoint: {end.checkpoint}" if end.checkpoint else ""))
+
+    # ---- checkpoints and samples ---------------------------------------------------------------
+    def save_checkpoint_dialog(self) -> None:
+        if self.last_trainer is None or getattr(self.last_trainer, "raw_model", None) is None:
+            self.error("Nothing to save", "Train a model first (Train ▸ Start); then save its checkpoint.")
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Save checkpoint", str(Path.home() / "ckpt.pt"),
+                                              "PyTorch checkpoint (*.pt)")
+        if not path:
+            return
+        if self.trainer_ctl.is_running():
+            self._pending_save = path
+            self.trainer_ctl.request("checkpoint")
+            self.statusBar().showMessage("Saving at the next step boundary…", 5000)
+        else:
+            self._run_task(lambda: self._save_copy(self.last_trainer.save_checkpoint(), path),
+                           lambda p: self.statusBar().showMessage(f"Saved {p}", 8000), "Cannot save checkpoint")
+
+    @staticmethod
+    def _save_copy(src: str | None, dst: str) -> str:
+        if not src:
+            raise OSError("the run has no checkpoint to copy")
+        tmp = f"{dst}.tmp-{os.getpid()}"
+        try:
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return dst
+
+    def _on_checkpoint_saved(self, ev) -> None:
+        if self._pending_save:
+            dst, self._pending_save = self._pending_save, None
+            self._run_task(lambda: self._save_copy(ev.path, dst),
+                           lambda p: self.statusBar().showMessage(f"Saved {p} (step {ev.step})", 8000),
+                           "Cannot save checkpoint")
+
+    def load_checkpoint_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load checkpoint", str(Path.home()),
+                                              "PyTorch checkpoint (*.pt);;All files (*)")
+        if path:
+            self.load_checkpoint(path)
+
+    def load_checkpoint(self, path: str) -> None:
+        from nanogpt_viz.checkpoint import load_checkpoint
+
+        if self.trainer_ctl.is_running():
+            self.error("Training in progress", "Stop the current run before loading a checkpoint.")
+            return
+        self._run_task(lambda: load_checkpoint(path), lambda ck: self._on_checkpoint_loaded(ck, path),
+                       "Cannot load checkpoint")
+
+    def _on_checkpoint_loaded(self, ckpt, path: str) -> None:
+        extra = ckpt.extra or {}
+        if "plan" in extra:
+            pc = PlanConfig.from_dict(extra["plan"])
+            self.plan_panel.set_config(pc)
+            self.session.set_plan_config(pc)
+        ma = ckpt.model_args
+        tp = self.train_panel
+        if extra.get("model_preset") in (tp.preset.itemText(i) for i in range(tp.preset.count())):
+            tp.preset.setCurrentText(extra["model_preset"])
+        tp.n_layer.setValue(ma["n_layer"])
+        tp.n_head.setValue(ma["n_head"])
+        tp.n_embd.setValue(ma["n_embd"])
+        tp.steps.setValue(max(tp.steps.value(), ckpt.iter_num + 1))
+        self.loaded_checkpoint = ckpt
+        hist = extra.get("history")
+        if hist is not None:
+            self.loss_plot.clear_history()
+            self.loss_plot.extend([(int(a), float(b), None if math.isnan(c) else float(c)) for a, b, c in hist.tolist()])
+        resumable = Path(path).name == "ckpt.pt" and "plan" in extra
+        self.resume_dir = Path(path).parent if resumable else None
+        self.session.set_step(ckpt.iter_num)
+        self.statusBar().showMessage(
+            f"Loaded {path}: step {ckpt.iter_num}" + ("; Train ▸ Start resumes it" if resumable else ""), 10000)
+
+    def sample_dialog(self) -> None:
+        prompt, ok = QInputDialog.getMultiLineText(self, "Sample text", "Prompt:", "\n")
+        if not ok:
+            return
+        if self.trainer_ctl.is_running():
+            self._pending_sample = prompt
+            self.trainer_ctl.request("snapshot")
+            return
+        trainer = self.last_trainer
+        if trainer is not None and getattr(trainer, "raw_model", None) is not None:
+            state = {k: v.detach().clone() for k, v in trainer.raw_model.state_dict().items()}
+            self._sample_from(trainer.model_config.to_dict(), state, prompt)
+        elif getattr(self, "loaded_checkpoint", None) is not None:
+            ck = self.loaded_checkpoint
+            self._sample_from(ck.model_args, ck.model_state, prompt)
+        else:
+            self.error("No model yet", "Train a model or load a checkpoint first, then sample from it.")
+
+    def _on_snapshot(self, snap) -> None:
+        if self._pending_sample is not None:
+            prompt, self._pending_sample = self._pending_sample, None
+            self._sample_from(snap.model_args, snap.state, prompt)
+
+    def _sample_from(self, model_args: dict, state: dict, prompt: str) -> None:
+        def work() -> str:
+            from nanogpt_viz.config import ModelConfig
+            from nanogpt_viz.model import GPT
+            from nanogpt_viz.tokenizer import decode, encode
+            from nanogpt_viz.trainer import sample_text
+
+            model = GPT(ModelConfig.from_dict(model_args))
+            model.load_state_dict(state)
+            return prompt + decode(sample_text(model, encode(prompt), 200, seed=int(time.time()) % 100000))
+
+        self.statusBar().showMessage("Sampling…")
+        self._run_task(work, self._show_sample, "Cannot sample")
+
+    def _show_sample(self, text: str) -> None:
+        self.statusBar().clearMessage()
+        dlg = QDialog(self)
+        dlg.setWindowTitle("Sample from the current model")
+        lay = QVBoxLayout(dlg)
+        view = QPlainTextEdit(text)
+        view.setReadOnly(True)
+        lay.addWidget(view)
+        box = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        box.rejected.connect(dlg.close)
+        lay.addWidget(box)
+        dlg.resize(700, 400)
+        dlg.show()
+        self.sample_window = dlg
+
+    def _run_task(self, fn, on_done, error_title: str) -> None:
+        task = FunctionRunner(fn, self)
+        task.done.connect(on_done)
+        task.failed.connect(lambda msg: self.error(error_title, msg))
+        task._runner.finished.connect(lambda t=task: self.tasks.remove(t) if t in self.tasks else None)
+        self.tasks.append(task)
+        task.start()
+
+    # ---- export ------------------------------------------------------------------------------
+    def export_csv(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export loss history", str(Path.home() / "loss.csv"),
+                                              "CSV (*.csv)")
+        if path:
+            try:
+                self.loss_plot.to_csv(path)
+                self.statusBar().showMessage(f"Wrote {path}", 5000)
+            except OSError as exc:
+                self.error("Cannot export", str(exc))
+
+    def export_png(self, plot, name: str) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export plot", str(Path.home() / f"{name}.png"), "PNG (*.png)")
+        if path:
+            try:
+                plot.export_png(path)
+                self.statusBar().showMessage(f"Wrote {path}", 5000)
+            except (OSError, RuntimeError) as exc:
+                self.error("Cannot export", str(exc))
+
+    # ---- dialogs -----------------------------------------------------------------------------
+    def error(self, title: str, message: str) -> None:
+        box = QMessageBox(QMessageBox.Icon.Warning, title, message, QMessageBox.StandardButton.Ok, self)
+        box.setObjectName("error_dialog")
+        box.open()  # window-modal, does not block the event loop
+        self.last_error = (title, message)
+        self.error_box = box
+
+    def explain(self) -> None:
+        QMessageBox.information(self, "What am I seeing?", (
+            "<p>The corpus is one long stream of GPT-2 tokens t[0], t[1], …</p>"
+            "<p>A step feeds the model a (B, N) tensor X: B rows of N consecutive tokens. Y is the same window "
+            "shifted left by one token, so X[i, j] is asked to predict Y[i, j] = the next token. The B×N "
+            "per-token cross-entropies are averaged into the loss of the step.</p>"
+            "<p><b>Sequential</b> (build-nanogpt, llm.c): rows are back to back; with N=1024, B=4, step 0 reads "
+            "t[0..4095] (targets to t[4096]) and step 1 starts at t[4096]. <b>Random</b> (nanoGPT's get_batch): "
+            "B random offsets per step, overlapping, with gaps. <b>Shuffled</b> (llm.c): sequential blocks in a "
+            "random step order. <b>Sliding</b>: rows every S tokens; S=1 with B>1 is a misconception.</p>"
+            "<p>Gradient accumulation K runs K micro-batches before one update, and W DDP ranks each read their "
+            "own rows: K×W×B×N tokens per step.</p>"))
+
+    def about(self) -> None:
+        from nanogpt_viz import __version__
+
+        QMessageBox.about(self, "About nanogpt-viz", f"<b>nanogpt-viz {__version__}</b><p>See how GPT-2 training "
+                          "cuts batches out of a corpus, then train the real model on exactly those batches.</p>")
+
+    # ---- closing -----------------------------------------------------------------------------
+    def closeEvent(self, event) -> None:
+        self._closing = True
+        self.controls.set_playing(False)
+        self.save_settings()
+        if self.trainer_ctl.is_running():
+            self.statusBar().showMessage("Stopping training and saving its checkpoint…")
+            QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+            try:
+                self.trainer_ctl.shutdown()
+            finally:
+                QApplication.restoreOverrideCursor()
+        self.loader.cancel_and_wait()
+        for task in list(self.tasks):
+            task.wait()
+        event.accept()
+
+
+__all__ = ["MainWindow", "runs_root", "ORG", "APP"]

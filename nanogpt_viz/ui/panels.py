@@ -1,0 +1,423 @@
+"""Setting panels and controls. Widgets expose setters and emit intents; they build no trainers."""
+from __future__ import annotations
+
+import math
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout,
+                               QLabel, QLineEdit, QProgressBar, QPushButton, QSlider, QSpinBox, QToolButton,
+                               QVBoxLayout, QWidget)
+
+from nanogpt_viz.config import (MODEL_PRESETS, PLAN_PRESETS, SAMPLING_LABELS, SAMPLING_MODES, ModelConfig,
+                                PlanConfig, TrainConfig)
+
+CUSTOM = "Custom"
+
+
+def _spin(lo: int, hi: int, value: int, tip: str = "") -> QSpinBox:
+    box = QSpinBox()
+    box.setRange(lo, hi)
+    box.setValue(value)
+    box.setAccelerated(True)
+    box.setToolTip(tip)
+    box.setKeyboardTracking(False)
+    return box
+
+
+class PlanPanel(QGroupBox):
+    """N, B, K, W, sampling, stride, seed, split; invalid combinations explained inline."""
+
+    changed = Signal(object)  # PlanConfig
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__("Batch plan", parent)
+        self.preset = QComboBox()
+        self.preset.addItems([CUSTOM, *PLAN_PRESETS])
+        self.preset.setToolTip("Settings real training code uses")
+        self.n = _spin(1, 1 << 20, 16, "Block size N: tokens of context per row")
+        self.b = _spin(1, 1 << 16, 4, "Batch size B: rows per micro-batch per rank")
+        self.k = _spin(1, 4096, 1, "Gradient accumulation K: micro-batches per rank per optimizer step")
+        self.w = _spin(1, 1024, 1, "World size W: DDP ranks, each reading its own rows")
+        self.sampling = QComboBox()
+        for mode in SAMPLING_MODES:
+            self.sampling.addItem(SAMPLING_LABELS[mode], mode)
+        self.stride = _spin(1, 1 << 20, 1, "Sliding window: rows start every S tokens")
+        self.seed = _spin(0, 2 ** 31 - 1, 1337, "Seed of the random and shuffled orders")
+        self.split = QComboBox()
+        self.split.addItems(["train", "val"])
+        self.tokens_label = QLabel()
+        self.tokens_label.setWordWrap(True)
+        self.tokens_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.problem_label = QLabel()
+        self.problem_label.setWordWrap(True)
+        self.problem_label.setStyleSheet("color: #b00020;")
+        self.problem_label.hide()
+        self.note_label = QLabel()
+        self.note_label.setWordWrap(True)
+        self.note_label.setStyleSheet("color: #555;")
+
+        form = QFormLayout()
+        form.addRow("Preset", self.preset)
+        form.addRow("Block size N", self.n)
+        form.addRow("Batch size B", self.b)
+        form.addRow("Grad accum K", self.k)
+        form.addRow("Ranks W", self.w)
+        form.addRow("Sampling", self.sampling)
+        self.stride_label = QLabel("Stride S")
+        form.addRow(self.stride_label, self.stride)
+        form.addRow("Seed", self.seed)
+        form.addRow("Split", self.split)
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(self.tokens_label)
+        lay.addWidget(self.note_label)
+        lay.addWidget(self.problem_label)
+        lay.addStretch(1)
+
+        self._updating = False
+        for box in (self.n, self.b, self.k, self.w, self.stride, self.seed):
+            box.valueChanged.connect(self._emit)
+        for combo in (self.sampling, self.split):
+            combo.currentIndexChanged.connect(self._emit)
+        self.preset.currentTextChanged.connect(self._apply_preset)
+        self._refresh_labels()
+
+    def config(self) -> PlanConfig:
+        return PlanConfig(block_size=self.n.value(), batch_size=self.b.value(), grad_accum=self.k.value(),
+                          world_size=self.w.value(), sampling=self.sampling.currentData(),
+                          stride=self.stride.value(), seed=self.seed.value(), split=self.split.currentText())
+
+    def set_config(self, pc: PlanConfig) -> None:
+        self._updating = True
+        try:
+            self.n.setValue(pc.block_size)
+            self.b.setValue(pc.batch_size)
+            self.k.setValue(pc.grad_accum)
+            self.w.setValue(pc.world_size)
+            self.sampling.setCurrentIndex(max(0, self.sampling.findData(pc.sampling)))
+            self.stride.setValue(pc.stride)
+            self.seed.setValue(pc.seed)
+            self.split.setCurrentText(pc.split)
+            match = next((name for name, p in PLAN_PRESETS.items() if p == pc), CUSTOM)
+            self.preset.blockSignals(True)
+            self.preset.setCurrentText(match)
+            self.preset.blockSignals(False)
+        finally:
+            self._updating = False
+        self._refresh_labels()
+
+    def _apply_preset(self, name: str) -> None:
+        if name in PLAN_PRESETS:
+            pc = PLAN_PRESETS[name].with_(split=self.split.currentText())
+            self.set_config(pc)
+            self.changed.emit(pc)
+
+    def _emit(self) -> None:
+        if self._updating:
+            return
+        self.preset.blockSignals(True)
+        self.preset.setCurrentText(next((n for n, p in PLAN_PRESETS.items() if p == self.config()), CUSTOM))
+        self.preset.blockSignals(False)
+        self._refresh_labels()
+        self.changed.emit(self.config())
+
+    def _refresh_labels(self) -> None:
+        pc = self.config()
+        sliding = pc.sampling == "sliding"
+        self.stride.setVisible(sliding)
+        self.stride_label.setVisible(sliding)
+        self.tokens_label.setText(
+            f"Tokens per step = K×W×B×N = {pc.grad_accum}×{pc.world_size}×{pc.batch_size}×{pc.block_size} "
+            f"= <b>{pc.tokens_per_step:,}</b>; one step is {pc.rows_per_step:,} rows of (N) tokens, "
+            f"{pc.tokens_per_step:,} predictions averaged into one loss.")
+        notes = {
+            "random": "nanoGPT's get_batch: every step draws B fresh random offsets per rank, with "
+                      "replacement. Blocks overlap and some text is never seen; there are no epochs.",
+            "shuffled": "llm.c: the same non-overlapping blocks as sequential, steps visited in a seeded "
+                        "random order, a new order every epoch.",
+            "sequential": "build-nanogpt / llm.c DataLoaderLite: consecutive non-overlapping blocks; each "
+                          "row starts where the previous row's inputs end.",
+        }
+        if sliding and pc.stride == 1 and pc.batch_size > 1:
+            note = ("Stride 1 with B > 1 is the misconception: rows overlap in N−1 of their N tokens, so a "
+                    "step mostly re-reads what its neighbour row read. A row of N inputs already holds N "
+                    "next-token predictions.")
+        elif sliding:
+            note = f"Rows start every S={pc.stride} tokens" + (" (overlapping)." if pc.stride < pc.block_size
+                                                               else " (gaps between rows)." if pc.stride >
+                                                               pc.block_size else " (same as sequential).")
+        else:
+            note = notes.get(pc.sampling, "")
+        self.note_label.setText(note)
+
+    def set_problem(self, text: str) -> None:
+        self.problem_label.setText(text)
+        self.problem_label.setVisible(bool(text))
+
+
+class StepControls(QWidget):
+    """Previous / play / next / reset, jump-to-step, play speed and the step readout."""
+
+    previous_requested = Signal()
+    next_requested = Signal()
+    reset_requested = Signal()
+    jump_requested = Signal(int)
+    play_toggled = Signal(bool)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.prev_btn = QToolButton(text="◀ Prev")
+        self.play_btn = QToolButton(text="▶ Play")
+        self.play_btn.setCheckable(True)
+        self.next_btn = QToolButton(text="Next ▶")
+        self.reset_btn = QToolButton(text="⟲ Reset")
+        for b, tip in ((self.prev_btn, "Previous step (←)"), (self.play_btn, "Play / pause (Space)"),
+                       (self.next_btn, "Next step (→)"), (self.reset_btn, "Back to step 0 (Home)")):
+            b.setToolTip(tip)
+            b.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        self.step_box = QSpinBox()
+        self.step_box.setRange(0, 2 ** 31 - 1)
+        self.step_box.setKeyboardTracking(False)
+        self.step_box.setToolTip("Jump to step (Ctrl+G)")
+        self.step_box.setMinimumWidth(110)
+        self.speed = QSlider(Qt.Orientation.Horizontal)
+        self.speed.setRange(1, 30)
+        self.speed.setValue(4)
+        self.speed.setFixedWidth(110)
+        self.speed.setToolTip("Play speed (steps per second)")
+        self.speed_label = QLabel("4 steps/s")
+        self.readout = QLabel()
+        self.readout.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(4, 2, 4, 2)
+        for w in (self.reset_btn, self.prev_btn, self.play_btn, self.next_btn):
+            lay.addWidget(w)
+        lay.addWidget(QLabel("Step"))
+        lay.addWidget(self.step_box)
+        lay.addWidget(self.speed)
+        lay.addWidget(self.speed_label)
+        lay.addWidget(self.readout, 1)
+
+        self.timer = QTimer(self)
+        self.timer.timeout.connect(self.next_requested)
+        self.prev_btn.clicked.connect(self.previous_requested)
+        self.next_btn.clicked.connect(self.next_requested)
+        self.reset_btn.clicked.connect(self.reset_requested)
+        self.play_btn.toggled.connect(self._on_play)
+        self.step_box.valueChanged.connect(self.jump_requested)
+        self.speed.valueChanged.connect(self._on_speed)
+
+    def _on_speed(self, v: int) -> None:
+        self.speed_label.setText(f"{v} steps/s")
+        self.timer.setInterval(int(1000 / v))
+
+    def _on_play(self, on: bool) -> None:
+        self.play_btn.setText("⏸ Pause" if on else "▶ Play")
+        if on:
+            self.timer.start(int(1000 / self.speed.value()))
+        else:
+            self.timer.stop()
+        self.play_toggled.emit(on)
+
+    def toggle_play(self) -> None:
+        self.play_btn.toggle()
+
+    def set_playing(self, on: bool) -> None:
+        if self.play_btn.isChecked() != on:
+            self.play_btn.setChecked(on)
+
+    def set_step(self, step: int) -> None:
+        self.step_box.blockSignals(True)
+        self.step_box.setValue(min(step, self.step_box.maximum()))
+        self.step_box.blockSignals(False)
+
+    def set_readout(self, html: str) -> None:
+        self.readout.setText(html)
+
+
+def _dspin(lo: float, hi: float, value: float, decimals: int, step: float) -> QDoubleSpinBox:
+    box = QDoubleSpinBox()
+    box.setDecimals(decimals)
+    box.setRange(lo, hi)
+    box.setSingleStep(step)
+    box.setValue(value)
+    return box
+
+
+class TrainPanel(QGroupBox):
+    """Model preset and overrides, recipe, device; Start / Pause / Stop; progress."""
+
+    start_requested = Signal(str, object, object)  # preset name, ModelConfig, TrainConfig
+    pause_toggled = Signal(bool)
+    stop_requested = Signal()
+    sample_requested = Signal()
+
+    def __init__(self, device_name: str, gpu_count: int = 0, parent: QWidget | None = None):
+        super().__init__("Train GPT-2 on this plan", parent)
+        self.preset = QComboBox()
+        self.preset.addItems(list(MODEL_PRESETS))
+        self.n_layer = _spin(1, 96, 2)
+        self.n_head = _spin(1, 64, 2)
+        self.n_embd = _spin(8, 8192, 64)
+        self.dropout = _dspin(0.0, 0.9, 0.0, 2, 0.05)
+        self.steps = _spin(1, 10_000_000, 500, "Total optimizer steps (nanoGPT's max_iters)")
+        self.lr = QLineEdit("1e-3")
+        self.lr.setToolTip("Peak learning rate (warmup then cosine decay to lr/10)")
+        self.eval_interval = _spin(0, 1_000_000, 50, "Evaluate on the val split every this many steps (0: never)")
+        self.device = QComboBox()
+        self.device.addItem(f"auto: {device_name}", "auto")
+        self.device.addItem("cpu", "cpu")
+        if gpu_count:
+            self.device.addItem("cuda", "cuda")
+        self.dtype = QComboBox()
+        self.dtype.addItems(["auto", "float32", "bfloat16", "float16"])
+        self.compile = QComboBox()
+        self.compile.addItems(["auto", "on", "off"])
+        self.compile.setToolTip("torch.compile: auto turns it on for CUDA (it is slow to start on a CPU)")
+        self.follow = QCheckBox("View follows the step being trained")
+        self.follow.setChecked(True)
+
+        self.start_btn = QPushButton("Start")
+        self.pause_btn = QPushButton("Pause")
+        self.pause_btn.setCheckable(True)
+        self.stop_btn = QPushButton("Stop")
+        self.sample_btn = QPushButton("Sample text…")
+        self.progress = QProgressBar()
+        self.progress.setFormat("%v / %m steps")
+        self.stats = QLabel("Not training.")
+        self.stats.setWordWrap(True)
+        self.stats.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        form = QFormLayout()
+        form.addRow("Model", self.preset)
+        row = QHBoxLayout()
+        for label, box in (("layers", self.n_layer), ("heads", self.n_head), ("width", self.n_embd)):
+            row.addWidget(QLabel(label))
+            row.addWidget(box)
+        form.addRow(row)
+        form.addRow("Dropout", self.dropout)
+        form.addRow("Steps", self.steps)
+        form.addRow("Learning rate", self.lr)
+        form.addRow("Eval interval", self.eval_interval)
+        form.addRow("Device", self.device)
+        form.addRow("Precision", self.dtype)
+        form.addRow("Compile", self.compile)
+        form.addRow(self.follow)
+        buttons = QHBoxLayout()
+        for b in (self.start_btn, self.pause_btn, self.stop_btn):
+            buttons.addWidget(b)
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addLayout(buttons)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.stats)
+        lay.addWidget(self.sample_btn)
+        self.problem = QLabel()
+        self.problem.setStyleSheet("color: #b00020;")
+        self.problem.setWordWrap(True)
+        self.problem.hide()
+        lay.addWidget(self.problem)
+
+        self.preset.currentTextChanged.connect(self._apply_preset)
+        self.start_btn.clicked.connect(self._on_start)
+        self.pause_btn.toggled.connect(self._on_pause)
+        self.stop_btn.clicked.connect(self.stop_requested)
+        self.sample_btn.clicked.connect(self.sample_requested)
+        self._apply_preset(self.preset.currentText())
+        self.set_running(False)
+
+    def _apply_preset(self, name: str) -> None:
+        mc = MODEL_PRESETS[name]
+        self.n_layer.setValue(mc.n_layer)
+        self.n_head.setValue(mc.n_head)
+        self.n_embd.setValue(mc.n_embd)
+        self.dropout.setValue(mc.dropout)
+
+    def model_config(self, block_size: int) -> ModelConfig:
+        mc = MODEL_PRESETS[self.preset.currentText()]
+        return mc.with_(n_layer=self.n_layer.value(), n_head=self.n_head.value(), n_embd=self.n_embd.value(),
+                        dropout=self.dropout.value(), block_size=max(mc.block_size, block_size))
+
+    def train_config(self) -> TrainConfig:
+        lr = float(self.lr.text())
+        steps = self.steps.value()
+        return TrainConfig(steps=steps, learning_rate=lr, min_lr=lr / 10, warmup_steps=min(100, steps // 10),
+                           eval_interval=self.eval_interval.value(), device=self.device.currentData(),
+                           dtype=self.dtype.currentText(),
+                           compile={"auto": None, "on": True, "off": False}[self.compile.currentText()])
+
+    def _on_start(self) -> None:
+        try:
+            lr = float(self.lr.text())
+            if not (math.isfinite(lr) and lr > 0):
+                raise ValueError
+        except ValueError:
+            self.set_problem(f"learning rate must be a positive number (got {self.lr.text()!r})")
+            return
+        mc = self.model_config(0)
+        problems = mc.problems()
+        if problems:
+            self.set_problem("; ".join(problems))
+            return
+        self.set_problem("")
+        self.start_requested.emit(self.preset.currentText(), mc, self.train_config())
+
+    def _on_pause(self, on: bool) -> None:
+        self.pause_btn.setText("Resume" if on else "Pause")
+        self.pause_toggled.emit(on)
+
+    def set_problem(self, text: str) -> None:
+        self.problem.setText(text)
+        self.problem.setVisible(bool(text))
+
+    def set_running(self, running: bool) -> None:
+        self.start_btn.setEnabled(not running)
+        self.pause_btn.setEnabled(running)
+        self.stop_btn.setEnabled(running)
+        for w in (self.preset, self.n_layer, self.n_head, self.n_embd, self.dropout, self.steps, self.lr,
+                  self.eval_interval, self.device, self.dtype, self.compile):
+            w.setEnabled(not running)
+        if not running:
+            self.pause_btn.blockSignals(True)
+            self.pause_btn.setChecked(False)
+            self.pause_btn.setText("Pause")
+            self.pause_btn.blockSignals(False)
+
+    def set_progress(self, done: int, total: int, text: str) -> None:
+        self.progress.setMaximum(max(1, total))
+        self.progress.setValue(done)
+        self.stats.setText(text)
+
+    def settings(self) -> dict:
+        return {"preset": self.preset.currentText(), "n_layer": self.n_layer.value(), "n_head": self.n_head.value(),
+                "n_embd": self.n_embd.value(), "dropout": self.dropout.value(), "steps": self.steps.value(),
+                "lr": self.lr.text(), "eval_interval": self.eval_interval.value(),
+                "device": self.device.currentData(), "dtype": self.dtype.currentText(),
+                "compile": self.compile.currentText(), "follow": self.follow.isChecked()}
+
+    def restore(self, d: dict) -> None:
+        try:
+            if d.get("preset") in MODEL_PRESETS:
+                self.preset.setCurrentText(d["preset"])
+            for key in ("n_layer", "n_head", "n_embd", "steps", "eval_interval"):
+                if key in d:
+                    getattr(self, key).setValue(int(d[key]))
+            if "dropout" in d:
+                self.dropout.setValue(float(d["dropout"]))
+            if "lr" in d:
+                self.lr.setText(str(d["lr"]))
+            idx = self.device.findData(d.get("device"))
+            if idx >= 0:
+                self.device.setCurrentIndex(idx)
+            if d.get("dtype"):
+                self.dtype.setCurrentText(d["dtype"])
+            if d.get("compile") in ("auto", "on", "off"):
+                self.compile.setCurrentText(d["compile"])
+            self.follow.setChecked(bool(d.get("follow", True)))
+        except (TypeError, ValueError):
+            pass  # settings from an older version: keep the defaults
+
+
+def copy_to_clipboard(text: str) -> None:
+    QGuiApplication.clipboard().setText(text)

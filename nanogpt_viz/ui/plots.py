@@ -1,0 +1,653 @@
+"""Live training plots (pyqtgraph): loss vs step, per-token loss heatmap, loss vs position in block.
+
+Every plot item is created once and then fed with `setData` / `setImage`; nothing is cleared and
+re-plotted per step. Redraws are coalesced: `LossPlot.add` only appends to a bounded numpy ring and
+schedules one redraw, and `PlotCoalescer` turns a fast stream of `StepReport`s into at most ~30
+redraws per second.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QObject, QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+
+from nanogpt_viz.ui import palette
+
+__all__ = ["RingSeries", "LossPlot", "TokenLossHeatmap", "PositionLossPlot", "PlotCoalescer",
+           "loss_colormap"]
+
+
+_TRAIN_PEN = pg.mkPen(palette.RANK_COLORS[0], width=1.5)
+_VAL_PEN = pg.mkPen(palette.RANK_COLORS[1], width=1.5)
+_VAL_BRUSH = pg.mkBrush(palette.RANK_COLORS[1])
+_POS_PEN = pg.mkPen(palette.RANK_COLORS[2], width=1.5)
+_EMA_PEN = pg.mkPen(palette.RANK_COLORS[4], width=2, style=Qt.PenStyle.DashLine)
+
+
+# ----------------------------------------------------------------------------------------------
+# Bounded history
+
+
+class RingSeries:
+    """A bounded (x, y) history in preallocated float64 arrays.
+
+    When the buffer is full it is decimated by two (every other point kept), and from then on only
+    every `stride`-th incoming point is kept, so the whole run stays visible at uniform density with
+    memory fixed at `capacity` points. The most recent point is always present: an incoming point
+    that is off the stride grid is kept as a provisional tail and replaced by the next one.
+    Points must arrive with non-decreasing x; `add` with a smaller x first drops every point at or
+    after it (a run resumed from an earlier checkpoint).
+    """
+
+    def __init__(self, capacity: int = 20_000):
+        capacity = max(4, int(capacity))
+        self.capacity = capacity - (capacity % 2)
+        self._x = np.empty(self.capacity, np.float64)
+        self._y = np.empty(self.capacity, np.float64)
+        self._n = 0
+        self._stride = 1
+        self._count = 0  # ordinal of the next incoming point (grid: multiples of stride)
+        self._tail_extra = False
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def stride(self) -> int:
+        return self._stride
+
+    @property
+    def nbytes(self) -> int:
+        return self._x.nbytes + self._y.nbytes
+
+    def clear(self) -> None:
+        self._n = 0
+        self._stride = 1
+        self._count = 0
+        self._tail_extra = False
+
+    def last_x(self) -> float | None:
+        return float(self._x[self._n - 1]) if self._n else None
+
+    def truncate_from(self, x: float) -> None:
+        """Drop every point with x' >= x."""
+        k = int(np.searchsorted(self._x[:self._n], x, side="left"))
+        if k < self._n:
+            self._n = k
+            self._tail_extra = False
+            self._count = k * self._stride
+
+    def add(self, x: float, y: float) -> None:
+        if self._n and x < self._x[self._n - 1]:
+            self.truncate_from(x)
+        if self._tail_extra:
+            self._n -= 1  # replace the provisional tail
+        if self._n == self.capacity:
+            self._decimate()
+        self._x[self._n] = x
+        self._y[self._n] = y
+        self._n += 1
+        self._tail_extra = (self._count % self._stride) != 0
+        self._count += 1
+
+    def _decimate(self) -> None:
+        half = self._n // 2
+        self._x[:half] = self._x[0:self._n:2]
+        self._y[:half] = self._y[0:self._n:2]
+        self._n = half
+        self._stride *= 2
+        self._count = half * self._stride
+
+    def data(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of (x, y) of the stored points."""
+        return self._x[:self._n].copy(), self._y[:self._n].copy()
+
+    def views(self) -> tuple[np.ndarray, np.ndarray]:
+        """Views (no copy) of the stored points; invalid after the next add."""
+        return self._x[:self._n], self._y[:self._n]
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers
+
+
+def loss_colormap() -> pg.ColorMap:
+    lut = palette.loss_lut()
+    return pg.ColorMap(np.linspace(0.0, 1.0, len(lut)), lut, name="nanogpt-loss")
+
+
+def _atomic_target(path: str | os.PathLike, suffix: str) -> tuple[Path, str]:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=str(path.parent))
+    os.close(fd)
+    return path, tmp
+
+
+def _export_png(widget: QWidget, plot_item: Any, path: str | os.PathLike, width: int | None = None) -> Path:
+    """Write a PNG of `plot_item` (pyqtgraph ImageExporter), falling back to a widget grab; atomic."""
+    path, tmp = _atomic_target(path, ".png")
+    try:
+        if not widget.isVisible():  # never shown (offscreen / headless export): lay it out first
+            if widget.width() < 200 or widget.height() < 150:
+                widget.resize(max(widget.width(), 640), max(widget.height(), 420))
+            lay = widget.layout()
+            if lay is not None:
+                lay.activate()
+            gl = getattr(plot_item, "layout", None)
+            if gl is not None:
+                gl.activate()
+        ok = False
+        try:
+            import pyqtgraph.exporters as exporters
+
+            exp = exporters.ImageExporter(plot_item)
+            w = int(width or max(640, widget.width()))
+            exp.parameters()["width"] = w
+            exp.export(tmp)
+            ok = os.path.getsize(tmp) > 0
+        except Exception:
+            ok = False
+        if not ok:
+            if widget.width() < 50 or widget.height() < 50:
+                widget.resize(max(widget.width(), 640), max(widget.height(), 400))
+            ok = widget.grab().save(tmp, "PNG")
+        if not ok or os.path.getsize(tmp) == 0:
+            raise OSError(f"could not render a PNG for {path}")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def _finite_or_nan(v: Any) -> float:
+    if v is None:
+        return math.nan
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+# ----------------------------------------------------------------------------------------------
+# Loss vs step
+
+
+class LossPlot(QWidget):
+    """Mean train loss (line) and val loss (symbols + line) vs optimizer step."""
+
+    REDRAW_MS = 33
+
+    def __init__(self, parent: QWidget | None = None, capacity: int = 20_000, val_capacity: int = 5_000):
+        super().__init__(parent)
+        self.train = RingSeries(capacity)
+        self.val = RingSeries(val_capacity)
+        self.plot = pg.PlotWidget(background=palette.BACKGROUND)
+        item = self.plot.getPlotItem()
+        item.setLabel("bottom", "step")
+        item.setLabel("left", "loss")
+        item.showGrid(x=True, y=True, alpha=0.2)
+        item.addLegend(offset=(-10, 10))
+        item.setClipToView(True)
+        item.setDownsampling(auto=True, mode="peak")
+        self.train_curve = item.plot([], [], pen=_TRAIN_PEN, name="train loss (mean of the step)")
+        self.val_curve = item.plot([], [], pen=_VAL_PEN, symbol="o", symbolSize=6, symbolBrush=_VAL_BRUSH,
+                                   symbolPen=None, name="val loss")
+        self.val_curve.setDownsampling(auto=False)  # sparse: keep every symbol
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.plot)
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(self.REDRAW_MS)
+        self._timer.timeout.connect(self.redraw)
+        self._dirty = False
+        self.redraw_count = 0
+
+    # ---- feeding ------------------------------------------------------------------------------
+    def add(self, step: int, loss: float, val_loss: float | None = None) -> None:
+        """Append one step (redraw is coalesced: at most one per REDRAW_MS)."""
+        self._append(step, loss, val_loss)
+        self._schedule()
+
+    def extend(self, records: Iterable[Any]) -> None:
+        """Bulk append: dicts ({"step", "loss"|"train_loss", "val_loss"}, e.g. metrics.jsonl lines),
+        (step, loss[, val_loss]) tuples or objects with .step/.loss/.val_loss. One redraw."""
+        for rec in records:
+            if isinstance(rec, dict):
+                step = rec.get("step")
+                loss = rec.get("loss", rec.get("train_loss"))
+                val = rec.get("val_loss")
+            elif isinstance(rec, (tuple, list)):
+                step, loss = rec[0], rec[1]
+                val = rec[2] if len(rec) > 2 else None
+            else:
+                step, loss, val = rec.step, rec.loss, getattr(rec, "val_loss", None)
+            if step is None:
+                continue
+            self._append(step, loss, val)
+        self.redraw()
+
+    def _append(self, step: int, loss: float | None, val_loss: float | None) -> None:
+        x = float(step)
+        last = self.train.last_x()
+        if last is not None and x < last:  # resumed from an earlier checkpoint: history after it is void
+            self.train.truncate_from(x)
+            self.val.truncate_from(x)
+        if loss is not None:
+            self.train.add(x, _finite_or_nan(loss))
+        if val_loss is not None:
+            v = _finite_or_nan(val_loss)
+            if self.val.last_x() == x:
+                self.val.truncate_from(x)
+            self.val.add(x, v)
+        self._dirty = True
+
+    def clear_history(self) -> None:
+        self.train.clear()
+        self.val.clear()
+        self._dirty = True
+        self.redraw()
+
+    def _schedule(self) -> None:
+        if not self._timer.isActive():
+            self._timer.start()
+
+    def redraw(self) -> None:
+        """Push the ring contents into the curves now."""
+        self._timer.stop()
+        if not self._dirty:
+            return
+        self._dirty = False
+        tx, ty = self.train.data()
+        vx, vy = self.val.data()
+        self.train_curve.setData(tx, ty, connect="finite")
+        self.val_curve.setData(vx, vy, connect="finite")
+        self.redraw_count += 1
+
+    # ---- reading back -------------------------------------------------------------------------
+    def series(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(train_steps, train_loss, val_steps, val_loss) as stored (float64 copies)."""
+        tx, ty = self.train.data()
+        vx, vy = self.val.data()
+        return tx, ty, vx, vy
+
+    def shown(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """What the train curve currently draws (after any pending redraw)."""
+        self.redraw()
+        return self.train_curve.getOriginalDataset()
+
+    def __len__(self) -> int:
+        return len(self.train)
+
+    # ---- export -------------------------------------------------------------------------------
+    def to_csv(self, path: str | os.PathLike) -> Path:
+        """Write `step,train_loss,val_loss` (union of steps; empty cell when absent), atomically."""
+        tx, ty, vx, vy = self.series()
+        steps = np.union1d(tx, vx)
+        train = dict(zip(tx.tolist(), ty.tolist()))
+        val = dict(zip(vx.tolist(), vy.tolist()))
+
+        def fmt(v: float | None) -> str:
+            return "" if v is None else repr(float(v))
+
+        lines = ["step,train_loss,val_loss"]
+        for s in steps.tolist():
+            lines.append(f"{int(s) if float(s).is_integer() else s},{fmt(train.get(s))},{fmt(val.get(s))}")
+        path, tmp = _atomic_target(path, ".csv")
+        try:
+            with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+                f.write("\n".join(lines) + "\n")
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        return path
+
+    @staticmethod
+    def read_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
+        """Records of a CSV written by `to_csv` (feed them to `extend`)."""
+        out = []
+        with open(path, encoding="utf-8") as f:
+            header = f.readline().strip().split(",")
+            if header != ["step", "train_loss", "val_loss"]:
+                raise ValueError(f"{path} is not a loss CSV (header {header})")
+            for line in f:
+                parts = line.strip().split(",")
+                if len(parts) != 3:
+                    continue
+                out.append({"step": int(float(parts[0])),
+                            "loss": float(parts[1]) if parts[1] else None,
+                            "val_loss": float(parts[2]) if parts[2] else None})
+        return out
+
+    def export_png(self, path: str | os.PathLike, width: int | None = None) -> Path:
+        self.redraw()
+        return _export_png(self, self.plot.getPlotItem(), path, width)
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-token loss heatmap
+
+
+class _IntAxis(pg.AxisItem):
+    """An axis that only labels whole numbers (row and column indices)."""
+
+    def tickValues(self, minVal, maxVal, size):  # noqa: N802 (pyqtgraph's name)
+        out = []
+        for spacing, values in super().tickValues(minVal, maxVal, size):
+            vals = [v for v in values if abs(v - round(v)) < 1e-9]
+            if vals:
+                out.append((max(1.0, spacing), vals))
+        return out
+
+    def tickStrings(self, values, scale, spacing):  # noqa: N802
+        return [str(int(round(v))) for v in values]
+
+
+class TokenLossHeatmap(QWidget):
+    """The (B, N) per-token losses of one micro-batch of the current step as an image."""
+
+    hovered = Signal(int, int, float)  # row, column, loss (row -1 when the mouse leaves the image)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.plot = pg.PlotWidget(background=palette.BACKGROUND,
+                                  axisItems={"bottom": _IntAxis("bottom"), "left": _IntAxis("left")})
+        item = self.plot.getPlotItem()
+        item.setLabel("bottom", "position in block (j)")
+        item.setLabel("left", "row (i)")
+        item.invertY(True)
+        item.setMenuEnabled(False)
+        self.image = pg.ImageItem(axisOrder="row-major")
+        item.addItem(self.image)
+        self.colorbar = pg.ColorBarItem(values=(0.0, 1.0), colorMap=loss_colormap(), label="loss",
+                                        interactive=False, width=14)
+        self.colorbar.setImageItem(self.image, insert_in=item)
+        self.label = QLabel("hover a cell: row, position, loss")
+        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.plot, 1)
+        lay.addWidget(self.label)
+        self._data: np.ndarray | None = None
+        self._levels: tuple[float, float] | None = None  # None: automatic (finite min/max)
+        self.plot.scene().sigMouseMoved.connect(self._on_mouse_moved)
+
+    def set_levels(self, levels: tuple[float, float] | None) -> None:
+        """Fix the colour range (vmin, vmax), or None for the data's finite min..max."""
+        self._levels = None if levels is None else (float(levels[0]), float(levels[1]))
+        if self._data is not None:
+            self._apply_levels()
+
+    def set_data(self, per_token_BN: np.ndarray | None) -> None:
+        if per_token_BN is None:
+            self.clear()
+            return
+        a = np.asarray(per_token_BN, dtype=np.float32)
+        if a.ndim == 1:
+            a = a[None, :]
+        elif a.ndim > 2:
+            a = a.reshape(-1, a.shape[-1])
+        first = self._data is None or self._data.shape != a.shape
+        self._data = a.copy()
+        self.image.setImage(self._data, autoLevels=False)
+        self.image.setRect(-0.5, -0.5, float(a.shape[1]), float(a.shape[0]))  # cell (i, j) centred on (j, i)
+        self._apply_levels()
+        if first:
+            self.plot.getPlotItem().getViewBox().autoRange(padding=0.0)
+
+    def _apply_levels(self) -> None:
+        if self._levels is not None:
+            lo, hi = self._levels
+        else:
+            fin = self._data[np.isfinite(self._data)] if self._data is not None else np.zeros(0)
+            lo, hi = (float(fin.min()), float(fin.max())) if fin.size else (0.0, 1.0)
+        if hi <= lo:
+            hi = lo + 1e-6
+        self.colorbar.setLevels((lo, hi))
+
+    def clear(self) -> None:
+        self._data = None
+        self.image.clear()
+        self.label.setText("no per-token losses for this step")
+
+    def data(self) -> np.ndarray | None:
+        """The (B, N) array shown (a copy), None when empty."""
+        return None if self._data is None else self._data.copy()
+
+    def image_shape(self) -> tuple[int, ...] | None:
+        img = self.image.image
+        return None if img is None else tuple(img.shape)
+
+    def levels(self) -> tuple[float, float]:
+        lo, hi = self.colorbar.levels()
+        return float(lo), float(hi)
+
+    def hover_text(self, i: int, j: int) -> str:
+        if self._data is None or not (0 <= i < self._data.shape[0] and 0 <= j < self._data.shape[1]):
+            return ""
+        return f"row i={i}, position j={j}: loss {float(self._data[i, j]):.4f}"
+
+    def _on_mouse_moved(self, scene_pos: QPointF) -> None:
+        if self._data is None:
+            return
+        vb = self.plot.getPlotItem().getViewBox()
+        if not vb.sceneBoundingRect().contains(scene_pos):
+            return
+        p = vb.mapSceneToView(scene_pos)
+        j, i = int(math.floor(p.x() + 0.5)), int(math.floor(p.y() + 0.5))
+        text = self.hover_text(i, j)
+        if text:
+            self.label.setText(text)
+            self.hovered.emit(i, j, float(self._data[i, j]))
+        else:
+            self.hovered.emit(-1, -1, math.nan)
+
+    def export_png(self, path: str | os.PathLike, width: int | None = None) -> Path:
+        return _export_png(self.plot, self.plot.getPlotItem(), path, width)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loss vs position in the block
+
+
+class PositionLossPlot(QWidget):
+    """Mean loss at each position j of the block (N,) for the latest step, plus an optional
+    exponential moving average over steps (positions late in the block see more context)."""
+
+    def __init__(self, parent: QWidget | None = None, ema_alpha: float = 0.1):
+        super().__init__(parent)
+        self.ema_alpha = float(ema_alpha)
+        self.plot = pg.PlotWidget(background=palette.BACKGROUND)
+        item = self.plot.getPlotItem()
+        item.setLabel("bottom", "position in block (j)")
+        item.setLabel("left", "mean loss")
+        item.showGrid(x=True, y=True, alpha=0.2)
+        item.addLegend(offset=(-10, 10))
+        self.curve = item.plot([], [], pen=_POS_PEN, name="this step")
+        self.ema_curve = item.plot([], [], pen=_EMA_PEN, name="moving average")
+        self.ema_check = QCheckBox("moving average over steps")
+        self.ema_check.setChecked(True)
+        self.ema_check.toggled.connect(self.set_ema_enabled)
+        row = QHBoxLayout()
+        row.addWidget(self.ema_check)
+        row.addStretch(1)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.plot, 1)
+        lay.addLayout(row)
+        self._y: np.ndarray | None = None
+        self._ema: np.ndarray | None = None
+        self._ema_enabled = True
+
+    def set_ema_enabled(self, on: bool) -> None:
+        self._ema_enabled = bool(on)
+        if self.ema_check.isChecked() != self._ema_enabled:
+            self.ema_check.setChecked(self._ema_enabled)
+        self.ema_curve.setVisible(self._ema_enabled)
+        self._redraw_ema()
+
+    def reset_ema(self) -> None:
+        self._ema = None
+        self._redraw_ema()
+
+    def set_data(self, position_loss: np.ndarray | None) -> None:
+        if position_loss is None:
+            return
+        y = np.asarray(position_loss, dtype=np.float64).ravel()
+        self._y = y.copy()
+        x = np.arange(len(y), dtype=np.float64)
+        self.curve.setData(x, y, connect="finite")
+        if self._ema is None or self._ema.shape != y.shape:
+            self._ema = y.copy()
+        else:
+            a = self.ema_alpha
+            upd = (1.0 - a) * self._ema + a * y
+            self._ema = np.where(np.isfinite(upd), upd, np.where(np.isfinite(y), y, self._ema))
+        self._redraw_ema()
+
+    def _redraw_ema(self) -> None:
+        if self._ema is None or not self._ema_enabled:
+            self.ema_curve.setData([], [])
+            return
+        self.ema_curve.setData(np.arange(len(self._ema), dtype=np.float64), self._ema, connect="finite")
+
+    def clear(self) -> None:
+        self._y = None
+        self._ema = None
+        self.curve.setData([], [])
+        self.ema_curve.setData([], [])
+
+    def series(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(latest position loss, moving average or None when off)."""
+        y = None if self._y is None else self._y.copy()
+        ema = None if (self._ema is None or not self._ema_enabled) else self._ema.copy()
+        return y, ema
+
+    def export_png(self, path: str | os.PathLike, width: int | None = None) -> Path:
+        return _export_png(self, self.plot.getPlotItem(), path, width)
+
+
+# ----------------------------------------------------------------------------------------------
+# Rate limiting
+
+
+class PlotCoalescer(QObject):
+    """Bounds the redraw rate under fast training.
+
+    `push(report)` (any rate, any thread) appends the scalars to a pending list and keeps only the
+    latest per-token / position losses; a single-shot QTimer (default 33 ms, ~30 Hz) then flushes:
+    all pending scalars into `LossPlot` in one redraw, the latest arrays into the heatmap and the
+    position plot. The heatmap shows micro-batch `micro` of rank `rank` (`set_selection`).
+    """
+
+    flushed = Signal(int)  # step of the latest report flushed
+    _kick = Signal()
+
+    def __init__(self, loss_plot: LossPlot | None = None, heatmap: TokenLossHeatmap | None = None,
+                 position_plot: PositionLossPlot | None = None, interval_ms: int = 33,
+                 parent: QObject | None = None):
+        super().__init__(parent)
+        self.loss_plot = loss_plot
+        self.heatmap = heatmap
+        self.position_plot = position_plot
+        self.micro = 0
+        self.rank = 0
+        self._lock = threading.Lock()
+        self._pending: list[tuple[int, float, float | None]] = []
+        self._latest: Any = None  # latest report carrying per_token / position_loss
+        self._last_step = -1
+        self._dirty = False
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(max(1, int(interval_ms)))
+        self._timer.timeout.connect(self.flush)
+        self._kick.connect(self._start_timer)  # queued onto our thread when pushed from elsewhere
+        self.flush_count = 0
+
+    def set_selection(self, micro: int, rank: int) -> None:
+        """Which (micro, rank) of the per-token losses the heatmap shows; re-shows the latest."""
+        self.micro, self.rank = int(micro), int(rank)
+        with self._lock:
+            latest = self._latest
+        if latest is not None and self.heatmap is not None:
+            self.heatmap.set_data(self._select(latest))
+
+    def push(self, report: Any) -> None:
+        with self._lock:
+            self._pending.append((int(report.step), report.loss, getattr(report, "val_loss", None)))
+            if getattr(report, "per_token", None) is not None or getattr(report, "position_loss", None) is not None:
+                self._latest = report
+            self._dirty = True
+        self._kick.emit()
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def _start_timer(self) -> None:
+        if not self._timer.isActive():
+            self._timer.start()
+
+    def reset(self) -> None:
+        """Drop whatever is pending (a new run)."""
+        with self._lock:
+            self._pending.clear()
+            self._latest = None
+            self._dirty = False
+        self._last_step = -1
+        self._timer.stop()
+
+    def _select(self, report: Any) -> np.ndarray | None:
+        pt = getattr(report, "per_token", None)
+        if pt is None:
+            return None
+        pt = np.asarray(pt)
+        if pt.ndim == 2:
+            return pt
+        if pt.ndim != 4:
+            return pt.reshape(-1, pt.shape[-1])
+        ranks = tuple(getattr(report, "ranks", ()) or range(pt.shape[1]))
+        r = ranks.index(self.rank) if self.rank in ranks else 0
+        m = min(max(self.micro, 0), pt.shape[0] - 1)
+        return pt[m, r]
+
+    def flush(self) -> None:
+        self._timer.stop()
+        with self._lock:
+            pending, self._pending = self._pending, []
+            latest = self._latest
+            dirty = self._dirty
+            self._dirty = False
+        if not dirty and not pending:
+            return
+        if pending and self.loss_plot is not None:
+            self.loss_plot.extend(pending)
+        if latest is not None and int(latest.step) != self._last_step:
+            self._last_step = int(latest.step)
+            if self.heatmap is not None:
+                sel = self._select(latest)
+                if sel is not None:
+                    self.heatmap.set_data(sel)
+            pl = getattr(latest, "position_loss", None)
+            if self.position_plot is not None and pl is not None:
+                self.position_plot.set_data(pl)
+        self.flush_count += 1
+        if pending:
+            self.flushed.emit(pending[-1][0])

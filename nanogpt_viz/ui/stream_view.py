@@ -1,0 +1,972 @@
+"""The token stream: a virtualized view of the corpus, coloured by the step that reads each token.
+
+`StreamView` paints only the lines it can see. Positions flow as fixed-width chips, a fixed number
+per line (`tokens_per_line`), so position p sits at line p // tpl, column p % tpl: layout is O(1)
+and a 10^10-token corpus scrolls like a small one. The data painted is a `StreamSlice` of the visible
+range (plus a margin), cached and recomputed only when the range, the step, the mode or the model
+changes.
+
+Painting is batched: chip backgrounds are one small image (one pixel per chip) scaled up per line,
+and chip texts are drawn one string per line and per text style (the font is monospace with an
+integral advance, so every chip's text lands in its cell). Tokens whose glyphs do not fit the
+monospace grid (wide or combining characters) are drawn one by one.
+
+`OverviewBar` shows the whole corpus, one bin per pixel column; `StreamPanel` composes both with a
+legend and zoom buttons.
+
+Positions are 64-bit: signals carrying positions are declared 'qlonglong' (Python receivers get int).
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QPoint, QPointF, QRect, QSize, Qt, Signal
+from PySide6.QtGui import (QColor, QFont, QFontDatabase, QFontMetricsF, QImage, QPainter, QPen,
+                           QWheelEvent)
+from PySide6.QtWidgets import (QAbstractScrollArea, QHBoxLayout, QLabel, QSizePolicy, QToolButton,
+                               QToolTip, QVBoxLayout, QWidget)
+
+from nanogpt_viz.batching import PlanError
+from nanogpt_viz.ui import palette
+from nanogpt_viz.viewmodel import StreamModel, StreamSlice, loss_at_targets
+
+# Zoom levels: ("dense", cell pitch px) draw coloured cells without text; an int is the number of
+# characters a chip shows (chip pitch = (chars + 1) * char advance, about 21..119 px).
+ZOOM_LEVELS: list[Any] = [("dense", 6), ("dense", 10), ("dense", 14), 2, 3, 4, 6, 8, 11, 16]
+DEFAULT_ZOOM = 6
+SCROLL_CAP = 1_000_000_000  # the scrollbar's max; beyond it value -> line is proportional
+COLOR_MODES = ("step", "coverage", "loss")
+_MARGIN_X = 4
+_MARGIN_Y = 2
+_ELLIPSIS = "\u2026"
+_SPACE = 32
+
+
+def _argb(c: QColor, alpha: int = 255) -> int:
+    return (alpha << 24) | (c.red() << 16) | (c.green() << 8) | c.blue()
+
+
+def _rgb_of_argb(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return (a >> 16) & 0xFF, (a >> 8) & 0xFF, a & 0xFF
+
+
+def _step_argb(steps: np.ndarray) -> np.ndarray:
+    table = palette.step_rgb_table().astype(np.uint32)
+    argb = (np.uint32(0xFF000000) | (table[:, 0] << 16) | (table[:, 1] << 8) | table[:, 2])
+    out = argb[np.mod(steps, len(table))]
+    return np.where(steps >= 0, out, np.uint32(_argb(palette.UNUSED))).astype(np.uint32)
+
+
+class _Layout:
+    """Geometry of one zoom level at one viewport width (all ints, pixel units)."""
+
+    def __init__(self, level: Any, adv: int, text_h: int, label_h: int, width: int):
+        self.dense = isinstance(level, tuple)
+        if self.dense:
+            self.chars = 0
+            self.pitch = int(level[1])
+            self.gap = 1
+            self.chip_w = self.pitch - self.gap
+            self.chip_h = self.pitch - 1
+            self.band = 0
+            self.line_h = self.pitch
+        else:
+            self.chars = int(level)
+            self.pitch = (self.chars + 1) * adv
+            self.gap = 2
+            self.chip_w = self.pitch - self.gap
+            self.chip_h = text_h + 4
+            self.band = label_h
+            self.line_h = self.band + self.chip_h + 2
+        self.adv = adv
+        self.tpl = max(1, (width - 2 * _MARGIN_X) // self.pitch)
+        # the text of a chip starts here inside it (chars*adv wide, centred in the chip)
+        self.text_dx = max(0, (self.chip_w - self.chars * adv) // 2)
+
+
+class StreamView(QAbstractScrollArea):
+    """Virtualized token stream: chips coloured by step / coverage / loss, current step marked."""
+
+    hovered = Signal("qlonglong")  # corpus position under the mouse, -1 when none
+    clicked = Signal("qlonglong")
+    message = Signal(str)
+    visible_range_changed = Signal("qlonglong", "qlonglong")  # [lo, hi) of painted positions
+    zoom_changed = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._model: StreamModel | None = None
+        self._model_gen = 0
+        self._step = 0
+        self._table: list[str] | None = None
+        self._mode = "step"
+        self._loss: np.ndarray | None = None
+        self._loss_ranks: tuple[int, ...] = ()
+        self._loss_range = (0.0, 1.0)
+        self._loss_gen = 0
+        self._zoom = DEFAULT_ZOOM
+        self._first_line = 0
+        self._syncing = False
+        self._highlight = -1
+        self._hover = -1
+        self._placeholder = "No corpus loaded: open a corpus to see how batches are cut from it."
+        self._slice: StreamSlice | None = None
+        self._slice_key: tuple | None = None
+        self._slice_cov_failed = False
+        self._cov_msg_key: tuple | None = None
+        self._stats = {"ms": 0.0, "chips": 0, "lines": 0, "tokens_per_line": 0, "text_runs": 0}
+        self._last_range: tuple[int, int] | None = None
+
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarAlwaysOn)
+        self.viewport().setMouseTracking(True)
+        self.viewport().setAutoFillBackground(False)
+        self.setFocusPolicy(Qt.StrongFocus)
+        self.verticalScrollBar().valueChanged.connect(self._on_scrollbar)
+        self._setup_fonts()
+        self._layout = self._make_layout()
+        self._sync_scrollbar()
+
+    # ---- fonts, text cache -----------------------------------------------------------------------
+    def _setup_fonts(self) -> None:
+        base = QFont("DejaVu Sans Mono")
+        if not QFontDatabase.isFixedPitch(base.family()):
+            base = QFontDatabase.systemFont(QFontDatabase.FixedFont)
+        base.setStyleHint(QFont.Monospace)
+        base.setPixelSize(11)
+        base.setKerning(False)
+        base.setStyleStrategy(QFont.PreferNoShaping)
+        adv = QFontMetricsF(base).horizontalAdvance("M")
+        self._adv = int(math.ceil(adv - 1e-6))
+        base.setLetterSpacing(QFont.AbsoluteSpacing, self._adv - adv)
+        bold = QFont(base)
+        bold.setBold(True)
+        bold.setLetterSpacing(QFont.AbsoluteSpacing, 0.0)
+        badv = QFontMetricsF(bold).horizontalAdvance("M")
+        bold.setLetterSpacing(QFont.AbsoluteSpacing, self._adv - badv)
+        self._font, self._bold = base, bold
+        self._fm = QFontMetricsF(base)
+        self._fm_bold = QFontMetricsF(bold)
+        label = QFont(self.font())
+        label.setPixelSize(8)
+        self._label_font = label
+        self._label_fm = QFontMetricsF(label)
+        self._text_h = int(math.ceil(self._fm.height()))
+        self._ascent = self._fm.ascent()
+        self._label_h = int(math.ceil(self._label_fm.height()))
+        self._codes_chars = -1
+        self._codes: np.ndarray | None = None
+        self._codes_ok: np.ndarray | None = None
+        self._codes_unsafe: np.ndarray | None = None
+        self._elide_cache: dict[tuple[int, int], str] = {}
+
+    def _display(self, token_id: int) -> str:
+        t = self._table
+        if t is not None and 0 <= token_id < len(t):
+            return t[token_id]
+        return str(token_id) if t is None else f"<?{token_id}>"
+
+    def _elided(self, token_id: int, width: int) -> str:
+        key = (token_id, width)
+        s = self._elide_cache.get(key)
+        if s is None:
+            if len(self._elide_cache) > 200_000:
+                self._elide_cache.clear()
+            s = self._fm.elidedText(self._display(token_id), Qt.ElideRight, width)
+            self._elide_cache[key] = s
+        return s
+
+    def _code_rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n, chars+1) UTF-32 code points of the chips' padded texts, and a mask of tokens whose
+        text does not fit the monospace grid (drawn one by one)."""
+        m = self._layout.chars
+        V = len(self._table) if self._table is not None else 65536  # no table: ids as numbers
+        cap = V + 1  # last slot: ids outside the table / no table (filled per id on demand)
+        if self._codes_chars != m or self._codes is None or len(self._codes) != cap:
+            self._codes_chars = m
+            self._codes = np.full((cap, m + 1), _SPACE, np.uint32)
+            self._codes_ok = np.zeros(cap, bool)
+            self._codes_unsafe = np.zeros(cap, bool)
+        inside = (ids >= 0) & (ids < V)
+        slot = np.where(inside, ids, V)
+        need = np.unique(slot[~self._codes_ok[slot]])
+        for i in need.tolist():
+            if i == V:
+                continue
+            self._fill_code(i, self._display(i), i)
+        codes = self._codes[slot]
+        unsafe = self._codes_unsafe[slot] | ~inside
+        return codes, unsafe
+
+    def _fill_code(self, slot: int, text: str, token_id: int) -> None:
+        m = self._layout.chars
+        if len(text) > m:
+            text = text[:max(0, m - 1)] + _ELLIPSIS
+        ok = bool(text) and abs(self._fm.horizontalAdvance(text) - len(text) * self._adv) < 0.5 \
+            and abs(self._fm_bold.horizontalAdvance(text) - len(text) * self._adv) < 0.5
+        self._codes_ok[slot] = True
+        if ok:
+            self._codes[slot, :len(text)] = [ord(c) for c in text]
+        else:
+            self._codes_unsafe[slot] = True
+
+    # ---- public API ------------------------------------------------------------------------------
+    def set_model(self, model: StreamModel | None) -> None:
+        self._model = model
+        self._model_gen += 1
+        self._slice = None
+        self._slice_key = None
+        self._first_line = 0
+        self._hover = -1
+        self._relayout(keep=None)
+
+    def model(self) -> StreamModel | None:
+        return self._model
+
+    def set_step(self, step: int) -> None:
+        step = max(0, int(step))
+        if step != self._step:
+            self._step = step
+            self.viewport().update()
+
+    def step(self) -> int:
+        return self._step
+
+    def set_display_table(self, table: list[str] | None) -> None:
+        self._table = table
+        self._codes = None
+        self._elide_cache.clear()
+        self.viewport().update()
+
+    def set_color_mode(self, mode: str) -> None:
+        if mode not in COLOR_MODES:
+            raise ValueError(f"colour mode must be one of {', '.join(COLOR_MODES)} (got {mode!r})")
+        if mode != self._mode:
+            self._mode = mode
+            self._cov_msg_key = None
+            if mode == "loss" and self._loss is None:
+                self.message.emit("No per-token loss for this step yet: positions are shown grey.")
+            self.viewport().update()
+
+    def color_mode(self) -> str:
+        return self._mode
+
+    def set_loss(self, per_token: np.ndarray | None, ranks: tuple = (0,), vmin: float = 0.0,
+                 vmax: float = 11.0) -> None:
+        self._loss = None if per_token is None else np.asarray(per_token)
+        self._loss_ranks = tuple(int(r) for r in ranks)
+        self._loss_range = (float(vmin), float(vmax))
+        self._loss_gen += 1
+        if self._mode == "loss":
+            self.viewport().update()
+
+    def set_placeholder(self, text: str) -> None:
+        self._placeholder = text
+        self.viewport().update()
+
+    def set_highlight(self, position: int) -> None:
+        position = int(position)
+        if position != self._highlight:
+            self._highlight = position
+            self.viewport().update()
+
+    # zoom
+    def zoom_level(self) -> int:
+        return self._zoom
+
+    def zoom_levels(self) -> int:
+        return len(ZOOM_LEVELS)
+
+    def set_zoom(self, level: int) -> None:
+        level = max(0, min(len(ZOOM_LEVELS) - 1, int(level)))
+        if level == self._zoom:
+            return
+        anchor = self._center_position()
+        self._zoom = level
+        self._codes = None
+        self._relayout(keep=anchor)
+        self.zoom_changed.emit(level)
+
+    def zoom_in(self) -> None:
+        self.set_zoom(self._zoom + 1)
+
+    def zoom_out(self) -> None:
+        self.set_zoom(self._zoom - 1)
+
+    def is_dense(self) -> bool:
+        return self._layout.dense
+
+    def tokens_per_line(self) -> int:
+        return self._layout.tpl
+
+    def chip_width(self) -> int:
+        return self._layout.pitch
+
+    # scrolling
+    def first_line(self) -> int:
+        return self._first_line
+
+    def total_lines(self) -> int:
+        L = self._model.L if self._model is not None else 0
+        return -(-L // self._layout.tpl)
+
+    def scroll_to_position(self, p: int, center: bool = True) -> None:
+        if self._model is None:
+            return
+        p = max(0, min(int(p), self._model.L - 1))
+        line = p // self._layout.tpl
+        if center:
+            line -= self._full_lines() // 2
+        else:
+            line -= 1 if line > 0 else 0  # one line of context above
+        self._set_first_line(line)
+
+    def ensure_step_visible(self) -> None:
+        if self._model is None:
+            return
+        starts = self._model.current_rows(self._step)[0]
+        if len(starts):
+            first = int(starts[0])
+            lo, hi = self.visible_range()
+            if not (lo <= first < hi - self._layout.tpl):
+                self.scroll_to_position(first, center=False)
+
+    def visible_range(self) -> tuple[int, int]:
+        """[lo, hi) of the corpus positions drawn (partially visible last line included)."""
+        if self._model is None:
+            return 0, 0
+        tpl = self._layout.tpl
+        lo = self._first_line * tpl
+        hi = min(self._model.L, (self._first_line + self._drawn_lines()) * tpl)
+        return lo, max(lo, hi)
+
+    def visible_slice(self) -> StreamSlice | None:
+        """The cached StreamSlice that covers the visible range (computed if needed)."""
+        return self._ensure_slice()
+
+    def position_at(self, point: QPoint) -> int:
+        """Corpus position of the chip under a viewport point, -1 for none."""
+        if self._model is None:
+            return -1
+        lay = self._layout
+        x, y = point.x() - _MARGIN_X, point.y() - _MARGIN_Y
+        if x < 0 or y < 0:
+            return -1
+        col = x // lay.pitch
+        if col >= lay.tpl:
+            return -1
+        p = (self._first_line + y // lay.line_h) * lay.tpl + col
+        return int(p) if p < self._model.L else -1
+
+    def chip_rect(self, position: int) -> QRect:
+        """Viewport rectangle of a position's chip (empty QRect when it is not on screen)."""
+        if self._model is None or not (0 <= position < self._model.L):
+            return QRect()
+        lay = self._layout
+        line, col = divmod(int(position), lay.tpl)
+        li = line - self._first_line
+        if li < 0 or li >= self._drawn_lines():
+            return QRect()
+        return QRect(_MARGIN_X + col * lay.pitch, _MARGIN_Y + li * lay.line_h + lay.band, lay.chip_w,
+                     lay.chip_h)
+
+    def paint_stats(self) -> dict[str, Any]:
+        return dict(self._stats)
+
+    def sizeHint(self) -> QSize:
+        return QSize(800, 400)
+
+    # ---- layout / scrolling internals ------------------------------------------------------------
+    def _make_layout(self) -> _Layout:
+        return _Layout(ZOOM_LEVELS[self._zoom], self._adv, self._text_h, self._label_h,
+                       self.viewport().width())
+
+    def _full_lines(self) -> int:
+        return max(1, (self.viewport().height() - _MARGIN_Y) // self._layout.line_h)
+
+    def _drawn_lines(self) -> int:
+        return max(1, -(-(self.viewport().height() - _MARGIN_Y) // self._layout.line_h))
+
+    def _max_first(self) -> int:
+        return max(0, self.total_lines() - self._full_lines())
+
+    def _center_position(self) -> int | None:
+        if self._model is None:
+            return None
+        lo, hi = self.visible_range()
+        return (lo + hi) // 2
+
+    def _relayout(self, keep: int | None) -> None:
+        self._layout = self._make_layout()
+        if keep is not None:
+            line = keep // self._layout.tpl - self._full_lines() // 2
+            self._first_line = max(0, min(line, self._max_first()))
+        else:
+            self._first_line = max(0, min(self._first_line, self._max_first()))
+        self._sync_scrollbar()
+        self._range_changed()
+        self.viewport().update()
+
+    def _line_to_value(self, line: int) -> int:
+        mf = self._max_first()
+        return line if mf <= SCROLL_CAP else line * SCROLL_CAP // mf
+
+    def _value_to_line(self, value: int) -> int:
+        mf = self._max_first()
+        return value if mf <= SCROLL_CAP else value * mf // SCROLL_CAP
+
+    def _sync_scrollbar(self) -> None:
+        sb = self.verticalScrollBar()
+        mf = self._max_first()
+        self._syncing = True
+        try:
+            if mf <= SCROLL_CAP:
+                sb.setRange(0, mf)
+                sb.setPageStep(self._full_lines())
+                sb.setSingleStep(1)
+            else:
+                sb.setRange(0, SCROLL_CAP)
+                sb.setPageStep(max(1, self._full_lines() * SCROLL_CAP // mf))
+                sb.setSingleStep(max(1, SCROLL_CAP // mf))
+            sb.setValue(self._line_to_value(self._first_line))
+        finally:
+            self._syncing = False
+
+    def _set_first_line(self, line: int) -> None:
+        line = max(0, min(int(line), self._max_first()))
+        if line == self._first_line:
+            return
+        self._first_line = line
+        self._sync_scrollbar()
+        self._range_changed()
+        self.viewport().update()
+
+    def _on_scrollbar(self, value: int) -> None:
+        if self._syncing:
+            return
+        line = self._value_to_line(value)
+        if line != self._first_line:
+            self._first_line = max(0, min(line, self._max_first()))
+            self._range_changed()
+            self.viewport().update()
+
+    def _range_changed(self) -> None:
+        r = self.visible_range()
+        if r != self._last_range:
+            self._last_range = r
+            self.visible_range_changed.emit(r[0], r[1])
+
+    # ---- data ------------------------------------------------------------------------------------
+    def _ensure_slice(self) -> StreamSlice | None:
+        if self._model is None:
+            return None
+        lo, hi = self.visible_range()
+        want_cov = self._mode == "coverage"
+        k = self._slice_key
+        if (self._slice is not None and k is not None and k[0] <= lo and hi <= k[1]
+                and k[2] == self._step and k[3] == self._mode and k[4] == self._model_gen):
+            return self._slice
+        margin = max(self._layout.tpl, (hi - lo) // 4)
+        clo, chi = max(0, lo - margin), min(self._model.L, hi + margin)
+        failed = False
+        if want_cov:
+            try:
+                sl = self._model.slice(clo, chi, self._step, with_coverage=True)
+            except PlanError as e:
+                failed = True
+                sl = self._model.slice(clo, chi, self._step)
+                msg_key = (self._model_gen, self._step)
+                if self._cov_msg_key != msg_key:
+                    self._cov_msg_key = msg_key
+                    self.message.emit(f"Coverage is not shown: {e}. Showing step colours instead.")
+        else:
+            sl = self._model.slice(clo, chi, self._step)
+        self._slice = sl
+        self._slice_cov_failed = failed
+        self._slice_key = (clo, chi, self._step, self._mode, self._model_gen)
+        return sl
+
+    def _colors(self, sl: StreamSlice, a: int, b: int) -> np.ndarray:
+        """ARGB32 background of positions sl.lo+a .. sl.lo+b (uint32)."""
+        steps = sl.step[a:b]
+        mode = self._mode
+        if mode == "coverage" and sl.coverage is not None and not self._slice_cov_failed:
+            cov = sl.coverage[a:b]
+            plan = self._model.plan
+            mx = plan.epoch(self._step) + 1 if plan.mode != "random" else int(cov.max(initial=1))
+            uniq, inv = np.unique(cov, return_inverse=True)
+            lut = np.array([_argb(palette.coverage_color(int(c), mx)) for c in uniq], np.uint32)
+            return lut[inv.reshape(-1)]
+        if mode == "loss":
+            vals = np.full(b - a, np.nan, np.float32)
+            if self._loss is not None:
+                try:
+                    vals = loss_at_targets(sl, self._loss, self._loss_ranks)[a:b]
+                except (IndexError, ValueError) as e:  # a report that does not match the plan
+                    self._loss = None
+                    self.message.emit(f"The per-token loss does not match this plan ({e}); not shown.")
+            vmin, vmax = self._loss_range
+            lut = palette.loss_lut(256).astype(np.uint32)
+            argb = np.uint32(0xFF000000) | (lut[:, 0] << 16) | (lut[:, 1] << 8) | lut[:, 2]
+            t = np.zeros(b - a) if vmax <= vmin else (np.nan_to_num(vals) - vmin) / (vmax - vmin)
+            idx = (np.clip(t, 0.0, 1.0) * 255).astype(np.int64)
+            return np.where(np.isfinite(vals), argb[idx], np.uint32(_argb(palette.UNUSED))).astype(np.uint32)
+        return _step_argb(steps)
+
+    # ---- painting --------------------------------------------------------------------------------
+    def paintEvent(self, event) -> None:  # noqa: N802
+        t0 = time.perf_counter()
+        vp = self.viewport()
+        p = QPainter(vp)
+        p.fillRect(vp.rect(), palette.BACKGROUND)
+        if self._model is None or self._model.L == 0:
+            p.setPen(palette.UNUSED_TEXT)
+            p.drawText(vp.rect().adjusted(20, 20, -20, -20), Qt.AlignCenter | Qt.TextWordWrap,
+                       self._placeholder)
+            p.end()
+            self._stats = {"ms": (time.perf_counter() - t0) * 1e3, "chips": 0, "lines": 0,
+                           "tokens_per_line": self._layout.tpl, "text_runs": 0}
+            return
+        try:
+            chips, runs = self._paint_stream(p)
+        finally:
+            p.end()
+        self._stats = {"ms": (time.perf_counter() - t0) * 1e3, "chips": chips,
+                       "lines": self._drawn_lines(), "tokens_per_line": self._layout.tpl,
+                       "text_runs": runs}
+
+    def _paint_stream(self, p: QPainter) -> tuple[int, int]:
+        lay = self._layout
+        sl = self._ensure_slice()
+        lo, hi = self.visible_range()
+        n = hi - lo
+        if sl is None or n <= 0:
+            return 0, 0
+        a, b = lo - sl.lo, hi - sl.lo
+        tpl, pitch = lay.tpl, lay.pitch
+        nlines = -(-n // tpl)
+        cur = sl.current[a:b]
+        steps = sl.step[a:b]
+        rows = sl.row[a:b]
+        ids = sl.ids[a:b]
+
+        # 1) backgrounds: one pixel per chip, scaled to the chip cells line by line
+        colors = self._colors(sl, a, b)
+        odd = cur & (rows % 2 == 1)  # alternate a subtle stripe on the current step's rows
+        if odd.any():
+            c = colors[odd]
+            r, g, bl = _rgb_of_argb(c)
+            colors = colors.copy()
+            colors[odd] = (np.uint32(0xFF000000) | ((r * 7 // 8) << 16) | ((g * 7 // 8) << 8)
+                           | (bl * 7 // 8)).astype(np.uint32)
+        grid = np.zeros(nlines * tpl, np.uint32)  # alpha 0 past the end of the corpus
+        grid[:n] = colors
+        grid = np.ascontiguousarray(grid.reshape(nlines, tpl))
+        img = QImage(grid.data, tpl, nlines, tpl * 4, QImage.Format_ARGB32)
+        full_w = tpl * pitch
+        for li in range(nlines):
+            y = _MARGIN_Y + li * lay.line_h + lay.band
+            p.drawImage(QRect(_MARGIN_X, y, full_w, lay.chip_h), img, QRect(0, li, tpl, 1))
+        del img
+        gap_h = nlines * lay.line_h
+        for c in range(1, tpl + 1):
+            p.fillRect(QRect(_MARGIN_X + c * pitch - lay.gap, _MARGIN_Y, lay.gap, gap_h),
+                       palette.BACKGROUND)
+
+        # 2) texts: one string per line and per style (monospace grid), odd glyphs one by one
+        text_runs = 0
+        if not lay.dense:
+            text_runs = self._paint_texts(p, ids, steps, cur, colors, n, nlines)
+
+        # 3) marks of the current step
+        self._paint_marks(p, sl, a, b, lo)
+        return n, text_runs
+
+    def _paint_texts(self, p: QPainter, ids, steps, cur, colors, n: int, nlines: int) -> int:
+        lay = self._layout
+        tpl, m = lay.tpl, lay.chars
+        codes, unsafe = self._code_rows(ids)
+        r, g, b = _rgb_of_argb(colors)
+        dark = (r * 299 + g * 587 + b * 114) < 120_000
+        unused = steps < 0
+        # style: 0 text, 1 bold text, 2 unused text, 3 light text, 4 light bold
+        style = np.where(cur, 1, np.where(unused, 2, 0))
+        style = np.where(dark & (style < 2), style + 3, style)
+        light = QColor("#ffffff")
+        pens = {0: (self._font, palette.TEXT), 1: (self._bold, palette.TEXT),
+                2: (self._font, palette.UNUSED_TEXT), 3: (self._font, light), 4: (self._bold, light)}
+        safe = ~unsafe
+        x0 = _MARGIN_X + lay.text_dx
+        y_text = _MARGIN_Y + lay.band + (lay.chip_h - self._text_h) / 2 + self._ascent
+        runs = 0
+        pad = nlines * tpl - n
+        for s in np.unique(style[safe]).tolist():
+            sel = safe & (style == s)
+            arr = np.where(sel[:, None], codes, np.uint32(_SPACE))
+            if pad:
+                arr = np.concatenate([arr, np.full((pad, m + 1), _SPACE, np.uint32)])
+            arr = arr.reshape(nlines, tpl * (m + 1))
+            any_line = np.concatenate([sel, np.zeros(pad, bool)]).reshape(nlines, tpl).any(axis=1)
+            font, color = pens[s]
+            p.setFont(font)
+            p.setPen(color)
+            for li in np.nonzero(any_line)[0].tolist():
+                text = arr[li].tobytes().decode("utf-32-le").rstrip()
+                p.drawText(QPointF(x0, y_text + li * lay.line_h), text)
+                runs += 1
+        # tokens whose glyphs break the grid: one elided drawText each
+        idx = np.nonzero(unsafe)[0]
+        if len(idx):
+            w = max(4, lay.chip_w - 2)
+            for i in idx.tolist():
+                s = int(style[i])
+                font, color = pens[s]
+                p.setFont(font)
+                p.setPen(color)
+                li, col = divmod(i, tpl)
+                rect = QRect(_MARGIN_X + col * lay.pitch + 1, _MARGIN_Y + li * lay.line_h + lay.band,
+                             w, lay.chip_h)
+                p.drawText(rect, Qt.AlignLeft | Qt.AlignVCenter, self._elided(int(ids[i]), w))
+                runs += 1
+        return runs
+
+    def _paint_marks(self, p: QPainter, sl: StreamSlice, a: int, b: int, lo: int) -> None:
+        lay = self._layout
+        tpl, pitch = lay.tpl, lay.pitch
+        cur = sl.current[a:b]
+        rows = sl.row[a:b]
+        pos = np.arange(lo, lo + (b - a), dtype=np.int64)
+        col_all = pos % tpl
+        line_all = pos // tpl - self._first_line
+
+        def rect_of(i: int, j: int | None = None) -> QRect:
+            j = i if j is None else j
+            return QRect(_MARGIN_X + int(col_all[i]) * pitch, _MARGIN_Y + int(line_all[i]) * lay.line_h
+                         + lay.band, (int(col_all[j]) - int(col_all[i]) + 1) * pitch - lay.gap, lay.chip_h)
+
+        p.setBrush(Qt.NoBrush)
+        # runs of one row on one line get one outline in the rank colour
+        idx = np.nonzero(cur)[0]
+        if len(idx):
+            brk = np.ones(len(idx), bool)
+            brk[1:] = (np.diff(idx) != 1) | (rows[idx[1:]] != rows[idx[:-1]]) | (col_all[idx[1:]] == 0)
+            starts = idx[brk]
+            ends = np.append(idx[np.nonzero(brk)[0][1:] - 1], idx[-1])
+            width = 1 if lay.dense else 2
+            ranks = sl.rank[a:b]
+            for s, e in zip(starts.tolist(), ends.tolist()):
+                pen = QPen(palette.rank_color(int(ranks[s])), width)
+                pen.setJoinStyle(Qt.MiterJoin)
+                p.setPen(pen)
+                r = rect_of(s, e)
+                p.drawRect(r.adjusted(0, 0, -1, -1) if width == 1 else r.adjusted(1, 1, -1, -1))
+            # labels "r0 m1 b2" above the first chip of each current row
+            if not lay.dense:
+                cols = sl.col[a:b]
+                p.setFont(self._label_font)
+                first = idx[cols[idx] == 0]
+                for i in first.tolist():
+                    label = f"r{int(sl.rank[a + i])} m{int(sl.micro[a + i])} b{int(sl.brow[a + i])}"
+                    p.setPen(palette.rank_color(int(sl.rank[a + i])))
+                    x = _MARGIN_X + int(col_all[i]) * pitch
+                    y = _MARGIN_Y + int(line_all[i]) * lay.line_h
+                    p.drawText(QRect(x, y, pitch * 6, lay.band), Qt.AlignLeft | Qt.AlignBottom, label)
+        # the extra target of each current row: dashed
+        tgt = np.nonzero(sl.target_only[a:b])[0]
+        if len(tgt):
+            pen = QPen(palette.TARGET_ONLY.darker(115), 1 if lay.dense else 2, Qt.DashLine)
+            p.setPen(pen)
+            for i in tgt.tolist():
+                p.drawRect(rect_of(i).adjusted(1, 1, -1, -1))
+        # highlight from other views
+        h = self._highlight
+        if lo <= h < lo + (b - a):
+            p.setPen(QPen(palette.CURRENT_OUTLINE, 3))
+            p.drawRect(rect_of(h - lo).adjusted(-2, -2, 2, 2))
+
+    # ---- tooltips / events -----------------------------------------------------------------------
+    def describe(self, position: int) -> str:
+        """Tooltip text for one position."""
+        if self._model is None or not (0 <= position < self._model.L):
+            return ""
+        tid = int(np.asarray(self._model.tokens[position:position + 1])[0])
+        lines = [f"position {position:,}", f"token id {tid}", f"text {self._display(tid)!r}"]
+        try:
+            from nanogpt_viz import tokenizer as _tok
+            lines.append("bytes " + _tok.token_bytes(tid).hex(" "))
+        except Exception:  # noqa: BLE001 - tokenizer missing or id outside GPT-2's vocabulary
+            pass
+        lines.append(self._role(position))
+        return "\n".join(lines)
+
+    def _role(self, position: int) -> str:
+        sl = self._ensure_slice()
+        k = self._step
+        if sl is not None and sl.lo <= position < sl.hi:
+            i = position - sl.lo
+            if sl.current[i]:
+                return (f"X[row {int(sl.brow[i])}, col {int(sl.col[i])}] of step {k} "
+                        f"(rank {int(sl.rank[i])}, micro {int(sl.micro[i])})")
+            if sl.target_only[i]:
+                starts, m, r, b = self._model.current_rows(k)
+                j = np.nonzero(starts + self._model.plan.N == position)[0]
+                if len(j):
+                    j = int(j[0])
+                    return (f"target only: Y[row {int(b[j])}, col {self._model.plan.N - 1}] of step {k} "
+                            f"(rank {int(r[j])}, micro {int(m[j])})")
+                return "target only"
+            s = int(sl.step[i])
+            if s < 0:
+                return "not read by any step"
+            return f"read by step {s}"
+        return ""
+
+    def mouseMoveEvent(self, event) -> None:  # noqa: N802
+        pos = self.position_at(event.position().toPoint())
+        if pos != self._hover:
+            self._hover = pos
+            self.hovered.emit(pos)
+            if pos >= 0:
+                QToolTip.showText(event.globalPosition().toPoint(), self.describe(pos), self.viewport())
+            else:
+                QToolTip.hideText()
+        super().mouseMoveEvent(event)
+
+    def leaveEvent(self, event) -> None:  # noqa: N802
+        if self._hover != -1:
+            self._hover = -1
+            self.hovered.emit(-1)
+        super().leaveEvent(event)
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802
+        if event.button() == Qt.LeftButton:
+            pos = self.position_at(event.position().toPoint())
+            if pos >= 0:
+                self.clicked.emit(pos)
+        super().mousePressEvent(event)
+
+    def wheelEvent(self, event: QWheelEvent) -> None:  # noqa: N802
+        dy = event.angleDelta().y()
+        if event.modifiers() & Qt.ControlModifier:
+            if dy > 0:
+                self.zoom_in()
+            elif dy < 0:
+                self.zoom_out()
+            event.accept()
+            return
+        if dy:
+            lines = -int(round(dy / 120 * 3)) or (-1 if dy > 0 else 1)
+            self._set_first_line(self._first_line + lines)
+        event.accept()
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802
+        if event.modifiers() & Qt.ControlModifier and event.key() in (Qt.Key_Plus, Qt.Key_Equal):
+            self.zoom_in()
+        elif event.modifiers() & Qt.ControlModifier and event.key() == Qt.Key_Minus:
+            self.zoom_out()
+        elif event.key() == Qt.Key_Home:
+            self._set_first_line(0)
+        elif event.key() == Qt.Key_End:
+            self._set_first_line(self._max_first())
+        else:
+            super().keyPressEvent(event)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        old = self._layout
+        anchor = self._first_line * old.tpl if self._model is not None else None
+        self._layout = self._make_layout()
+        if anchor is not None and self._layout.tpl != old.tpl:
+            self._first_line = anchor // self._layout.tpl
+        self._relayout(keep=None)
+
+
+class OverviewBar(QWidget):
+    """The whole corpus at a glance: one bin per pixel column, the current step and the view."""
+
+    jump_requested = Signal("qlonglong")
+    MARK = 4  # rows of the current-step marker above and below
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._model: StreamModel | None = None
+        self._model_gen = 0
+        self._step = 0
+        self._range: tuple[int, int] | None = None
+        self._img: QImage | None = None
+        self._img_buf: np.ndarray | None = None
+        self._img_key: tuple | None = None
+        self.setFixedHeight(28)
+        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
+        self.setCursor(Qt.PointingHandCursor)
+        self.setToolTip("The whole corpus: colour = step that reads it, red marks = current step, "
+                        "box = what the stream shows. Click or drag to jump.")
+
+    def set_model(self, model: StreamModel | None) -> None:
+        self._model = model
+        self._model_gen += 1
+        self._img_key = None
+        self.update()
+
+    def set_step(self, step: int) -> None:
+        self._step = max(0, int(step))
+        self.update()
+
+    def set_visible_range(self, lo: int, hi: int) -> None:
+        self._range = (int(lo), int(hi))
+        self.update()
+
+    def position_at_x(self, x: float) -> int:
+        if self._model is None:
+            return -1
+        w = max(1, self.width())
+        L = self._model.L
+        x = max(0, min(w - 1, int(x)))
+        return int(min(L - 1, (2 * x + 1) * L // (2 * w)))  # the middle of the pixel's bin
+
+    def _image(self) -> QImage | None:
+        w, h = self.width(), self.height()
+        if self._model is None or w <= 0:
+            return None
+        key = (self._step, w, h, self._model_gen)
+        if key == self._img_key and self._img is not None:
+            return self._img
+        steps, cur = self._model.overview(self._step, bins=w)
+        steps = np.asarray(steps)[:w]
+        cur = np.asarray(cur, bool)[:w]
+        table = palette.step_rgb_table()
+        unused = np.array([palette.UNUSED.red(), palette.UNUSED.green(), palette.UNUSED.blue()],
+                          np.uint8)
+        body = np.where((steps >= 0)[:, None], table[np.mod(steps, len(table))], unused[None, :])
+        buf = np.empty((h, w, 4), np.uint8)
+        buf[..., 3] = 255
+        buf[:, :, :3] = body[None, :, :]
+        bg = np.array([palette.BACKGROUND.red(), palette.BACKGROUND.green(), palette.BACKGROUND.blue()],
+                      np.uint8)
+        red = np.array([255, 0, 0], np.uint8)
+        mark = np.where(cur[:, None], red[None, :], bg[None, :])
+        mk = min(self.MARK, h // 4)
+        buf[:mk, :, :3] = mark[None]
+        buf[h - mk:, :, :3] = mark[None]
+        self._img_buf = np.ascontiguousarray(buf)
+        self._img = QImage(self._img_buf.data, w, h, w * 4, QImage.Format_RGBA8888)
+        self._img_key = key
+        return self._img
+
+    def paintEvent(self, event) -> None:  # noqa: N802
+        p = QPainter(self)
+        p.fillRect(self.rect(), palette.BACKGROUND)
+        img = self._image()
+        if img is not None:
+            p.drawImage(0, 0, img)
+            if self._range is not None and self._model is not None and self._model.L > 0:
+                L, w = self._model.L, self.width()
+                x0 = int(self._range[0] * w // L)
+                x1 = max(x0 + 3, int(-(-self._range[1] * w // L)))
+                r = QRect(x0, 0, x1 - x0, self.height() - 1)
+                p.fillRect(r, QColor(0, 0, 0, 55))
+                p.setPen(QPen(QColor(0, 0, 0, 200), 1))
+                p.drawRect(r)
+        else:
+            p.setPen(palette.UNUSED_TEXT)
+            p.drawText(self.rect(), Qt.AlignCenter, "no corpus")
+        p.end()
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802
+        if event.button() == Qt.LeftButton and self._model is not None:
+            self.jump_requested.emit(self.position_at_x(event.position().x()))
+
+    def mouseMoveEvent(self, event) -> None:  # noqa: N802
+        if event.buttons() & Qt.LeftButton and self._model is not None:
+            self.jump_requested.emit(self.position_at_x(event.position().x()))
+
+
+def _legend_html() -> str:
+    def sw(color: QColor, border: QColor | None = None) -> str:
+        return (f"<span style='background-color:{color.name()};color:{(border or color).name()}'>"
+                f"&nbsp;&nbsp;&nbsp;</span>")
+    steps = "".join(sw(palette.step_color(k)) for k in range(4))
+    ranks = "".join(f"<b style='color:{palette.rank_color(r).name()}'>&#9635;</b>" for r in range(3))
+    return (f"{steps} step k colours &nbsp;&nbsp; {ranks} current step rows (outline colour = rank)"
+            f" &nbsp;&nbsp; <b style='color:{palette.TARGET_ONLY.darker(115).name()}'>&#9637;</b>"
+            f" target only &nbsp;&nbsp; {sw(palette.UNUSED)} unused")
+
+
+class StreamPanel(QWidget):
+    """OverviewBar + StreamView + legend and zoom buttons, wired together."""
+
+    hovered = Signal("qlonglong")
+    clicked = Signal("qlonglong")
+    message = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.overview = OverviewBar(self)
+        self.stream = StreamView(self)
+        self.legend = QLabel(_legend_html(), self)
+        self.legend.setTextFormat(Qt.RichText)
+        f = self.legend.font()
+        f.setPointSizeF(max(6.0, f.pointSizeF() * 0.85))
+        self.legend.setFont(f)
+        self.zoom_out_button = QToolButton(self)
+        self.zoom_out_button.setText("\u2212")
+        self.zoom_out_button.setToolTip("Zoom out (Ctrl+wheel)")
+        self.zoom_in_button = QToolButton(self)
+        self.zoom_in_button.setText("+")
+        self.zoom_in_button.setToolTip("Zoom in (Ctrl+wheel)")
+
+        bottom = QHBoxLayout()
+        bottom.setContentsMargins(2, 0, 2, 0)
+        bottom.addWidget(self.legend, 1)
+        bottom.addWidget(self.zoom_out_button)
+        bottom.addWidget(self.zoom_in_button)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(2)
+        lay.addWidget(self.overview)
+        lay.addWidget(self.stream, 1)
+        lay.addLayout(bottom)
+
+        self.zoom_in_button.clicked.connect(self.stream.zoom_in)
+        self.zoom_out_button.clicked.connect(self.stream.zoom_out)
+        self.overview.jump_requested.connect(lambda p: self.stream.scroll_to_position(p, center=True))
+        self.stream.visible_range_changed.connect(self.overview.set_visible_range)
+        self.stream.hovered.connect(self.hovered)
+        self.stream.clicked.connect(self.clicked)
+        self.stream.message.connect(self.message)
+        self.stream.zoom_changed.connect(self._update_zoom_buttons)
+        self._update_zoom_buttons(self.stream.zoom_level())
+
+    def _update_zoom_buttons(self, level: int) -> None:
+        self.zoom_out_button.setEnabled(level > 0)
+        self.zoom_in_button.setEnabled(level < self.stream.zoom_levels() - 1)
+
+    def set_model(self, model: StreamModel | None) -> None:
+        self.overview.set_model(model)
+        self.stream.set_model(model)
+        self.overview.set_visible_range(*self.stream.visible_range())
+
+    def set_step(self, step: int) -> None:
+        self.overview.set_step(step)
+        self.stream.set_step(step)
+
+    def set_display_table(self, table: list[str] | None) -> None:
+        self.stream.set_display_table(table)
+
+    def set_color_mode(self, mode: str) -> None:
+        self.stream.set_color_mode(mode)
+
+    def set_loss(self, per_token, ranks: tuple = (0,), vmin: float = 0.0, vmax: float = 11.0) -> None:
+        self.stream.set_loss(per_token, ranks, vmin, vmax)
+
+    def set_highlight(self, position: int) -> None:
+        self.stream.set_highlight(position)
+
+    def set_placeholder(self, text: str) -> None:
+        self.stream.set_placeholder(text)
+
+
+__all__ = ["StreamView", "OverviewBar", "StreamPanel", "ZOOM_LEVELS", "COLOR_MODES"]
