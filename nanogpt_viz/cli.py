@@ -15,6 +15,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,6 +24,7 @@ from nanogpt_viz.config import (DEVICES, DTYPES, MODEL_PRESETS, SAMPLING_MODES, 
                                 TrainConfig)
 
 SUBCOMMANDS = ("gui", "prepare", "plan", "train", "sample")
+STOP_REQUEST = "stop-request"  # created in a run directory to stop its training processes
 EXIT_USAGE = 2
 
 
@@ -299,13 +301,36 @@ def cmd_train(args: argparse.Namespace) -> int:
         tdist.init_process_group(backend=backend)
     control = TrainControl()
 
-    def on_signal(signum, frame):  # first Ctrl+C: stop after this step and write the checkpoint
+    first_signal = [0.0]
+
+    def on_signal(signum, frame):  # first Ctrl+C / SIGTERM: stop after this step, write the checkpoint
+        now = time.monotonic()
         if control.stopped:
-            raise KeyboardInterrupt
+            # a second Ctrl+C aborts; torchrun's SIGTERM right after a group-wide SIGINT does not
+            if signum == signal.SIGINT and now - first_signal[0] > 1.0:
+                raise KeyboardInterrupt
+            return
+        first_signal[0] = now
         control.stop()
         if dist_info.is_master:
             sys.stderr.write("\nstopping after this step (Ctrl+C again to abort without a checkpoint)\n")
 
+    # A launcher (the window) asks every rank to stop by creating OUT/stop-request: each rank sees it
+    # within half a second and the stop flag is agreed through the per-step all-reduce.
+    stop_file = Path(args.out) / STOP_REQUEST
+    started = time.time()
+
+    def watch_stop_file() -> None:
+        while not control.stopped:
+            try:
+                if stop_file.stat().st_mtime >= started - 1.0:
+                    control.stop()
+                    return
+            except OSError:
+                pass
+            time.sleep(0.5)
+
+    threading.Thread(target=watch_stop_file, name="stop-file-watch", daemon=True).start()
     old_int = signal.signal(signal.SIGINT, on_signal)
     old_term = signal.signal(signal.SIGTERM, on_signal)
     trainer = Trainer(train_tokens, val_tokens, pc, mc, tc, out_dir=args.out, resume=args.resume,
@@ -402,7 +427,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     model = model_from_checkpoint(ckpt)
     device, _ = detect_device(args.device)
     model.to(device)
-    prompt = args.prompt.encode("utf-8").decode("unicode_escape") if "\\" in args.prompt else args.prompt
+    prompt = args.prompt
+    if "\\" in prompt:  # `--prompt 'To be\n'`: escapes; non-ASCII text survives (backslashreplace)
+        try:
+            prompt = prompt.encode("latin-1", "backslashreplace").decode("unicode_escape")
+        except UnicodeDecodeError as exc:
+            raise CliError(f"--prompt has a malformed escape sequence ({exc.reason}); "
+                           f"write a literal backslash as \\\\") from None
     ids = encode(prompt)
     out = sample_text(model, ids, args.tokens, temperature=args.temperature, top_k=args.top_k, seed=args.seed)
     sys.stdout.write(prompt + decode(out) + "\n")
@@ -418,6 +449,23 @@ def cmd_gui(args: argparse.Namespace) -> int:
     return run_app(args.corpus)
 
 
+# The engine's user-facing error classes. Looked up only in modules the command has already
+# imported (an error class of a module never imported cannot have been raised), so that `plan`
+# and `prepare` never pay for importing torch just to name CheckpointError / TrainError.
+_ERROR_CLASSES = (("nanogpt_viz.batching", "PlanError"), ("nanogpt_viz.corpus", "CorpusError"),
+                  ("nanogpt_viz.corpus", "Cancelled"), ("nanogpt_viz.checkpoint", "CheckpointError"),
+                  ("nanogpt_viz.tokenizer", "TokenizerError"), ("nanogpt_viz.trainer", "TrainError"))
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    known: list[type[BaseException]] = [CliError]
+    for module, name in _ERROR_CLASSES:
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            known.append(cls)
+    return tuple(known)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help", "--version")):
@@ -429,24 +477,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     args = build_parser().parse_args(argv)
     handlers = {"gui": cmd_gui, "prepare": cmd_prepare, "plan": cmd_plan, "train": cmd_train, "sample": cmd_sample}
-    from nanogpt_viz.batching import PlanError
-
-    known: tuple[type[BaseException], ...] = (CliError, PlanError)
-    try:
-        from nanogpt_viz.corpus import Cancelled, CorpusError
-        known += (CorpusError, Cancelled)
-    except ImportError:
-        pass
-    try:
-        from nanogpt_viz.checkpoint import CheckpointError
-        from nanogpt_viz.tokenizer import TokenizerError
-        from nanogpt_viz.trainer import TrainError
-        known += (CheckpointError, TokenizerError, TrainError)
-    except ImportError:
-        pass
     try:
         return handlers[args.command](args)
-    except known as exc:
+    except _known_errors() as exc:
         sys.stderr.write(f"error: {exc}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -351,7 +351,7 @@ class Trainer:
         # two slots: step k's numbers land in one while step k+1 writes the other
         self.host_tok = [torch.empty(shape, dtype=torch.float32, pin_memory=pin) for _ in range(2)] \
             if tc.per_token else None
-        self.host_stats = [torch.empty(3, dtype=torch.float32, pin_memory=pin) for _ in range(2)]
+        self.host_stats = [torch.empty(4, dtype=torch.float32, pin_memory=pin) for _ in range(2)]
         self.skip = torch.zeros((), dtype=torch.float32, device=self.dev)  # sticky non-finite flag
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -513,12 +513,13 @@ class Trainer:
             self.optimizer.found_inf = self.skip
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        stats = torch.stack([loss_sum / self.n_micro, norm.float(), stop_flag + bad * 2])
+        stats = torch.stack([loss_sum / self.n_micro, norm.float(), stop_flag, bad])
         if self.dist.world_size > 1:
             import torch.distributed as dist
 
             dist.all_reduce(stats, op=dist.ReduceOp.SUM)
-            stats = stats / torch.tensor([self.dist.world_size, 1.0 * self.dist.world_size, 1.0], device=self.dev)
+            # mean loss over ranks; the norm is the same on every rank; any rank's stop / bad counts
+            stats = stats / torch.tensor([self.dist.world_size, self.dist.world_size, 1.0, 1.0], device=self.dev)
         self.host_stats[slot].copy_(stats, non_blocking=True)
         pending = _Pending(step, lr, slot, 0.0)
         if self.device == "cuda":
@@ -537,12 +538,12 @@ class Trainer:
             self._last_event = p.event
         else:
             dt = p.t_end
-        loss, norm, flags = (float(v) for v in self.host_stats[p.slot].tolist())
-        if flags >= 2 or not math.isfinite(loss):
+        loss, norm, stop, bad = (float(v) for v in self.host_stats[p.slot].tolist())
+        if bad > 0 or not math.isfinite(loss):
             return RunEnd("nonfinite", f"the loss became non-finite ({loss}) at step {p.step}; the weights "
                           f"from before that step are kept. Lower the learning rate or check the data",
                           p.step)
-        if flags >= 1:
+        if stop > 0:
             self._stop_agreed = True
         self.steps_done = p.step + 1
         per_token = position = None

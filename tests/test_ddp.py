@@ -77,3 +77,28 @@ def test_global_grad_accum_is_converted_per_rank(data_dir, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     ckpt = load_checkpoint(tmp_path / "r" / "ckpt.pt")
     assert ckpt.extra["plan"]["grad_accum"] == 2 and ckpt.extra["plan"]["world_size"] == 2
+
+
+def test_stop_ends_the_whole_torchrun_group_and_keeps_a_checkpoint(data_dir, tmp_path):
+    import time
+
+    from nanogpt_viz.config import PlanConfig
+    from nanogpt_viz.launch import RunProcess, torchrun_command, train_args
+
+    out = tmp_path / "run"
+    args = train_args(str(data_dir), PlanConfig(block_size=16, batch_size=2), "tiny", MODEL_PRESETS["tiny"],
+                      TrainConfig(steps=100_000, eval_interval=0, device="cpu", compile=False), out)
+    job = RunProcess(torchrun_command(args, nproc=2), out, env={"OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not read_metrics(out / "metrics.jsonl")[0]:
+        assert job.poll() is None, job.tail_log()
+        time.sleep(0.2)
+    assert read_metrics(out / "metrics.jsonl")[0], "no step reached metrics.jsonl"
+    t0 = time.monotonic()
+    code = job.stop()
+    assert time.monotonic() - t0 < 30
+    assert code == 0, job.tail_log()
+    assert "Traceback" not in job.tail_log(20000)
+    status = json.loads((out / "status.json").read_text())
+    assert status["state"] == "stopped"
+    assert load_checkpoint(out / "ckpt.pt").iter_num >= 1

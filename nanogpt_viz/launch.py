@@ -1,0 +1,133 @@
+"""Launching `torchrun` for multi-GPU / multi-node runs, and stopping the whole process group.
+
+Pure (no Qt): the window shows the exact command (copyable) and runs it through `RunProcess`;
+progress comes back through the run directory's metrics.jsonl and status.json (see runlog.py).
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from nanogpt_viz.cli import STOP_REQUEST
+from nanogpt_viz.config import MODEL_PRESETS, ModelConfig, PlanConfig, TrainConfig
+
+# Never let a launched job turn on NVLink multicast (it can take a shared host's GPUs down).
+SAFE_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+
+
+def train_args(corpus: str, plan: PlanConfig, preset: str, model: ModelConfig, train: TrainConfig,
+               out_dir: str | os.PathLike, resume: bool = False) -> list[str]:
+    """`nanogpt-viz train` arguments that reproduce these settings (world size comes from torchrun)."""
+    args = ["train", str(corpus), "--block-size", str(plan.block_size), "--batch-size", str(plan.batch_size),
+            "--grad-accum", str(plan.grad_accum), "--sampling", plan.sampling, "--seed", str(plan.seed),
+            "--split", plan.split, "--preset", preset]
+    if plan.sampling == "sliding":
+        args += ["--stride", str(plan.stride)]
+    base = MODEL_PRESETS.get(preset)
+    for name in ("n_layer", "n_head", "n_embd", "vocab_size", "dropout"):
+        value = getattr(model, name)
+        if base is None or getattr(base, name) != value:
+            args += ["--" + name.replace("_", "-"), str(value)]
+    if base is None or base.block_size != model.block_size:
+        args += ["--model-block-size", str(model.block_size)]
+    if base is None or base.bias != model.bias:
+        args += ["--bias", "true" if model.bias else "false"]
+    args += ["--steps", str(train.steps), "--lr", repr(train.learning_rate), "--min-lr", repr(train.min_lr),
+             "--warmup-steps", str(train.warmup_steps), "--eval-interval", str(train.eval_interval),
+             "--device", train.device, "--dtype", train.dtype, "--out", str(out_dir), "--json"]
+    if train.lr_decay_steps:
+        args += ["--lr-decay-steps", str(train.lr_decay_steps)]
+    if train.compile is not None:
+        args.append("--compile" if train.compile else "--no-compile")
+    if resume:
+        args.append("--resume")
+    return args
+
+
+def torchrun_command(args: Sequence[str], nproc: int, hosts: Sequence[str] = (), node_rank: int = 0,
+                     port: int = 29500, python: str | None = None) -> list[str]:
+    """torchrun for one node (`--standalone`) or for node `node_rank` of a host list."""
+    cmd = [python or sys.executable, "-m", "torch.distributed.run"]
+    if len(hosts) > 1:
+        cmd += [f"--nnodes={len(hosts)}", f"--node_rank={node_rank}", f"--nproc_per_node={nproc}",
+                "--rdzv_backend=c10d", f"--rdzv_endpoint={hosts[0]}:{port}", "--rdzv_id=nanogpt-viz"]
+    else:
+        cmd += ["--standalone", f"--nproc_per_node={nproc}"]
+    return cmd + ["-m", "nanogpt_viz", *args]
+
+
+def parse_hosts(text: str) -> list[str]:
+    hosts = [h for h in text.replace(",", " ").split() if h]
+    for h in hosts:
+        if any(c in h for c in "/\\;|&$`'\""):
+            raise ValueError(f"{h!r} is not a host name")
+    return hosts
+
+
+def shell_line(cmd: Sequence[str]) -> str:
+    return " ".join(shlex.quote(c) for c in cmd)
+
+
+class RunProcess:
+    """A torchrun job in its own process group: Stop reaches every rank."""
+
+    def __init__(self, cmd: Sequence[str], run_dir: str | os.PathLike, env: dict | None = None):
+        self.cmd = list(cmd)
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.stop_file = self.run_dir / STOP_REQUEST
+        if self.stop_file.exists():
+            self.stop_file.unlink()
+        self.log_path = self.run_dir / "torchrun.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=self._log, stdin=subprocess.DEVNULL,
+                                     env={**os.environ, **SAFE_ENV, **(env or {})}, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def poll(self) -> int | None:
+        code = self.proc.poll()
+        if code is not None and not self._log.closed:
+            self._log.close()
+        return code
+
+    def request_stop(self) -> None:
+        """Ask every rank to stop after its current step (they write the checkpoint and exit 0)."""
+        try:
+            self.stop_file.touch()
+        except OSError:
+            pass
+
+    def stop(self, grace: float = 30.0) -> int:
+        """Request a clean stop; if the job has not ended after `grace` s, SIGTERM then SIGKILL the group."""
+        self.request_stop()
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and self.poll() is None:
+            time.sleep(0.05)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if self.poll() is not None:
+                break
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            end = time.monotonic() + 5.0
+            while time.monotonic() < end and self.poll() is None:
+                time.sleep(0.05)
+        return self.proc.wait()
+
+    def tail_log(self, n_bytes: int = 4000) -> str:
+        try:
+            data = self.log_path.read_bytes()[-n_bytes:]
+        except OSError:
+            return ""
+        return data.decode("utf-8", "replace")
