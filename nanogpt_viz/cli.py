@@ -418,6 +418,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from nanogpt_viz.tokenizer import decode, encode
     from nanogpt_viz.trainer import detect_device, sample_text
 
+    prompt = args.prompt
+    if "\\" in prompt:  # `--prompt 'To be\n'`: escapes; non-ASCII text survives (backslashreplace)
+        try:
+            prompt = prompt.encode("latin-1", "backslashreplace").decode("unicode_escape")
+        except UnicodeDecodeError as exc:
+            raise CliError(f"--prompt has a malformed escape sequence ({exc.reason}); "
+                           f"write a literal backslash as \\\\") from None
     path = Path(args.dir)
     if path.is_dir():
         path = path / "ckpt.pt"
@@ -427,13 +434,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
     model = model_from_checkpoint(ckpt)
     device, _ = detect_device(args.device)
     model.to(device)
-    prompt = args.prompt
-    if "\\" in prompt:  # `--prompt 'To be\n'`: escapes; non-ASCII text survives (backslashreplace)
-        try:
-            prompt = prompt.encode("latin-1", "backslashreplace").decode("unicode_escape")
-        except UnicodeDecodeError as exc:
-            raise CliError(f"--prompt has a malformed escape sequence ({exc.reason}); "
-                           f"write a literal backslash as \\\\") from None
     ids = encode(prompt)
     out = sample_text(model, ids, args.tokens, temperature=args.temperature, top_k=args.top_k, seed=args.seed)
     sys.stdout.write(prompt + decode(out) + "\n")

@@ -333,7 +333,8 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.dist.local_rank] if self.device == "cuda" else None
-            self.model = DDP(self.model, device_ids=ids)
+            # gradients live in the all-reduce buckets (no copy in and out of them)
+            self.model = DDP(self.model, device_ids=ids, gradient_as_bucket_view=True)
         pt = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[self.dtype]
         self.autocast = (torch.autocast(device_type=self.device, dtype=pt) if pt != torch.float32
                          else contextlib.nullcontext())

@@ -95,11 +95,13 @@ class MainWindow(QMainWindow):
         self.splitter.addWidget(self.xy)
         self.splitter.setStretchFactor(0, 3)
         self.splitter.setStretchFactor(1, 2)
+        self.splitter.setSizes([560, 330])
         lay.addWidget(self.splitter, 1)
         self.setCentralWidget(center)
 
         self.plan_panel = PlanPanel()
         scroll = QScrollArea()
+        scroll.setMinimumWidth(300)
         scroll.setWidget(self.plan_panel)
         scroll.setWidgetResizable(True)
         self.plan_dock = QDockWidget("Batch plan", self)
@@ -109,6 +111,7 @@ class MainWindow(QMainWindow):
 
         self.train_panel = TrainPanel(device_name, gpus)
         scroll = QScrollArea()
+        scroll.setMinimumWidth(330)
         scroll.setWidget(self.train_panel)
         scroll.setWidgetResizable(True)
         self.train_dock = QDockWidget("Training", self)
@@ -195,6 +198,10 @@ class MainWindow(QMainWindow):
             self.color_actions[mode] = act
         self.color_actions["step"].setChecked(True)
         v.addSeparator()
+        self.keep_in_view_act = QAction("&Keep the current step in view", self, checkable=True, checked=True)
+        self.keep_in_view_act.toggled.connect(lambda on: on and self.stream.stream.ensure_step_visible())
+        v.addAction(self.keep_in_view_act)
+        v.addSeparator()
         v.addAction(self.plan_dock.toggleViewAction())
         v.addAction(self.train_dock.toggleViewAction())
         v.addAction(self.plot_dock.toggleViewAction())
@@ -229,6 +236,7 @@ class MainWindow(QMainWindow):
         self.controls.jump_requested.connect(s.set_step)
         self.stream.hovered.connect(self.xy.set_highlight)
         self.xy.hovered.connect(self.stream.set_highlight)
+        self.xy.selection_changed.connect(self.coalescer.set_selection)
         self.stream.message.connect(lambda m: self.statusBar().showMessage(m, 5000))
         self.loader.progress.connect(self._on_load_progress)
         self.loader.loaded.connect(self._on_loaded)
@@ -260,6 +268,10 @@ class MainWindow(QMainWindow):
         state = st.value("window_state")
         if isinstance(state, QByteArray) and not state.isEmpty():
             self.restoreState(state)
+        else:
+            self.resizeDocks([self.plan_dock, self.train_dock], [320, 380], Qt.Orientation.Horizontal)
+            self.resizeDocks([self.train_dock, self.plot_dock], [430, 420], Qt.Orientation.Vertical)
+        self.keep_in_view_act.setChecked(st.value("keep_in_view", "true") in (True, "true"))
         try:
             pc = PlanConfig.from_dict(json.loads(st.value("plan", "") or "{}")) if st.value("plan") else None
             if pc is not None and pc.problems():
@@ -288,6 +300,7 @@ class MainWindow(QMainWindow):
         st.setValue("plan", json.dumps(self.session.plan_config.to_dict()))
         st.setValue("train", json.dumps(self.train_panel.settings()))
         st.setValue("last_corpus", self.corpus_path or "")
+        st.setValue("keep_in_view", self.keep_in_view_act.isChecked())
         zoom = getattr(self.stream.stream, "zoom_level", None)
         if zoom is not None:
             st.setValue("zoom", int(zoom() if callable(zoom) else zoom))
@@ -393,6 +406,8 @@ class MainWindow(QMainWindow):
     def _on_step_changed(self, step: int) -> None:
         self.controls.set_step(step)
         self.stream.set_step(step)
+        if self.keep_in_view_act.isChecked():
+            self.stream.stream.ensure_step_visible()
         self.xy.set_step(step)
         plan = self.session.plan
         if plan is None:
@@ -446,7 +461,7 @@ class MainWindow(QMainWindow):
             return
         vmin, vmax = float(np.nanmin(rep.per_token)), float(np.nanmax(rep.per_token))
         self.stream.set_loss(rep.per_token, rep.ranks, vmin, vmax)
-        self.xy.set_loss(rep.per_token, rep.ranks, vmin, vmax)
+        self.xy.set_loss(rep.per_token, rep.ranks, vmin, vmax, step=rep.step)
 
     # ---- training ----------------------------------------------------------------------------
     def build_trainer(self, preset: str, mc, tc):
@@ -473,6 +488,8 @@ class MainWindow(QMainWindow):
         trainer = self.build_trainer(preset, mc, tc)
         if not trainer.resume:
             self.loss_plot.clear_history()
+        self.coalescer.reset()
+        self.position_plot.reset_ema()
         self.last_trainer = trainer
         self._t_start = time.monotonic()
         self._first_step = None

@@ -189,6 +189,9 @@ class StepControls(QWidget):
         self.speed_label = QLabel("4 steps/s")
         self.readout = QLabel()
         self.readout.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # wrap rather than widen: unwrapped, the step readout alone made the window wider than a 1600 px screen
+        self.readout.setWordWrap(True)
+        self.readout.setMinimumWidth(200)
         lay = QHBoxLayout(self)
         lay.setContentsMargins(4, 2, 4, 2)
         for w in (self.reset_btn, self.prev_btn, self.play_btn, self.next_btn):

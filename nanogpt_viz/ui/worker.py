@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 from nanogpt_viz.trainer import (CheckpointSaved, ModelSnapshot, RunEnd, RunInfo, StepReport, TrainControl,
                                  Trainer)
@@ -46,7 +46,9 @@ class _Runner(QObject):
         self.worker.moveToThread(self.thread)
         self.thread.started.connect(self.worker.run)
         self.worker.item.connect(on_item)  # queued: delivered in the GUI thread
-        self.worker.done.connect(self.thread.quit)
+        # Direct: quit() is thread-safe, and a queued quit would wait for the GUI thread's event loop,
+        # which is blocked in wait() when the window closes (a deadlock until the wait times out).
+        self.worker.done.connect(self.thread.quit, Qt.ConnectionType.DirectConnection)
         self.finished = self.thread.finished
 
     def start(self) -> None:
