@@ -24,6 +24,7 @@ from nanogpt_viz.launch import SAFE_ENV, torchrun_command  # noqa: E402
 
 def run(data: str, nproc: int, args, out: str) -> dict:
     train = ["train", data, "--preset", "gpt2", "--block-size", "1024", "--batch-size", str(args.batch_size),
+             "--grad-accum", str(args.grad_accum),
              "--sampling", "random", "--steps", str(args.warmup + args.steps), "--eval-interval", "0",
              "--device", "cuda", "--dtype", "bfloat16", "--compile", "--out", out, "--json"]
     cmd = torchrun_command(train, nproc=nproc)
@@ -45,6 +46,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--gpus", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--grad-accum", type=int, default=1, help="micro-batches per rank per step (K)")
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--steps", type=int, default=30)
     args = ap.parse_args()
@@ -55,7 +57,7 @@ def main() -> None:
     for r in results:
         print(json.dumps(r))
     one, many = results[0]["tokens_per_s"], results[1]["tokens_per_s"]
-    print(f"\nGPT-2 124M, B={args.batch_size} per GPU, N=1024, bf16, compiled, NCCL: {one:,} tok/s on 1 GPU, "
+    print(f"\nGPT-2 124M, B={args.batch_size} K={args.grad_accum} per GPU, N=1024, bf16, compiled, NCCL: {one:,} tok/s on 1 GPU, "
           f"{many:,} on {args.gpus}: {many / one:.2f}x (efficiency {many / one / args.gpus:.1%}; aim >= 1.9x)")
 
 
