@@ -57,6 +57,7 @@ class MainWindow(QMainWindow):
         self._follow_step: int | None = None
         self._t_start = 0.0
         self._closing = False
+        self.monitor = None  # RunMonitor of a torchrun (multi-GPU) run or an attached run directory
         from nanogpt_viz.tokenizer import display_table
 
         self.display_table = display_table()
@@ -169,6 +170,8 @@ class MainWindow(QMainWindow):
         self._action(f, "Open &built-in corpus", lambda: self.load_corpus(None))
         f.addSeparator()
         self._action(f, "&Load checkpoint…", self.load_checkpoint_dialog)
+        self._action(f, "&Attach to a run directory…", self.attach_dialog,
+                     tip="Follow a run started from the command line or by an earlier window")
         self.save_ckpt_act = self._action(f, "&Save checkpoint as…", self.save_checkpoint_dialog,
                                           QKeySequence.StandardKey.Save)
         f.addSeparator()
@@ -246,6 +249,10 @@ class MainWindow(QMainWindow):
         self.cancel_btn.clicked.connect(self.loader.cancel)
         tp = self.train_panel
         tp.start_requested.connect(self.start_training)
+        tp.settings_changed.connect(self._update_command)
+        tp.gpus.valueChanged.connect(self._gpus_changed)
+        tp.hosts.textChanged.connect(self._gpus_changed)
+        self.session.plan_changed.connect(self._update_command)
         tp.pause_toggled.connect(lambda on: self.trainer_ctl.pause() if on else self.trainer_ctl.resume())
         tp.stop_requested.connect(self.stop_training)
         tp.sample_requested.connect(self.sample_dialog)
@@ -479,11 +486,53 @@ class MainWindow(QMainWindow):
                        corpus_info={"path": str(self.corpus_path or corpus.path), "name": corpus.name,
                                     "tokens": len(s.tokens), "vocab_size": corpus.vocab_size})
 
+    def _world(self) -> int:
+        tp = self.train_panel
+        return tp.gpus.value() * max(1, len(tp.hosts_list()))
+
+    def _gpus_changed(self) -> None:
+        """W in the plan is the number of processes torchrun starts: keep the two the same."""
+        world = self._world()
+        if world > 1 and self.session.plan_config.world_size != world:
+            pc = self.session.plan_config.with_(world_size=world)
+            self.plan_panel.set_config(pc)
+            self.session.set_plan_config(pc)
+
+    def _distributed_args(self, preset: str, mc, tc, out_dir: Path, resume: bool) -> list[str]:
+        from nanogpt_viz.launch import train_args
+
+        s = self.session
+        source = self.corpus_path or str(s.corpus.path)
+        return train_args(source, s.plan_config, preset, mc.with_(block_size=max(mc.block_size,
+                          s.plan_config.block_size)), tc, out_dir, resume=resume)
+
+    def _update_command(self) -> None:
+        tp = self.train_panel
+        if not tp.distributed() or self.session.corpus is None:
+            tp.set_command([])
+            return
+        from nanogpt_viz.launch import shell_line, torchrun_command
+
+        try:
+            lr = float(tp.lr.text())
+            tc = tp.train_config().with_(learning_rate=lr)
+        except ValueError:
+            return
+        args = self._distributed_args(tp.preset.currentText(), tp.model_config(0), tc,
+                                      runs_root() / "<timestamp>", False)
+        hosts = tp.hosts_list()
+        nodes = range(len(hosts)) if len(hosts) > 1 else [0]
+        tp.set_command([shell_line(torchrun_command(args, tp.gpus.value(), hosts, node_rank=i, python="python"))
+                        for i in nodes])
+
     def start_training(self, preset: str, mc, tc) -> None:
         if self.session.model is None:
             self.error("Cannot train", self.session.last_problem or "Open a corpus first.")
             return
-        if self.trainer_ctl.is_running():
+        if self.trainer_ctl.is_running() or (self.monitor is not None and self.monitor.active):
+            return
+        if self.train_panel.distributed():
+            self.start_distributed(preset, mc, tc)
             return
         trainer = self.build_trainer(preset, mc, tc)
         if not trainer.resume:
@@ -496,7 +545,102 @@ class MainWindow(QMainWindow):
         self.trainer_ctl.start(trainer)
         self.statusBar().showMessage(f"Training in {trainer.out_dir}", 5000)
 
+    def start_distributed(self, preset: str, mc, tc) -> None:
+        """More than one GPU: run torchrun in its own process group and follow its run directory."""
+        from nanogpt_viz.launch import RunProcess, torchrun_command
+        from nanogpt_viz.ui.run_monitor import RunMonitor
+
+        if self.session.plan_config.world_size != self._world():
+            self._gpus_changed()
+        if self.resume_dir is not None and (self.resume_dir / "ckpt.pt").exists():
+            out_dir, resume = self.resume_dir, True
+        else:
+            out_dir, resume = runs_root() / time.strftime("%Y%m%d-%H%M%S"), False
+        tp = self.train_panel
+        hosts = tp.hosts_list()
+        cmd = torchrun_command(self._distributed_args(preset, mc, tc, out_dir, resume), tp.gpus.value(), hosts)
+        try:
+            proc = RunProcess(cmd, out_dir)
+        except OSError as exc:
+            self.error("Cannot start torchrun", str(exc))
+            return
+        if not resume:
+            self.loss_plot.clear_history()
+        self.coalescer.reset()
+        self._attach_monitor(RunMonitor(out_dir, proc, self), tc.steps)
+        self.statusBar().showMessage(f"torchrun started ({self._world()} processes), run directory {out_dir}", 8000)
+
+    def attach_dialog(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Attach to a run directory", str(runs_root()))
+        if path:
+            self.attach_run(path)
+
+    def attach_run(self, path: str) -> None:
+        from nanogpt_viz.runlog import read_status
+        from nanogpt_viz.ui.run_monitor import RunMonitor
+
+        run = Path(path)
+        if not (run / "metrics.jsonl").exists():
+            self.error("Not a run directory", f"{run} has no metrics.jsonl; pick the --out directory of a run.")
+            return
+        if self.trainer_ctl.is_running() or (self.monitor is not None and self.monitor.active):
+            self.error("Training in progress", "Stop the current run before attaching to another one.")
+            return
+        status = read_status(run) or {}
+        self.loss_plot.clear_history()
+        self.coalescer.reset()
+        self._attach_monitor(RunMonitor(run, None, self), int(status.get("total_steps") or 0))
+        if (run / "ckpt.pt").exists():
+            self.resume_dir = run
+
+    def _attach_monitor(self, monitor, total_steps: int) -> None:
+        self.monitor = monitor
+        self._total_steps = max(1, total_steps)
+        self._t_start = time.monotonic()
+        self._first_step = None
+        monitor.records.connect(self._on_run_records)
+        monitor.status_changed.connect(self._on_run_status)
+        monitor.ended.connect(self._on_run_ended)
+        self._on_running_changed(True)
+        self.train_panel.pause_btn.setEnabled(False)  # torchrun jobs stop, they do not pause
+        monitor.start()
+
+    def _on_run_records(self, records: list) -> None:
+        self.loss_plot.extend(records)
+        last = records[-1]
+        if self._first_step is None:
+            self._first_step = int(records[0].get("step", 0))
+        if self.train_panel.follow.isChecked():
+            self._follow_step = int(last["step"])
+        done = int(last["step"]) + 1
+        elapsed = time.monotonic() - self._t_start
+        eta = elapsed / max(1, done - self._first_step) * (self._total_steps - done)
+        mfu = f" · MFU {100 * last['mfu']:.1f}%" if last.get("mfu") is not None else ""
+        world = f" · {last.get('world_size', 1)} ranks" if last.get("world_size", 1) > 1 else ""
+        self.train_panel.set_progress(done, self._total_steps,
+                                      f"step {last['step']} · loss {last['loss']:.3f} · "
+                                      f"{last.get('tokens_per_s') or 0:,.0f} tok/s{mfu}{world} · ETA {format_eta(eta)}")
+
+    def _on_run_status(self, status: dict) -> None:
+        if status.get("total_steps"):
+            self._total_steps = int(status["total_steps"])
+
+    def _on_run_ended(self, status: dict) -> None:
+        self._on_running_changed(False)
+        state = status.get("state", "")
+        ckpt = status.get("checkpoint")
+        if ckpt:
+            self.resume_dir = Path(ckpt).parent
+        if state in ("finished", "stopped"):
+            self.statusBar().showMessage(f"{status.get('message', state)}" + (f"; checkpoint {ckpt}" if ckpt else ""),
+                                         10000)
+        elif not self._closing:
+            self.error("Training failed", str(status.get("message") or state))
+
     def stop_training(self) -> None:
+        if self.monitor is not None and self.monitor.active:
+            self.monitor.stop()
+            self.statusBar().showMessage("Stopping every rank after its current step…", 8000)
         self.trainer_ctl.stop()
 
     def _on_running_changed(self, running: bool) -> None:
@@ -735,6 +879,18 @@ class MainWindow(QMainWindow):
         QMessageBox.about(self, "About nanogpt-viz", f"<b>nanogpt-viz {__version__}</b><p>See how GPT-2 training "
                           "cuts batches out of a corpus, then train the real model on exactly those batches.</p>")
 
+    def ask_keep_run(self) -> QMessageBox.StandardButton:
+        """Closing during a torchrun job: Discard stops it, Ignore keeps it running, Cancel stays."""
+        box = QMessageBox(QMessageBox.Icon.Question, "Training is running",
+                          "A multi-GPU run is in progress. Stop it (the checkpoint is saved), or keep it "
+                          f"running and re-attach later with File ▸ Attach ({self.monitor.run_dir})?",
+                          QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Ignore
+                          | QMessageBox.StandardButton.Cancel, self)
+        box.button(QMessageBox.StandardButton.Discard).setText("Stop the run")
+        box.button(QMessageBox.StandardButton.Ignore).setText("Keep it running")
+        box.setDefaultButton(QMessageBox.StandardButton.Discard)
+        return QMessageBox.StandardButton(box.exec())
+
     # ---- closing -----------------------------------------------------------------------------
     def closeEvent(self, event) -> None:
         self._closing = True
@@ -747,6 +903,20 @@ class MainWindow(QMainWindow):
                 self.trainer_ctl.shutdown()
             finally:
                 QApplication.restoreOverrideCursor()
+        if self.monitor is not None and self.monitor.active and self.monitor.process is not None:
+            answer = self.ask_keep_run()
+            if answer == QMessageBox.StandardButton.Cancel:
+                self._closing = False
+                event.ignore()
+                return
+            if answer == QMessageBox.StandardButton.Discard:  # stop it: every rank saves nothing half
+                QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+                try:
+                    self.monitor.shutdown()
+                finally:
+                    QApplication.restoreOverrideCursor()
+            else:  # keep it running in its own process group; File ▸ Attach follows it again
+                self.monitor.timer.stop()
         self.loader.cancel_and_wait()
         for task in list(self.tasks):
             task.wait()

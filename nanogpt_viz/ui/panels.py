@@ -252,6 +252,7 @@ class TrainPanel(QGroupBox):
     """Model preset and overrides, recipe, device; Start / Pause / Stop; progress."""
 
     start_requested = Signal(str, object, object)  # preset name, ModelConfig, TrainConfig
+    settings_changed = Signal()
     pause_toggled = Signal(bool)
     stop_requested = Signal()
     sample_requested = Signal()
@@ -278,6 +279,18 @@ class TrainPanel(QGroupBox):
         self.compile = QComboBox()
         self.compile.addItems(["auto", "on", "off"])
         self.compile.setToolTip("torch.compile: auto turns it on for CUDA (it is slow to start on a CPU)")
+        self.gpus = _spin(1, max(1, gpu_count), 1, "GPUs on this machine: more than one trains with DDP "
+                          "through torchrun (one process per GPU)")
+        self.hosts = QLineEdit()
+        self.hosts.setPlaceholderText("optional: host names for several machines")
+        self.hosts.setToolTip("Several machines: list their host names (the first is the rendezvous host). "
+                              "The window runs node 0 here; run the command below on the others.")
+        self.command = QLineEdit()
+        self.command.setReadOnly(True)
+        self.command.setToolTip("The torchrun command the window will run")
+        self.copy_btn = QToolButton(text="Copy")
+        self.copy_btn.setToolTip("Copy the torchrun command")
+        self.copy_btn.clicked.connect(lambda: copy_to_clipboard(self.command.toolTip() or self.command.text()))
         self.follow = QCheckBox("View follows the step being trained")
         self.follow.setChecked(True)
 
@@ -306,6 +319,13 @@ class TrainPanel(QGroupBox):
         form.addRow("Device", self.device)
         form.addRow("Precision", self.dtype)
         form.addRow("Compile", self.compile)
+        form.addRow("GPUs", self.gpus)
+        form.addRow("Hosts", self.hosts)
+        cmd_row = QHBoxLayout()
+        cmd_row.addWidget(self.command, 1)
+        cmd_row.addWidget(self.copy_btn)
+        self.command_label = QLabel("torchrun")
+        form.addRow(self.command_label, cmd_row)
         form.addRow(self.follow)
         buttons = QHBoxLayout()
         for b in (self.start_btn, self.pause_btn, self.stop_btn):
@@ -323,12 +343,43 @@ class TrainPanel(QGroupBox):
         lay.addWidget(self.problem)
 
         self.preset.currentTextChanged.connect(self._apply_preset)
+        for box in (self.n_layer, self.n_head, self.n_embd, self.steps, self.eval_interval, self.gpus):
+            box.valueChanged.connect(self.settings_changed)
+        self.dropout.valueChanged.connect(self.settings_changed)
+        for combo in (self.preset, self.device, self.dtype, self.compile):
+            combo.currentIndexChanged.connect(self.settings_changed)
+        self.lr.textChanged.connect(self.settings_changed)
+        self.hosts.textChanged.connect(self.settings_changed)
+        self.settings_changed.connect(self._update_distributed_rows)
         self.start_btn.clicked.connect(self._on_start)
         self.pause_btn.toggled.connect(self._on_pause)
         self.stop_btn.clicked.connect(self.stop_requested)
         self.sample_btn.clicked.connect(self.sample_requested)
         self._apply_preset(self.preset.currentText())
         self.set_running(False)
+        self._update_distributed_rows()
+
+    def hosts_list(self) -> list[str]:
+        from nanogpt_viz.launch import parse_hosts
+
+        try:
+            return parse_hosts(self.hosts.text())
+        except ValueError:
+            return []
+
+    def distributed(self) -> bool:
+        return self.gpus.value() > 1 or len(self.hosts_list()) > 1
+
+    def _update_distributed_rows(self) -> None:
+        on = self.distributed()
+        for w in (self.command, self.copy_btn, self.command_label):
+            w.setVisible(on)
+        self.hosts.setVisible(self.gpus.maximum() > 1 or bool(self.hosts.text()))
+
+    def set_command(self, lines: list[str]) -> None:
+        """The torchrun command(s) for this run: one per node."""
+        self.command.setText(lines[0] if lines else "")
+        self.command.setToolTip("\n".join(lines))
 
     def _apply_preset(self, name: str) -> None:
         mc = MODEL_PRESETS[name]
@@ -379,7 +430,7 @@ class TrainPanel(QGroupBox):
         self.pause_btn.setEnabled(running)
         self.stop_btn.setEnabled(running)
         for w in (self.preset, self.n_layer, self.n_head, self.n_embd, self.dropout, self.steps, self.lr,
-                  self.eval_interval, self.device, self.dtype, self.compile):
+                  self.eval_interval, self.device, self.dtype, self.compile, self.gpus, self.hosts):
             w.setEnabled(not running)
         if not running:
             self.pause_btn.blockSignals(True)
@@ -397,7 +448,8 @@ class TrainPanel(QGroupBox):
                 "n_embd": self.n_embd.value(), "dropout": self.dropout.value(), "steps": self.steps.value(),
                 "lr": self.lr.text(), "eval_interval": self.eval_interval.value(),
                 "device": self.device.currentData(), "dtype": self.dtype.currentText(),
-                "compile": self.compile.currentText(), "follow": self.follow.isChecked()}
+                "compile": self.compile.currentText(), "follow": self.follow.isChecked(),
+                "gpus": self.gpus.value(), "hosts": self.hosts.text()}
 
     def restore(self, d: dict) -> None:
         try:
@@ -418,6 +470,8 @@ class TrainPanel(QGroupBox):
             if d.get("compile") in ("auto", "on", "off"):
                 self.compile.setCurrentText(d["compile"])
             self.follow.setChecked(bool(d.get("follow", True)))
+            self.gpus.setValue(int(d.get("gpus", 1)))
+            self.hosts.setText(str(d.get("hosts", "")))
         except (TypeError, ValueError):
             pass  # settings from an older version: keep the defaults
 
