@@ -40,6 +40,10 @@ class PlanPanel(QGroupBox):
         self.k = _spin(1, 4096, 1, "Gradient accumulation K: micro-batches per rank per optimizer step")
         self.w = _spin(1, 1024, 1, "World size W: DDP ranks, each reading its own rows")
         self.sampling = QComboBox()
+        self.sampling.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.sampling.setMinimumContentsLength(14)
+        self.preset.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.preset.setMinimumContentsLength(14)
         for mode in SAMPLING_MODES:
             self.sampling.addItem(SAMPLING_LABELS[mode], mode)
         self.stride = _spin(1, 1 << 20, 1, "Sliding window: rows start every S tokens")
@@ -320,7 +324,8 @@ class TrainPanel(QGroupBox):
         form.addRow("Precision", self.dtype)
         form.addRow("Compile", self.compile)
         form.addRow("GPUs", self.gpus)
-        form.addRow("Hosts", self.hosts)
+        self.hosts_label = QLabel("Hosts")
+        form.addRow(self.hosts_label, self.hosts)
         cmd_row = QHBoxLayout()
         cmd_row.addWidget(self.command, 1)
         cmd_row.addWidget(self.copy_btn)
@@ -374,7 +379,9 @@ class TrainPanel(QGroupBox):
         on = self.distributed()
         for w in (self.command, self.copy_btn, self.command_label):
             w.setVisible(on)
-        self.hosts.setVisible(self.gpus.maximum() > 1 or bool(self.hosts.text()))
+        multi = self.gpus.maximum() > 1 or bool(self.hosts.text())
+        self.hosts.setVisible(multi)
+        self.hosts_label.setVisible(multi)
 
     def set_command(self, lines: list[str]) -> None:
         """The torchrun command(s) for this run: one per node."""

@@ -329,9 +329,16 @@ class StreamView(QAbstractScrollArea):
             return
         starts = self._model.current_rows(self._step)[0]
         if len(starts):
-            first = int(starts[0])
+            first = int(starts.min())
+            end = int(starts.max()) + self._model.plan.N + 1  # through the last row's extra target
             lo, hi = self.visible_range()
-            if not (lo <= first < hi - self._layout.tpl):
+            tpl = self._layout.tpl
+            fits = (end - first) <= max(tpl, (self._full_lines() - 1) * tpl)
+            if fits and self._model.plan.mode != "random":
+                # the whole step fits: show all of it, scrolling only when part of it is off screen
+                if not (lo <= first and end <= hi - tpl):
+                    self.scroll_to_position(first, center=False)
+            elif not (lo <= first < hi - tpl):
                 self.scroll_to_position(first, center=False)
 
     def visible_range(self) -> tuple[int, int]:
