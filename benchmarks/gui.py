@@ -12,7 +12,8 @@ GPU box, headless:           QT_QPA_PLATFORM=offscreen python benchmarks/gui.py 
    (actual - expected interval). Target: p99 <= 16 ms.
 3. Stream paint time with ~5,000 token chips visible (StreamView.grab(), its paint_stats()).
 4. Memory over 20,000 steps of plot history: StepReport-shaped pushes through the real
-   PlotCoalescer + LossPlot + heatmap + position plot; RSS from /proc/self/statm.
+   PlotCoalescer + LossPlot + heatmap + position plot (a flush every 50 pushes); RSS from
+   /proc/self/statm, and the time of one flush + repaint as the history grows.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ from PySide6.QtCore import QElapsedTimer, QEventLoop, QSettings, QTimer  # noqa:
 
 from nanogpt_viz.ui.app import make_app  # noqa: E402
 
-DEFAULT_PLAN = {"tiny": (64, 16), "small": (256, 8), "gpt2": (1024, 16), "gpt2-medium": (1024, 8)}
+DEFAULT_PLAN = {"tiny": (32, 8), "small": (256, 8), "gpt2": (1024, 16), "gpt2-medium": (1024, 8)}
 
 
 def rss_mb() -> float:
@@ -222,7 +223,7 @@ def bench_paint(app, target: int = 5000, frames: int = 30) -> dict:
 
 
 # ---- 4: memory over a long history ------------------------------------------------------------
-def bench_memory(app, steps: int, B: int = 12, N: int = 1024) -> dict:
+def bench_memory(app, steps: int, flush_every: int = 50, B: int = 12, N: int = 1024) -> dict:
     from nanogpt_viz.ui.plots import LossPlot, PlotCoalescer, PositionLossPlot, TokenLossHeatmap
 
     loss_plot, heatmap, position = LossPlot(), TokenLossHeatmap(), PositionLossPlot()
@@ -233,12 +234,13 @@ def bench_memory(app, steps: int, B: int = 12, N: int = 1024) -> dict:
     rng = np.random.default_rng(0)
     marks = sorted({0, 5_000, 10_000, steps // 2, steps} - {s for s in (5_000, 10_000) if s > steps})
     out = []
+    flush_ms: list[float] = []
     app.processEvents()
     for step in range(steps + 1):
         if step in marks:
             co.flush()
             app.processEvents()
-            out.append((step, rss_mb(), len(loss_plot)))
+            out.append((step, rss_mb(), len(loss_plot), pct(flush_ms[-50:], 50) if flush_ms else float("nan")))
         if step == steps:
             break
         per_token = rng.random((1, 1, B, N), dtype=np.float32) * 4 + 10.0 / (1 + step / 500)
@@ -246,9 +248,11 @@ def bench_memory(app, steps: int, B: int = 12, N: int = 1024) -> dict:
                               position_loss=per_token[0, 0].mean(axis=0),
                               val_loss=float(per_token.mean()) if step % 250 == 0 else None)
         co.push(rep)
-        if step % 10 == 9:  # ~30 Hz flushes at ~300 steps/s
+        if step % flush_every == flush_every - 1:
+            t0 = time.perf_counter()
             co.flush()
-            app.processEvents()
+            app.processEvents()  # the redraw and repaint it causes
+            flush_ms.append((time.perf_counter() - t0) * 1e3)
     for w in (loss_plot, heatmap, position):
         w.close()
     return {"marks": out}
@@ -260,8 +264,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu / cuda / auto (the train panel's choices)")
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--compile", default="auto", choices=("auto", "on", "off"))
-    ap.add_argument("--steps", type=int, default=200, help="timed steps per run (after the warmup)")
-    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=150, help="timed steps per run (after the warmup)")
+    ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--repeat", type=int, default=2, help="window/headless rounds, alternated")
     ap.add_argument("--block-size", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=None)
@@ -297,11 +301,13 @@ def main() -> None:
     if "memory" not in skip:
         print(f"\n[4] plot history memory over {args.mem_steps:,} steps", flush=True)
         m = bench_memory(app, args.mem_steps)
-        for step, rss, n in m["marks"]:
-            print(f"  step {step:>7,}: RSS {rss:7.1f} MB, loss points stored {n:,}", flush=True)
+        for step, rss, n, fms in m["marks"]:
+            print(f"  step {step:>7,}: RSS {rss:7.1f} MB, loss points stored {n:,}, flush + repaint "
+                  f"{fms:.1f} ms (median of the last 50)", flush=True)
         first, last = m["marks"][0][1], m["marks"][-1][1]
-        summary.append("memory (RSS)       " + "  ".join(f"{s // 1000}k: {r:.0f} MB" for s, r, _ in m["marks"])
+        summary.append("memory (RSS)       " + "  ".join(f"{s // 1000}k: {r:.0f} MB" for s, r, _, _ in m["marks"])
                        + f"  (growth {last - first:+.1f} MB)")
+        summary.append(f"plot flush+repaint at {m['marks'][-1][0]:,} points: {m['marks'][-1][3]:.1f} ms")
     print("\n==== summary " + "=" * 67)
     for line in summary:
         print(line)
