@@ -52,6 +52,11 @@ def measure(tokens, pc, mc, tc, skip: int) -> dict:
 def gpu(args) -> None:
     import torch
 
+    if args.coordinate_descent:  # experiment: let inductor tune its Triton kernels' launch configs
+        import torch._inductor.config as inductor_config
+
+        inductor_config.coordinate_descent_tuning = True
+
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name(0)}", flush=True)
     tokens = np.random.default_rng(0).integers(0, 50257, 50_000_000, dtype=np.uint16)
     # correctness: the same tiny run on CUDA (fp32, TF32 matmuls) and on the CPU
@@ -67,11 +72,15 @@ def gpu(args) -> None:
     pc = PlanConfig(block_size=1024, batch_size=args.batch_size, sampling="random")
     mc = MODEL_PRESETS["gpt2"].with_(dropout=0.0)
     results = {}
-    for label, per_token in (("readout_on", True), ("readout_off", False), ("readout_on_again", True)):
+    runs = (("readout_on", True),) if args.only_on else (("readout_on", True), ("readout_off", False),
+                                                          ("readout_on_again", True))
+    for label, per_token in runs:
         tc = TrainConfig(steps=args.warmup + args.steps, warmup_steps=10, eval_interval=0, device="cuda",
                          dtype="bfloat16", compile=True, learning_rate=6e-4, min_lr=6e-5, per_token=per_token)
         results[label] = measure(tokens, pc, mc, tc, skip=args.warmup)
         print(label, json.dumps(results[label]), flush=True)
+    if args.only_on:
+        return
     on = (results["readout_on"]["tokens_per_s"] + results["readout_on_again"]["tokens_per_s"]) / 2
     off = results["readout_off"]["tokens_per_s"]
     print(f"\nGPT-2 124M B={args.batch_size} N=1024 bf16 compiled: {off:,.0f} tok/s without readout, "
@@ -99,6 +108,8 @@ if __name__ == "__main__":
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--warmup", type=int, default=15)
     ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--coordinate-descent", action="store_true")
+    ap.add_argument("--only-on", action="store_true", help="GPU: one run, readout on")
     a = ap.parse_args()
     if a.gpu:
         gpu(a)

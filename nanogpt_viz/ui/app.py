@@ -21,7 +21,7 @@ def make_app(argv: list[str] | None = None) -> QApplication:
         app.setWindowIcon(QIcon(icon))
     import pyqtgraph as pg
 
-    pg.setConfigOptions(antialias=True, background="w", foreground="k")
+    pg.setConfigOptions(antialias=False, background="w", foreground="k")  # aliased lines: cheap repaints
     return app
 
 

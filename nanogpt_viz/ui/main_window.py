@@ -27,6 +27,7 @@ from nanogpt_viz.runlog import format_eta
 from nanogpt_viz.viewmodel import step_summary
 
 ORG, APP = "nanogpt-viz", "nanogpt-viz"
+REFRESH_MIN_MS, REFRESH_MAX_MS = 100, 3000  # view/plot refresh period while training (10 Hz at most)
 MAX_RECENT = 8
 HINT = ("Press → to step through the batches (Space plays, Home resets). Each row of X is N consecutive tokens; "
         "its Y is the same window shifted by one. Train ▸ Start trains GPT-2 on exactly these rows.")
@@ -55,6 +56,7 @@ class MainWindow(QMainWindow):
         self._pending_save: str | None = None
         self._pending_sample: str | None = None
         self._follow_step: int | None = None
+        self._progress: tuple[int, int, str] | None = None
         self._t_start = 0.0
         self._closing = False
         self.monitor = None  # RunMonitor of a torchrun (multi-GPU) run or an attached run directory
@@ -133,7 +135,9 @@ class MainWindow(QMainWindow):
         self.plot_dock.setObjectName("plot_dock")
         self.plot_dock.setWidget(self.plots)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.plot_dock)
-        self.coalescer = PlotCoalescer(self.loss_plot, self.heatmap, self.position_plot, parent=self)
+        # plots and the followed step refresh at 10 Hz: enough to watch, cheap beside training
+        self.coalescer = PlotCoalescer(self.loss_plot, self.heatmap, self.position_plot,
+                                       interval_ms=REFRESH_MIN_MS, parent=self)
 
         self.corpus_label = QLabel("No corpus")
         self.coverage_label = QLabel()
@@ -148,8 +152,16 @@ class MainWindow(QMainWindow):
         sb.addPermanentWidget(self.load_progress)
         sb.addPermanentWidget(self.cancel_btn)
         self.follow_timer = QTimer(self)
-        self.follow_timer.setInterval(33)  # the view follows training at <= 30 Hz
+        self.follow_timer.setInterval(REFRESH_MIN_MS)
         self.follow_timer.timeout.connect(self._apply_follow)
+        # While training, the window's own CPU use is measured every second and the refresh period
+        # of the view and plots adapted so the window stays within a small share of the CPU: on a
+        # 2-core machine every millisecond painted is taken from the model.
+        self.load_meter = QTimer(self)
+        self.load_meter.setInterval(1000)
+        self.load_meter.timeout.connect(self._adapt_refresh)
+        self._cpu_mark = (0.0, 0.0)
+        self._gui_budget = 0.03
 
     def _action(self, menu, text: str, slot, shortcut=None, tip: str = "") -> QAction:
         act = QAction(text, self)
@@ -537,6 +549,8 @@ class MainWindow(QMainWindow):
             self.start_distributed(preset, mc, tc)
             return
         trainer = self.build_trainer(preset, mc, tc)
+        # on a CPU the window competes with the model for cores; beside a GPU it may refresh more
+        self._gui_budget = 0.03 if "CPU" in self.device_name or tc.device == "cpu" else 0.15
         if not trainer.resume:
             self.loss_plot.clear_history()
         self.coalescer.reset()
@@ -619,9 +633,8 @@ class MainWindow(QMainWindow):
         eta = elapsed / max(1, done - self._first_step) * (self._total_steps - done)
         mfu = f" · MFU {100 * last['mfu']:.1f}%" if last.get("mfu") is not None else ""
         world = f" · {last.get('world_size', 1)} ranks" if last.get("world_size", 1) > 1 else ""
-        self.train_panel.set_progress(done, self._total_steps,
-                                      f"step {last['step']} · loss {last['loss']:.3f} · "
-                                      f"{last.get('tokens_per_s') or 0:,.0f} tok/s{mfu}{world} · ETA {format_eta(eta)}")
+        self._progress = (done, self._total_steps, f"step {last['step']} · loss {last['loss']:.3f} · "
+                          f"{last.get('tokens_per_s') or 0:,.0f} tok/s{mfu}{world} · ETA {format_eta(eta)}")
 
     def _on_run_status(self, status: dict) -> None:
         if status.get("total_steps"):
@@ -650,10 +663,15 @@ class MainWindow(QMainWindow):
         self.train_panel.start_btn.setEnabled(not running and self.session.model is not None)
         self.plan_panel.setEnabled(not running)
         if running:
+            self._set_refresh(REFRESH_MIN_MS)
+            self._cpu_mark = (time.perf_counter(), time.thread_time())
             self.follow_timer.start()
+            self.load_meter.start()
         else:
             self.follow_timer.stop()
+            self.load_meter.stop()
             self.coalescer.flush()
+            self._apply_follow()
 
     def _on_train_info(self, info) -> None:
         self._first_step = info.start_step
@@ -679,12 +697,32 @@ class MainWindow(QMainWindow):
         val = f" · val {rep.val_loss:.3f}" if rep.val_loss is not None else ""
         self._progress_text = (f"step {rep.step} · loss {rep.loss:.3f}{val} · {rep.tokens_per_s:,.0f} tok/s{mfu} · "
                                f"ETA {format_eta(eta)}")
-        self.train_panel.set_progress(done, self._total_steps, self._progress_text)
+        self._progress = (done, self._total_steps, self._progress_text)  # shown on the next refresh
 
     def _apply_follow(self) -> None:
         if self._follow_step is not None:
             step, self._follow_step = self._follow_step, None
             self.session.set_step(step)
+        if self._progress is not None:
+            done, total, text = self._progress
+            self._progress = None
+            self.train_panel.set_progress(done, total, text)
+
+    def _set_refresh(self, ms: int) -> None:
+        self.follow_timer.setInterval(ms)
+        self.coalescer.set_interval(ms)
+
+    def _adapt_refresh(self) -> None:
+        """Keep the GUI thread's CPU share near its budget by stretching or shrinking the refresh."""
+        wall0, cpu0 = self._cpu_mark
+        wall, cpu = time.perf_counter(), time.thread_time()  # this (the GUI) thread's CPU time
+        self._cpu_mark = (wall, cpu)
+        if wall <= wall0:
+            return
+        share = (cpu - cpu0) / (wall - wall0)
+        current = self.follow_timer.interval()
+        target = current * (share / self._gui_budget) ** 0.7 if share > 0 else REFRESH_MIN_MS
+        self._set_refresh(int(min(REFRESH_MAX_MS, max(REFRESH_MIN_MS, target))))
 
     def _on_train_end(self, end) -> None:
         self._apply_follow()
