@@ -409,6 +409,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             import torch.distributed as tdist
 
             if tdist.is_initialized():
+                if code == 0:
+                    # leave together: a rank that tears its process group down while rank 0 still
+                    # writes the checkpoint can abort in the collective library at exit
+                    try:
+                        tdist.barrier()
+                    except Exception:
+                        pass
                 tdist.destroy_process_group()
     return code
 
