@@ -153,7 +153,8 @@ class MainWindow(QMainWindow):
         sb.addPermanentWidget(self.cancel_btn)
         self.follow_timer = QTimer(self)
         self.follow_timer.setInterval(REFRESH_MIN_MS)
-        self.follow_timer.timeout.connect(self._apply_follow)
+        self.follow_timer.timeout.connect(self._refresh_tick)
+        self._tick = 0
         # While training, the window's own CPU use is measured every second and the refresh period
         # of the view and plots adapted so the window stays within a small share of the CPU: on a
         # 2-core machine every millisecond painted is taken from the model.
@@ -663,6 +664,7 @@ class MainWindow(QMainWindow):
         self.train_panel.start_btn.setEnabled(not running and self.session.model is not None)
         self.plan_panel.setEnabled(not running)
         if running:
+            self._tick = 0
             self._set_refresh(REFRESH_MIN_MS)
             self._cpu_mark = (time.perf_counter(), time.thread_time())
             self.follow_timer.start()
@@ -670,6 +672,7 @@ class MainWindow(QMainWindow):
         else:
             self.follow_timer.stop()
             self.load_meter.stop()
+            self.coalescer.set_interval(REFRESH_MIN_MS)
             self.coalescer.flush()
             self._apply_follow()
 
@@ -708,9 +711,19 @@ class MainWindow(QMainWindow):
             self._progress = None
             self.train_panel.set_progress(done, total, text)
 
+    def _refresh_tick(self) -> None:
+        """While training, alternate the two refreshes (the followed step, then the plots) so each
+        repaint pass of the window paints one group only and no single event runs long."""
+        self._tick += 1
+        if self._tick % 2:
+            self._apply_follow()
+        else:
+            self.coalescer.flush()
+
     def _set_refresh(self, ms: int) -> None:
-        self.follow_timer.setInterval(ms)
-        self.coalescer.set_interval(ms)
+        """Each group refreshes every `ms`: the tick runs twice as often and alternates."""
+        self.follow_timer.setInterval(max(1, ms // 2))
+        self.coalescer.set_interval(10 ** 8)  # flushed by the tick, never on its own timer
 
     def _adapt_refresh(self) -> None:
         """Keep the GUI thread's CPU share near its budget by stretching or shrinking the refresh."""
@@ -720,7 +733,7 @@ class MainWindow(QMainWindow):
         if wall <= wall0:
             return
         share = (cpu - cpu0) / (wall - wall0)
-        current = self.follow_timer.interval()
+        current = 2 * self.follow_timer.interval()
         target = current * (share / self._gui_budget) ** 0.7 if share > 0 else REFRESH_MIN_MS
         self._set_refresh(int(min(REFRESH_MAX_MS, max(REFRESH_MIN_MS, target))))
 
