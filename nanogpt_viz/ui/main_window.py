@@ -391,10 +391,10 @@ class MainWindow(QMainWindow):
         self.corpus_path = path or None
         self.session.set_corpus(corpus)
         n_val = len(corpus.split("val")) if corpus.has_split("val") else 0
-        notes = "; ".join(corpus.notes) if getattr(corpus, "notes", None) else ""
+        notes = "\n".join(corpus.notes) if getattr(corpus, "notes", None) else ""
         self.corpus_label.setText(f"<b>{corpus.name}</b> · {corpus.fmt} · {len(corpus):,} train tokens"
-                                  + (f" · {n_val:,} val" if n_val else "") + (f" · {notes}" if notes else ""))
-        self.corpus_label.setToolTip(str(corpus.path))
+                                  + (f" · {n_val:,} val" if n_val else ""))
+        self.corpus_label.setToolTip(f"{corpus.path}\n{notes}".strip())
         self.setWindowTitle(f"nanogpt-viz — {corpus.name}")
         self.statusBar().showMessage(f"Opened {corpus.name}", 4000)
         if path:
@@ -551,7 +551,7 @@ class MainWindow(QMainWindow):
             return
         trainer = self.build_trainer(preset, mc, tc)
         # on a CPU the window competes with the model for cores; beside a GPU it may refresh more
-        self._gui_budget = 0.03 if "CPU" in self.device_name or tc.device == "cpu" else 0.15
+        self._gui_budget = 0.02 if "CPU" in self.device_name or tc.device == "cpu" else 0.15
         if not trainer.resume:
             self.loss_plot.clear_history()
         self.coalescer.reset()
@@ -665,7 +665,8 @@ class MainWindow(QMainWindow):
         self.plan_panel.setEnabled(not running)
         if running:
             self._tick = 0
-            self._set_refresh(REFRESH_MIN_MS)
+            # start where a CPU run usually settles (the meter adapts it within seconds)
+            self._set_refresh(REFRESH_MIN_MS if self._gui_budget > 0.05 else 5 * REFRESH_MIN_MS)
             self._cpu_mark = (time.perf_counter(), time.thread_time())
             self.follow_timer.start()
             self.load_meter.start()
