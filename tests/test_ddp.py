@@ -102,3 +102,32 @@ def test_stop_ends_the_whole_torchrun_group_and_keeps_a_checkpoint(data_dir, tmp
     status = json.loads((out / "status.json").read_text())
     assert status["state"] == "stopped"
     assert load_checkpoint(out / "ckpt.pt").iter_num >= 1
+
+
+def test_resume_under_torchrun_continues_the_uninterrupted_run(data_dir, tmp_path):
+    import time
+
+    from nanogpt_viz.launch import RunProcess, torchrun_command
+
+    # the schedule must not depend on --steps, so that a longer run and a resumed one agree
+    common = ["--preset", "tiny", "--block-size", "16", "--batch-size", "2", "--sampling", "random",
+              "--eval-interval", "0", "--device", "cpu", "--seed", "9", "--warmup-steps", "2",
+              "--lr-decay-steps", "1000", "--json"]
+    part = tmp_path / "part"
+    job = RunProcess(torchrun_command(["train", str(data_dir), *common, "--steps", "100000", "--out", str(part)],
+                                      nproc=2), part, env={"OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(read_metrics(part / "metrics.jsonl")[0]) < 2:
+        assert job.poll() is None, job.tail_log()
+        time.sleep(0.1)
+    assert job.stop() == 0, job.tail_log()
+    k = load_checkpoint(part / "ckpt.pt").iter_num
+    assert k >= 2
+    second = torchrun(["train", str(data_dir), *common, "--steps", str(k + 3), "--out", str(part), "--resume"])
+    assert second.returncode == 0, second.stderr[-2000:]
+    resumed = [json.loads(x) for x in second.stdout.splitlines() if x.startswith("{")]
+    assert [r["step"] for r in resumed] == [k, k + 1, k + 2]
+    full = torchrun(["train", str(data_dir), *common, "--steps", str(k + 3), "--out", str(tmp_path / "full")])
+    assert full.returncode == 0, full.stderr[-2000:]
+    ref = [json.loads(x)["loss"] for x in full.stdout.splitlines() if x.startswith("{")]
+    assert [r["loss"] for r in resumed] == pytest.approx(ref[k:], abs=1e-5)
