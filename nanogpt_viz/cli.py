@@ -38,28 +38,22 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def _positive(name: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a whole number (got {text!r})") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be >= 1 (got {value})")
-        return value
-    return parse
+def _at_least(minimum: int):
+    def checker(name: str):
+        def parse(text: str) -> int:
+            try:
+                value = int(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{name} must be a whole number (got {text!r})") from None
+            if value < minimum:
+                raise argparse.ArgumentTypeError(f"{name} must be >= {minimum} (got {value})")
+            return value
+        return parse
+    return checker
 
 
-def _nonneg(name: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a whole number (got {text!r})") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"{name} must be >= 0 (got {value})")
-        return value
-    return parse
+_positive = _at_least(1)
+_nonneg = _at_least(0)
 
 
 def _fraction(text: str) -> float:

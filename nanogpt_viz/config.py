@@ -21,8 +21,24 @@ GPT2_VOCAB_SIZE = 50257  # what the tokenizer emits
 GPT2_PADDED_VOCAB = 50304  # nanoGPT pads to a multiple of 64 for speed
 
 
+class _Record:
+    """Shared by the frozen config records: copy-with-changes and plain-dict round trips."""
+
+    def with_(self, **changes: Any):
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        """Build from a dict, ignoring keys this version does not know (older/newer files)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
 @dataclass(frozen=True)
-class PlanConfig:
+class PlanConfig(_Record):
     """How batches are cut out of a token stream.
 
     block_size N, batch_size B (rows per micro-batch per rank), grad_accum K
@@ -64,16 +80,6 @@ class PlanConfig:
             out.append(f"seed must be a whole number >= 0 (got {self.seed!r})")
         return out
 
-    def with_(self, **changes: Any) -> "PlanConfig":
-        return replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PlanConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 # Plan presets the GUI offers; the first reads well on screen.
@@ -89,7 +95,7 @@ PLAN_PRESETS: dict[str, PlanConfig] = {
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Record):
     """Exactly nanoGPT's GPTConfig fields, so `model_args` in a checkpoint round-trips."""
 
     block_size: int = 1024
@@ -111,16 +117,6 @@ class ModelConfig:
             out.append("dropout must be in [0, 1)")
         return out
 
-    def with_(self, **changes: Any) -> "ModelConfig":
-        return replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 MODEL_PRESETS: dict[str, ModelConfig] = {
@@ -137,7 +133,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Record):
     """nanoGPT's optimisation recipe (train.py defaults where sensible for small runs)."""
 
     steps: int = 200  # total optimizer steps (nanoGPT's max_iters)
@@ -180,16 +176,6 @@ class TrainConfig:
             out.append("grad clip must be >= 0")
         return out
 
-    def with_(self, **changes: Any) -> "TrainConfig":
-        return replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 __all__ = [

@@ -103,26 +103,11 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(center)
 
         self.plan_panel = PlanPanel()
-        scroll = QScrollArea()
-        scroll.setMinimumWidth(300)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        scroll.setWidget(self.plan_panel)
-        scroll.setWidgetResizable(True)
-        self.plan_dock = QDockWidget("Batch plan", self)
-        self.plan_dock.setObjectName("plan_dock")
-        self.plan_dock.setWidget(scroll)
-        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.plan_dock)
-
+        self.plan_dock = self._dock("Batch plan", "plan_dock", self.plan_panel, 300,
+                                    Qt.DockWidgetArea.LeftDockWidgetArea)
         self.train_panel = TrainPanel(device_name, gpus)
-        scroll = QScrollArea()
-        scroll.setMinimumWidth(330)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        scroll.setWidget(self.train_panel)
-        scroll.setWidgetResizable(True)
-        self.train_dock = QDockWidget("Training", self)
-        self.train_dock.setObjectName("train_dock")
-        self.train_dock.setWidget(scroll)
-        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.train_dock)
+        self.train_dock = self._dock("Training", "train_dock", self.train_panel, 330,
+                                     Qt.DockWidgetArea.RightDockWidgetArea)
 
         self.loss_plot = LossPlot()
         self.heatmap = TokenLossHeatmap()
@@ -163,6 +148,19 @@ class MainWindow(QMainWindow):
         self.load_meter.timeout.connect(self._adapt_refresh)
         self._cpu_mark = (0.0, 0.0)
         self._gui_budget = 0.03
+
+    def _dock(self, title: str, name: str, panel: QWidget, min_width: int, area) -> QDockWidget:
+        """A dock holding `panel` in a vertical-only scroll area (it wraps to the dock's width)."""
+        scroll = QScrollArea()
+        scroll.setMinimumWidth(min_width)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(panel)
+        scroll.setWidgetResizable(True)
+        dock = QDockWidget(title, self)
+        dock.setObjectName(name)
+        dock.setWidget(scroll)
+        self.addDockWidget(area, dock)
+        return dock
 
     def _action(self, menu, text: str, slot, shortcut=None, tip: str = "") -> QAction:
         act = QAction(text, self)

@@ -19,6 +19,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QObject, QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
+from nanogpt_viz.runlog import atomic_write_text
 from nanogpt_viz.ui import palette
 
 __all__ = ["RingSeries", "LossPlot", "TokenLossHeatmap", "PositionLossPlot", "PlotCoalescer",
@@ -308,17 +309,8 @@ class LossPlot(QWidget):
         lines = ["step,train_loss,val_loss"]
         for s in steps.tolist():
             lines.append(f"{int(s) if float(s).is_integer() else s},{fmt(train.get(s))},{fmt(val.get(s))}")
-        path, tmp = _atomic_target(path, ".csv")
-        try:
-            with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-                f.write("\n".join(lines) + "\n")
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        path = Path(path)
+        atomic_write_text(path, "\n".join(lines) + "\n")
         return path
 
     @staticmethod
