@@ -442,6 +442,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_gui(args: argparse.Namespace) -> int:
+    if (sys.platform.startswith("linux") and not os.environ.get("QT_QPA_PLATFORM")
+            and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")):
+        raise CliError("no display to open the window on (DISPLAY is not set); run it on a desktop, or use the "
+                       "subcommands: nanogpt-viz plan / train / prepare / sample")
+    if args.corpus is not None and not os.path.exists(args.corpus):
+        raise CliError(f"{args.corpus}: no such file or directory")
     try:
         from nanogpt_viz.ui.app import run_app
     except ImportError as exc:

@@ -385,3 +385,19 @@ def test_version(files):
     assert res.stdout.strip() == f"nanogpt-viz {__version__}"
     res = subprocess.run(["nanogpt-viz", "--version"], capture_output=True, text=True, env=_env(files["cache"]))
     assert res.returncode == 0 and __version__ in res.stdout
+
+
+def test_window_without_a_display_explains_instead_of_aborting(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    res = subprocess.run([sys.executable, "-m", "nanogpt_viz"], capture_output=True, text=True, env=env,
+                         timeout=60)
+    assert res.returncode == 2
+    assert res.stderr.startswith("error: no display") and res.stderr.count("\n") == 1
+    env["QT_QPA_PLATFORM"] = "offscreen"
+    res = subprocess.run([sys.executable, "-m", "nanogpt_viz", str(tmp_path / "missing.txt")], capture_output=True,
+                         text=True, env=env, timeout=60)
+    assert res.returncode == 2 and res.stderr.startswith("error: ") and "missing.txt" in res.stderr
