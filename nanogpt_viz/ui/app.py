@@ -14,9 +14,6 @@ RESOURCES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "resources"
 def make_app(argv: list[str] | None = None) -> QApplication:
     os.environ.setdefault("PYQTGRAPH_QT_LIB", "PySide6")
     app = QApplication.instance() or QApplication(argv or sys.argv[:1])
-    # The trainer thread runs Python between device calls; hand the GIL over every 1 ms instead of
-    # 5 ms so an event in the window waits at most about that long for it.
-    sys.setswitchinterval(0.001)
     QCoreApplication.setOrganizationName("nanogpt-viz")
     QCoreApplication.setApplicationName("nanogpt-viz")
     icon = os.path.join(RESOURCES, "icon.png")
