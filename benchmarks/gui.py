@@ -37,7 +37,10 @@ os.environ.setdefault("NANOGPT_VIZ_CACHE", os.path.join(_TMP, "cache"))
 
 from PySide6.QtCore import QElapsedTimer, QEventLoop, QSettings, QTimer  # noqa: E402
 
+from nanogpt_viz.runtime import tune_allocator  # noqa: E402
 from nanogpt_viz.ui.app import make_app  # noqa: E402
+
+tune_allocator()  # as `nanogpt-viz` does at start-up (both the window and the headless runs get it)
 
 DEFAULT_PLAN = {"tiny": (32, 8), "small": (256, 8), "gpt2": (1024, 16), "gpt2-medium": (1024, 8)}
 
@@ -135,24 +138,32 @@ def gui_run(app, win, steps: int, warmup: int, with_probe: bool = False) -> dict
             "lateness": lateness, "final_loss": reports[-1].loss, "trainer": win.last_trainer}
 
 
-def headless_run(tokens, val, pc, mc, tc, warmup: int) -> dict:
-    from nanogpt_viz.trainer import RunEnd, StepReport, Trainer
+def headless_run(corpus_path: str, pc, preset: str, mc, tc, warmup: int) -> dict:
+    """The headless engine as users run it: `nanogpt-viz train --json` in its own process, on the
+    same corpus file, plan, model and recipe. (Training once in this process's main thread and
+    then in a thread measurably slows the second run, so the engine gets a process of its own.)
+    tokens/s is timed as for the window: between the arrivals of the reports after the warmup."""
+    import json
+    import subprocess
 
+    from nanogpt_viz.launch import train_args
+
+    args = train_args(corpus_path, pc, preset, mc, tc, os.path.join(_TMP, f"headless-{time.time_ns()}"))
+    proc = subprocess.Popen([sys.executable, "-m", "nanogpt_viz", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, bufsize=1)
     recv: list[tuple[float, int]] = []
-    reports = []
-    end = None
-    for ev in Trainer(tokens, val, pc, mc, tc).run():
-        if isinstance(ev, StepReport):
-            recv.append((time.perf_counter(), ev.step))
-            reports.append(ev)
-        elif isinstance(ev, RunEnd):
-            end = ev
-    if end is None or end.reason != "finished":
-        raise SystemExit(f"headless run failed: {end}")
-    tps_step = pc.tokens_per_step
-    timed = reports[warmup:]
-    return {"tok_s": throughput(recv, tps_step, warmup),
-            "tok_s_dt": tps_step * len(timed) / sum(r.dt for r in timed), "final_loss": reports[-1].loss}
+    recs = []
+    for line in proc.stdout:
+        if line.startswith("{"):
+            recv.append((time.perf_counter(), 0))
+            recs.append(json.loads(line))
+    if proc.wait() != 0 or len(recs) != tc.steps:
+        raise SystemExit(f"headless run failed (exit {proc.returncode}, {len(recs)} steps)")
+    recv = [(t, r["step"]) for (t, _), r in zip(recv, recs)]
+    timed = recs[warmup:]
+    return {"tok_s": throughput(recv, pc.tokens_per_step, warmup),
+            "tok_s_dt": pc.tokens_per_step * len(timed) / sum(r["dt"] for r in timed),
+            "final_loss": recs[-1]["loss"]}
 
 
 def bench_training(app, args) -> dict:
@@ -184,8 +195,8 @@ def bench_training(app, args) -> dict:
         g = gui_run(app, win, steps, args.warmup)
         t = g.pop("trainer")
         gui.append(g)
-        val = win.session.corpus.split("val") if win.session.corpus.has_split("val") else None
-        h = headless_run(win.session.tokens, val, t.plan_config, t.model_config, t.train_config, args.warmup)
+        h = headless_run(str(win.session.corpus.path), t.plan_config, args.preset, t.model_config,
+                         t.train_config, args.warmup)
         headless.append(h)
         print(f"  round {r}: window {g['tok_s']:,.0f} tok/s (dt-based {g['tok_s_dt']:,.0f}), "
               f"headless {h['tok_s']:,.0f} tok/s (dt-based {h['tok_s_dt']:,.0f}); final loss "

@@ -474,6 +474,9 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from nanogpt_viz.runtime import tune_allocator
+
+    tune_allocator()  # before the engine allocates anything (see runtime.py)
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help", "--version")):
         argv = ["gui", *argv]

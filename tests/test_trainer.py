@@ -183,3 +183,13 @@ def test_snapshot_and_checkpoint_requests_are_served_between_steps(tmp_path):
     assert snap.step == 2 and saved.step == 2 and saved.path
     assert set(snap.state) == set(tr.raw_model.state_dict())
     assert all(v.device.type == "cpu" for v in snap.state.values())
+
+
+def test_allocator_tuning_is_applied_once_and_training_still_matches():
+    from nanogpt_viz.runtime import tune_allocator
+
+    first = tune_allocator()
+    assert tune_allocator() is first  # idempotent
+    pc = PlanConfig(block_size=16, batch_size=2)
+    reports, end = run(Trainer(tokens(), None, pc, TINY, TrainConfig(steps=3, eval_interval=0)))
+    assert end.reason == "finished" and len(reports) == 3
