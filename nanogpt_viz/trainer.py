@@ -354,6 +354,12 @@ class Trainer:
             if tc.per_token else None
         self.host_stats = [torch.empty(4, dtype=torch.float32, pin_memory=pin) for _ in range(2)]
         self.skip = torch.zeros((), dtype=torch.float32, device=self.dev)  # sticky non-finite flag
+        # made once: a tensor built from host values every step would be a pageable copy, and
+        # such a copy waits for the device (a sync per step)
+        w = float(self.dist.world_size)
+        self._reduce_div = torch.tensor([w, w, 1.0, 1.0], device=self.dev)
+        self._zero = torch.zeros((), dtype=torch.float32, device=self.dev)
+        self._one = torch.ones((), dtype=torch.float32, device=self.dev)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         tc = self.train_config
@@ -503,7 +509,7 @@ class Trainer:
             bad = (~torch.isfinite(loss_sum)).float()
         else:
             bad = (~torch.isfinite(norm) | ~torch.isfinite(loss_sum)).float()
-        stop_flag = torch.full((), 1.0 if self.control.stopped else 0.0, device=self.dev)
+        stop_flag = self._one if self.control.stopped else self._zero
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -520,7 +526,7 @@ class Trainer:
 
             dist.all_reduce(stats, op=dist.ReduceOp.SUM)
             # mean loss over ranks; the norm is the same on every rank; any rank's stop / bad counts
-            stats = stats / torch.tensor([self.dist.world_size, self.dist.world_size, 1.0, 1.0], device=self.dev)
+            stats = stats / self._reduce_div
         self.host_stats[slot].copy_(stats, non_blocking=True)
         pending = _Pending(step, lr, slot, 0.0)
         if self.device == "cuda":
