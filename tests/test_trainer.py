@@ -93,8 +93,9 @@ def test_stop_from_another_thread_takes_effect_within_one_step(tmp_path):
         if isinstance(ev, StepReport):
             seen.append(ev.step)
             if ev.step == 3:
-                threading.Thread(target=tr.control.stop).start()
-                threading.Event().wait(0.05)
+                stopper = threading.Thread(target=tr.control.stop)
+                stopper.start()
+                stopper.join()
         elif isinstance(ev, RunEnd):
             end = ev
     assert end.reason == "stopped" and seen[-1] <= 4 and end.step == seen[-1] + 1
