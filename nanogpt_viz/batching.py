@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -339,12 +339,6 @@ class BatchPlan:
         """What uniform sampling with replacement is expected to cover: 1 - exp(-tokens_seen / L)."""
         seen = (int(upto_step) + 1) * self.tokens_per_step
         return 1.0 - math.exp(-seen / self.L)
-
-    def iter_steps(self, start: int = 0, count: int | None = None) -> Iterator[int]:
-        k = start
-        while count is None or k < start + count:
-            yield k
-            k += 1
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -14,6 +14,7 @@ kept without a host sync.
 from __future__ import annotations
 
 import contextlib
+from collections import deque
 import math
 import os
 import threading
@@ -24,7 +25,6 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: F401  (kept for readers following nanoGPT)
 
 from nanogpt_viz.batching import BatchPlan, gather_rows
 from nanogpt_viz.config import ModelConfig, PlanConfig, TrainConfig
@@ -32,6 +32,9 @@ from nanogpt_viz.config import ModelConfig, PlanConfig, TrainConfig
 # Dense bf16 ceilings used for MFU. H100/H200: the measured matmul ceiling on this project's H200
 # (about 790 TFLOP/s), not the datasheet's 989. A100: datasheet (nanoGPT's figure).
 PEAK_FLOPS = (("H200", 790e12), ("H100", 790e12), ("A100", 312e12))
+
+
+HISTORY_MAX = 100_000  # loss-history entries kept for checkpoints
 
 
 class TrainError(RuntimeError):
@@ -55,6 +58,7 @@ class RunInfo:
     world_size: int
     out_dir: str | None
     notes: tuple[str, ...] = ()
+    history: tuple[tuple[int, float, float], ...] = ()  # (step, train, val) restored on resume
 
 
 @dataclass(frozen=True)
@@ -260,7 +264,8 @@ class Trainer:
             raise TrainError("; ".join(problems))
         self.start_step = self.steps_done = 0
         self.best_val_loss = math.inf
-        self.history: list[tuple[int, float, float]] = []
+        # (step, train loss, val loss) for the checkpoint; bounded, O(1) per step
+        self.history: deque[tuple[int, float, float]] = deque(maxlen=HISTORY_MAX)
         resume_ckpt = None
         if self.resume:
             if self.out_dir is None:
@@ -282,7 +287,7 @@ class Trainer:
             self.best_val_loss = float(resume_ckpt.best_val_loss)
             hist = extra.get("history")
             if hist is not None:
-                self.history = [(int(a), float(b), float(c)) for a, b, c in hist.tolist()]
+                self.history.extend((int(a), float(b), float(c)) for a, b, c in hist.tolist())
 
         pc = self.plan_config
         if pc.block_size > mc.block_size:
@@ -385,7 +390,8 @@ class Trainer:
         tc = self.train_config
         yield RunInfo(self.device, self.device_name, self.dtype, self.compiled,
                       self.raw_model.get_num_params(), self.start_step, tc.steps, self.plan.tokens_per_step,
-                      self.plan_config.world_size, str(self.out_dir) if self.out_dir else None)
+                      self.plan_config.world_size, str(self.out_dir) if self.out_dir else None,
+                      history=tuple(self.history))
         step = self.start_step
         pending: _Pending | None = None
         self._t_last = time.perf_counter()
@@ -568,8 +574,6 @@ class Trainer:
         if self.val_plan is not None and (self.steps_done % tc.eval_interval == 0 or self.steps_done == tc.steps):
             val = self.evaluate()
         self.history.append((p.step, loss, val if val is not None else math.nan))
-        if len(self.history) > 100_000:
-            del self.history[: len(self.history) - 100_000]
         if (tc.checkpoint_interval and self.out_dir is not None and self.steps_done % tc.checkpoint_interval == 0
                 and self.steps_done < tc.steps):
             self.save_checkpoint()
@@ -607,7 +611,7 @@ class Trainer:
 
         if self.out_dir is None or not self.dist.is_master:
             return None
-        hist = torch.tensor(self.history, dtype=torch.float64).reshape(-1, 3)
+        hist = torch.tensor(list(self.history), dtype=torch.float64).reshape(-1, 3)
         config = {**self.train_config.to_dict(), **{f"plan_{k}": v for k, v in self.plan_config.to_dict().items()},
                   "dataset": str(self.corpus_info.get("path", "")), "init_from": "scratch"}
         extra = {

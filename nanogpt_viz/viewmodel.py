@@ -171,7 +171,7 @@ def step_summary(plan: BatchPlan, step: int) -> dict[str, Any]:
     s = plan.starts(step)
     lo, hi = int(s.min()), int(s.max()) + plan.N
     return {
-        "step": step, "epoch": plan.epoch(step), "first": lo, "last": hi, "last_target": hi,
+        "step": step, "epoch": plan.epoch(step), "first": lo, "last": hi,
         "tokens_per_step": plan.tokens_per_step, "formula": f"K×W×B×N = {plan.K}×{plan.W}×{plan.B}×{plan.N}",
         "source_step": plan.source_step(step) if plan.mode != "random" else None,
     }

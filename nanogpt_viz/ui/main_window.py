@@ -688,9 +688,9 @@ class MainWindow(QMainWindow):
         self.train_panel.set_progress(info.start_step, info.total_steps,
                                       f"{info.device_name} · {info.dtype}{comp} · {info.n_params / 1e6:.2f}M params"
                                       + (f" · resumed at step {info.start_step}" if info.start_step else ""))
-        if info.start_step and self.last_trainer is not None and self.last_trainer.history:
+        if info.history:  # a resumed run: its earlier losses, snapshotted by the engine's thread
             self.loss_plot.clear_history()
-            self.loss_plot.extend([(a, b, None if math.isnan(c) else c) for a, b, c in self.last_trainer.history])
+            self.loss_plot.extend([(a, b, None if math.isnan(c) else c) for a, b, c in info.history])
 
     def _on_report(self, rep) -> None:
         self.last_report = rep
@@ -703,9 +703,9 @@ class MainWindow(QMainWindow):
         eta = elapsed / max(1, done - first) * (self._total_steps - done)
         mfu = f" · MFU {100 * rep.mfu:.1f}%" if rep.mfu is not None else ""
         val = f" · val {rep.val_loss:.3f}" if rep.val_loss is not None else ""
-        self._progress_text = (f"step {rep.step} · loss {rep.loss:.3f}{val} · {rep.tokens_per_s:,.0f} tok/s{mfu} · "
+        text = (f"step {rep.step} · loss {rep.loss:.3f}{val} · {rep.tokens_per_s:,.0f} tok/s{mfu} · "
                                f"ETA {format_eta(eta)}")
-        self._progress = (done, self._total_steps, self._progress_text)  # shown on the next refresh
+        self._progress = (done, self._total_steps, text)  # shown on the next refresh
 
     def _apply_follow(self) -> None:
         if self._follow_step is not None:
