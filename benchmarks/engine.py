@@ -77,11 +77,19 @@ def gpu(args) -> None:
     results = {}
     runs = (("readout_on", True),) if args.only_on else (("readout_on", True), ("readout_off", False),
                                                           ("readout_on_again", True))
+    if args.plain_loss_too:
+        runs += (("readout_on_plain_loss", True),)
     for label, per_token in runs:
+        # the plain (unfused) output layer + cross-entropy, to compare with fused_loss.py
+        os.environ["NANOGPT_VIZ_FUSED_LOSS"] = "0" if label.endswith("plain_loss") else "1"
         tc = TrainConfig(steps=args.warmup + args.steps, warmup_steps=10, eval_interval=0, device="cuda",
                          dtype="bfloat16", compile=True, learning_rate=6e-4, min_lr=6e-5, per_token=per_token)
         results[label] = measure(tokens, pc, mc, tc, skip=args.warmup)
         print(label, json.dumps(results[label]), flush=True)
+    if args.plain_loss_too:
+        plain = results["readout_on_plain_loss"]
+        print(f"fused loss vs plain: {results['readout_on']['tokens_per_s']:,} vs {plain['tokens_per_s']:,} tok/s "
+              f"({results['readout_on']['tokens_per_s'] / plain['tokens_per_s']:.3f}x); MFU plain {plain['mfu']:.1%}")
     if args.only_on:
         return
     on = (results["readout_on"]["tokens_per_s"] + results["readout_on_again"]["tokens_per_s"]) / 2
@@ -113,6 +121,8 @@ if __name__ == "__main__":
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--coordinate-descent", action="store_true")
     ap.add_argument("--only-on", action="store_true", help="GPU: one run, readout on")
+    ap.add_argument("--plain-loss-too", action="store_true",
+                    help="GPU: also a run with the unfused output layer and loss")
     a = ap.parse_args()
     if a.gpu:
         gpu(a)

@@ -20,6 +20,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from .config import MODEL_PRESETS, ModelConfig
+from .fused_loss import linear_cross_entropy
 
 _CONFIG_FIELDS = tuple(f.name for f in fields(ModelConfig))
 
@@ -121,6 +122,8 @@ class GPT(nn.Module):
         if problems:
             raise ValueError("Invalid model configuration: " + "; ".join(problems) + ".")
         self.config = config
+        # training loss through fused_loss.linear_cross_entropy (set by the trainer on CUDA)
+        self.fused_loss = False
 
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.n_embd),   # token embeddings
@@ -202,13 +205,22 @@ class GPT(nn.Module):
             logits = self.lm_head(x[:, [-1], :])  # (B, 1, V); the list index keeps the T axis
             return logits, None
 
-        logits = self.lm_head(x)  # (B, T, V)
-        # Cross-entropy in float32 even under bf16/fp16 autocast: the log-softmax
-        # over 50k classes loses too much precision in half types.
-        per_token = F.cross_entropy(
-            logits.float().view(-1, logits.size(-1)), targets.view(-1),
-            ignore_index=-1, reduction="none",
-        ).view(B, T)  # (B, T) float32
+        if self.fused_loss and not return_logits:
+            # the same numbers without the (B*T, V) logits kept apart from their gradient
+            # (fused_loss.py); the matmul runs in the autocast dtype, as lm_head would
+            dev = x.device.type
+            dt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+            per_token = linear_cross_entropy(x.reshape(B * T, -1).to(dt), self.lm_head.weight.to(dt),
+                                             targets.reshape(-1)).view(B, T)  # (B, T) float32
+            logits = None
+        else:
+            logits = self.lm_head(x)  # (B, T, V)
+            # Cross-entropy in float32 even under bf16/fp16 autocast: the log-softmax
+            # over 50k classes loses too much precision in half types.
+            per_token = F.cross_entropy(
+                logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
+                ignore_index=-1, reduction="none",
+            ).view(B, T)  # (B, T) float32
         if reduction == "sum":
             loss = per_token.sum()
         else:

@@ -26,6 +26,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from nanogpt_viz import fused_loss
 from nanogpt_viz.batching import BatchPlan, gather_rows
 from nanogpt_viz.config import ModelConfig, PlanConfig, TrainConfig
 
@@ -329,11 +330,18 @@ class Trainer:
             cuda_rng = (resume_ckpt.extra or {}).get("cuda_rng")
             if cuda_rng is not None and self.device == "cuda":
                 torch.cuda.set_rng_state(cuda_rng)
+        # the output layer and loss as one pass over the logits (fused_loss.py), where Triton runs;
+        # NANOGPT_VIZ_FUSED_LOSS=0 turns it off (to compare)
+        self.raw_model.fused_loss = (fused_loss.available(self.dev)
+                                     and os.environ.get("NANOGPT_VIZ_FUSED_LOSS", "1") != "0")
         self.model = self.raw_model
+        self._graph_steps = False
         self.compiled = bool(tc.compile if tc.compile is not None else self.device == "cuda")
         if self.compiled:
             mode = os.environ.get("NANOGPT_VIZ_COMPILE_MODE") or None
             self.model = torch.compile(self.raw_model, mode=mode)
+            # CUDA graphs replay into the same output buffers: say where an iteration begins
+            self._graph_steps = mode is not None and "reduce-overhead" in mode
         if self.dist.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -495,6 +503,8 @@ class Trainer:
         for i, (m, j, x, y) in enumerate(self._micro_batches(step)):
             sync_ctx = (self.model.no_sync() if self.dist.world_size > 1 and i < last
                         else contextlib.nullcontext())
+            if self._graph_steps:
+                torch.compiler.cudagraph_mark_step_begin()
             with sync_ctx:
                 with self.autocast:
                     _, loss, per_token = self.model(x, y, return_logits=False)  # per_token: (B, N) float32

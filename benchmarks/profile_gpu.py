@@ -1,0 +1,209 @@
+"""Where a GPT-2 124M training step spends its GPU time (the H200 machine).
+
+    python benchmarks/profile_gpu.py [--batch-size 64] [--variants a,b]
+
+1. The bf16 GEMMs of one step, alone, at the shapes the model runs them (TFLOP/s each): the
+   ceiling the step could reach if nothing else took time.
+2. Causal attention forward + backward under each SDPA backend.
+3. A torch.profiler trace of compiled training steps (the engine itself), kernels grouped into
+   GEMM / attention / fused pointwise and reductions / optimizer / copies, with the GPU-busy
+   fraction of the wall time.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from nanogpt_viz.config import MODEL_PRESETS, PlanConfig, TrainConfig  # noqa: E402
+from nanogpt_viz.runtime import tune_allocator  # noqa: E402
+from nanogpt_viz.trainer import StepReport, Trainer  # noqa: E402
+
+tune_allocator()
+
+
+def bench(fn, iters=20) -> float:
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record()
+    for _ in range(iters):
+        fn()
+    b.record()
+    b.synchronize()
+    return a.elapsed_time(b) / iters / 1000.0
+
+
+def gemms(bt: int) -> None:
+    C, V = 768, 50304
+    total_t = total_f = 0.0
+    print(f"-- bf16 GEMMs of one layer at B*T={bt} (x12 layers) and the lm_head")
+    shapes = [("c_attn", C, 3 * C, 12), ("attn.c_proj", C, C, 12), ("c_fc", C, 4 * C, 12),
+              ("mlp.c_proj", 4 * C, C, 12), ("lm_head", C, V, 1)]
+    for name, k, n, reps in shapes:
+        x = torch.randn(bt, k, device="cuda", dtype=torch.bfloat16)
+        w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16)
+        g = torch.randn(bt, n, device="cuda", dtype=torch.bfloat16)
+        row = []
+        for label, fn in (("fwd", lambda: x @ w.t()), ("dX", lambda: g @ w), ("dW", lambda: g.t() @ x)):
+            t = bench(fn)
+            f = 2.0 * bt * k * n
+            row.append(f"{label} {f / t / 1e12:6.0f}")
+            total_t += t * reps
+            total_f += f * reps
+        print(f"  {name:12s} {k:5d}->{n:5d}: " + "  ".join(row) + " TFLOP/s")
+        del x, w, g
+    print(f"  all GEMMs of a step: {total_t * 1e3:.1f} ms, {total_f / total_t / 1e12:.0f} TFLOP/s")
+
+
+def attention(b: int) -> None:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    H, T, D = 12, 1024, 64
+    print(f"-- causal SDPA fwd+bwd, (B={b}, H={H}, T={T}, D={D}) bf16, x12 layers")
+    q, k, v = (torch.randn(b, H, T, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+               for _ in range(3))
+    go = torch.randn(b, H, T, D, device="cuda", dtype=torch.bfloat16)
+    flops = 4 * b * H * T * T * D / 2 * 3.5  # causal: half the scores; bwd = 2.5x fwd
+    for be in (SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION):
+        try:
+            with sdpa_kernel([be]):
+                def step():
+                    y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+                    y.backward(go)
+                t = bench(step)
+            print(f"  {be.name:22s} {t * 1e3:6.2f} ms/layer  {flops / t / 1e12:5.0f} TFLOP/s  "
+                  f"x12 = {12 * t * 1e3:5.1f} ms")
+        except Exception as e:  # noqa: BLE001 - report and go on
+            print(f"  {be.name:22s} unavailable: {str(e).splitlines()[0][:100]}")
+
+
+def check_fused(bt: int) -> None:
+    """The Triton row kernel against the torch reference, then its speed at a few launch shapes."""
+    from nanogpt_viz import fused_loss
+    from nanogpt_viz.model import GPT
+
+    V = 50304
+    g = torch.Generator(device="cuda").manual_seed(0)
+    logits = (3 * torch.randn(4096, V, device="cuda", generator=g)).to(torch.bfloat16)
+    t = torch.randint(0, V, (4096,), device="cuda", generator=g)
+    t[::5] = -1
+    ref_loss, ref_grad = fused_loss._rows_torch(logits, t)
+    buf = logits.clone()
+    loss = torch.empty(4096, device="cuda")
+    fused_loss._row_kernel[(4096,)](buf, t, loss, V, buf.stride(0), BLOCK=fused_loss.ROW_BLOCK,
+                                    num_warps=fused_loss.ROW_WARPS)
+    print(f"-- fused loss: row kernel vs torch: loss max |diff| {(loss - ref_loss).abs().max().item():.2e}, "
+          f"gradient max |diff| {(buf.float() - ref_grad.float()).abs().max().item():.2e}")
+    # whole model, bf16 autocast: fused vs plain loss and gradients
+    torch.manual_seed(0)
+    from nanogpt_viz.config import MODEL_PRESETS
+    grads = []
+    idx = torch.randint(0, 50257, (8, 1024), device="cuda")
+    for fused in (False, True):
+        torch.manual_seed(0)
+        m = GPT(MODEL_PRESETS["gpt2"].with_(dropout=0.0)).cuda()
+        m.fused_loss = fused
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            _, loss, per_token = m(idx[:, :-1], idx[:, 1:], return_logits=False)
+        loss.backward()
+        grads.append((loss.item(), per_token.detach(), torch.cat([p.grad.flatten() for p in m.parameters()])))
+    (l0, p0, g0), (l1, p1, g1) = grads
+    rel = ((g1 - g0).norm() / g0.norm()).item()
+    print(f"   gpt2 bf16: loss {l0:.5f} plain vs {l1:.5f} fused; per-token max |diff| "
+          f"{(p1 - p0).abs().max().item():.2e}; gradient relative difference {rel:.2e}")
+    del grads, g0, g1
+    big = torch.randn(bt, V, device="cuda", dtype=torch.bfloat16)
+    tt = torch.randint(0, V, (bt,), device="cuda")
+    lb = torch.empty(bt, device="cuda")
+    for block, warps in ((2048, 8), (4096, 8), (4096, 16), (8192, 16), (8192, 32)):
+        sec = bench(lambda: fused_loss._row_kernel[(bt,)](big, tt, lb, V, V, BLOCK=block, num_warps=warps),
+                    iters=5)
+        print(f"   row kernel ({bt}, {V}) BLOCK={block} warps={warps}: {sec * 1e3:.2f} ms, "
+              f"{2 * big.numel() * 2 / sec / 1e12:.2f} TB/s (one read + one write)")
+
+
+def category(name: str) -> str:
+    n = name.lower()
+    if "flash" in n or "fmha" in n or "attention" in n or "cudnn" in n and "sdpa" in n:
+        return "attention"
+    if any(s in n for s in ("gemm", "cutlass", "sm90_xmma", "nvjet", "cublas", "xmma", "wgmma")):
+        return "gemm"
+    if "adam" in n or "multi_tensor" in n or "foreach" in n:
+        return "optimizer/clip"
+    if "memcpy" in n or "memset" in n:
+        return "copies"
+    if n.startswith("triton"):
+        return "triton (fused pointwise/reductions)"
+    return "other"
+
+
+def profile(b: int, steps: int) -> None:
+    tokens = np.random.default_rng(0).integers(0, 50257, 50_000_000, dtype=np.uint16)
+    pc = PlanConfig(block_size=1024, batch_size=b, sampling="random")
+    mc = MODEL_PRESETS["gpt2"].with_(dropout=0.0)
+    tc = TrainConfig(steps=30 + steps, warmup_steps=10, eval_interval=0, device="cuda", dtype="bfloat16",
+                     compile=True, per_token=True)
+    from torch.profiler import ProfilerActivity
+    prof = torch.profiler.profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU])
+    t0 = None
+    dts = []
+    for ev in Trainer(tokens, None, pc, mc, tc).run():
+        if isinstance(ev, StepReport):
+            if ev.step == 24:
+                prof.start()
+                t0 = time.perf_counter()
+            if 25 <= ev.step <= 24 + steps:
+                dts.append(ev.dt)
+            if ev.step == 24 + steps:
+                torch.cuda.synchronize()
+                wall = time.perf_counter() - t0
+                prof.stop()
+    n = len(dts)
+    step_ms = 1e3 * float(np.mean(dts))
+    print(f"-- compiled engine, B={b}: {step_ms:.1f} ms/step by events, {b * 1024 / step_ms * 1e3:,.0f} tok/s")
+    by_cat = collections.Counter()
+    by_name = collections.Counter()
+    for e in prof.events():  # kernels only: CPU-side ops also carry device time in key_averages
+        if e.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        by_cat[category(e.name)] += e.device_time_total if hasattr(e, "device_time_total") else e.cuda_time_total
+        by_name[e.name] += e.device_time_total if hasattr(e, "device_time_total") else e.cuda_time_total
+    busy = sum(by_cat.values()) / 1e3  # ms over the profiled window
+    print(f"  kernels {busy / n:.1f} ms per step over {n} steps; {step_ms - busy / n:.1f} ms per step "
+          f"with the GPU idle (wall {wall * 1e3 / n:.1f} ms per step)")
+    for cat, t in by_cat.most_common():
+        print(f"  {cat:38s} {t / 1e3 / n:7.2f} ms/step  {100 * t / 1e3 / busy:5.1f}%")
+    print("  top kernels:")
+    for name, t in by_name.most_common(45):
+        print(f"    {t / 1e3 / n:7.3f} ms  {name[:110]}")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--skip", default="", help="comma-separated: gemm,attn,profile")
+    ap.add_argument("--check", action="store_true", help="check and time the fused loss kernel")
+    a = ap.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = True
+    print(f"torch {torch.__version__}, {torch.cuda.get_device_name(0)}", flush=True)
+    skip = set(a.skip.split(","))
+    if a.check:
+        check_fused(a.batch_size * 1024)
+    if "gemm" not in skip:
+        gemms(a.batch_size * 1024)
+    if "attn" not in skip:
+        attention(a.batch_size)
+    if "profile" not in skip:
+        profile(a.batch_size, a.steps)
