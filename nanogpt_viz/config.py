@@ -124,8 +124,10 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(block_size=64, n_layer=2, n_head=2, n_embd=64, bias=False),
     # nanoGPT's shakespeare-char size (with the GPT-2 vocabulary)
     "small": ModelConfig(block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.0, bias=False),
-    "gpt2": ModelConfig(block_size=1024, n_layer=12, n_head=12, n_embd=768),
-    "gpt2-medium": ModelConfig(block_size=1024, n_layer=24, n_head=16, n_embd=1024),
+    # GPT-2 as nanoGPT's train.py trains it from scratch: vocabulary padded to 50304, no biases,
+    # no dropout (OpenAI's released weights have biases; their checkpoints carry bias=True)
+    "gpt2": ModelConfig(block_size=1024, n_layer=12, n_head=12, n_embd=768, bias=False),
+    "gpt2-medium": ModelConfig(block_size=1024, n_layer=24, n_head=16, n_embd=1024, bias=False),
 }
 
 DEVICES = ("auto", "cpu", "cuda", "mps")

@@ -79,6 +79,7 @@ class StepReport:
     val_loss: float | None = None
     tokens_seen: int = 0
     world_size: int = 1
+    finished_at: float = 0.0  # time.perf_counter() when the report was made (in the trainer's thread)
 
 
 @dataclass(frozen=True)
@@ -591,7 +592,8 @@ class Trainer:
             step=p.step, epoch=self.plan.epoch(p.step), lr=p.lr, loss=loss, grad_norm=norm,
             tokens_per_s=tps, mfu=mfu, dt=dt, starts=self.plan.starts(p.step), per_token=per_token,
             position_loss=position, ranks=self.local_ranks, val_loss=val,
-            tokens_seen=self.steps_done * tokens, world_size=self.plan_config.world_size)
+            tokens_seen=self.steps_done * tokens, world_size=self.plan_config.world_size,
+            finished_at=time.perf_counter())
 
     @torch.no_grad()
     def evaluate(self) -> float | None:

@@ -1,6 +1,7 @@
 """The main window: wiring only. State lives in Session, work in workers, logic in the pure modules."""
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -551,7 +552,7 @@ class MainWindow(QMainWindow):
         trainer = self.build_trainer(preset, mc, tc)
         # on a CPU the window competes with the model for cores; beside a GPU it may refresh more
         on_cpu = "CPU" in self.device_name or tc.device == "cpu"
-        self._gui_budget = 0.02 if on_cpu else 0.15
+        self._gui_budget = 0.01 if on_cpu else 0.15
         # Beside a GPU the trainer thread mostly runs Python between kernel launches: hand the GIL
         # over every 1 ms (not 5) so a window event waits at most about that long. On a CPU the
         # extra hand-overs only cost the model time.
@@ -674,7 +675,12 @@ class MainWindow(QMainWindow):
             self._cpu_mark = (time.perf_counter(), time.thread_time())
             self.follow_timer.start()
             self.load_meter.start()
+            # The window's own ~200k long-lived objects (widgets, plot items) would be traversed by
+            # every full garbage collection the trainer's allocations trigger: a 60-100 ms pause,
+            # in whichever thread allocates. Park them outside the collector while training.
+            gc.freeze()
         else:
+            gc.unfreeze()
             self.follow_timer.stop()
             self.load_meter.stop()
             self.coalescer.set_interval(REFRESH_MIN_MS)
@@ -693,6 +699,8 @@ class MainWindow(QMainWindow):
             self.loss_plot.extend([(a, b, None if math.isnan(c) else c) for a, b, c in info.history])
 
     def _on_report(self, rep) -> None:
+        if rep.step == self._first_step:
+            gc.freeze()  # again: what the engine's first step imported (torch internals) is long-lived too
         self.last_report = rep
         self.coalescer.push(rep)
         if self.train_panel.follow.isChecked():
@@ -720,6 +728,7 @@ class MainWindow(QMainWindow):
         """While training, alternate the two refreshes (the followed step, then the plots) so each
         repaint pass of the window paints one group only and no single event runs long."""
         self._tick += 1
+        self.trainer_ctl.drain()  # the step reports queued since the last tick
         if self._tick % 2:
             self._apply_follow()
         else:
@@ -728,6 +737,7 @@ class MainWindow(QMainWindow):
     def _set_refresh(self, ms: int) -> None:
         """Each group refreshes every `ms`: the tick runs twice as often and alternates."""
         self.follow_timer.setInterval(max(1, ms // 2))
+        self.trainer_ctl.set_report_interval(ms)  # a fallback: the tick drains the reports first
         self.coalescer.set_interval(10 ** 8)  # flushed by the tick, never on its own timer
 
     def _adapt_refresh(self) -> None:

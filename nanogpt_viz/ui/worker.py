@@ -9,9 +9,10 @@ so no "QThread: Destroyed while thread is still running".
 from __future__ import annotations
 
 import threading
+from collections import deque
 from typing import Any, Callable
 
-from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal, Slot
 
 from nanogpt_viz.trainer import (CheckpointSaved, ModelSnapshot, RunEnd, RunInfo, StepReport, TrainControl,
                                  Trainer)
@@ -62,7 +63,13 @@ class _Runner(QObject):
 
 
 class TrainController(QObject):
-    """Runs a Trainer in a background thread and re-emits its reports as signals."""
+    """Runs a Trainer in a background thread and re-emits its events as signals, in order.
+
+    Step reports are not signalled one by one: the engine's thread appends them to a queue and the
+    GUI thread drains it every `report_interval_ms` (and at once when any other event arrives).
+    A small model on a CPU can make a hundred steps a second; waking the GUI thread for each
+    would take the cores the model trains on, and the window only redraws at its refresh rate.
+    """
 
     info = Signal(object)  # RunInfo
     report = Signal(object)  # StepReport
@@ -71,24 +78,51 @@ class TrainController(QObject):
     ended = Signal(object)  # RunEnd
     running_changed = Signal(bool)
 
-    def __init__(self, parent: QObject | None = None):
+    def __init__(self, parent: QObject | None = None, report_interval_ms: int = 100):
         super().__init__(parent)
         self._runner: _Runner | None = None
         self.trainer: Trainer | None = None
         self.control: TrainControl | None = None
+        self._queue: deque = deque()  # appended by the engine's thread, drained by the GUI thread
+        self._drain_timer = QTimer(self)
+        self._drain_timer.setInterval(report_interval_ms)
+        self._drain_timer.timeout.connect(self.drain)
 
     def is_running(self) -> bool:
         return self._runner is not None and self._runner.is_running()
+
+    def set_report_interval(self, ms: int) -> None:
+        """How often queued step reports are delivered (the window matches its refresh)."""
+        self._drain_timer.setInterval(max(1, int(ms)))
 
     def start(self, trainer: Trainer) -> None:
         if self.is_running():
             raise RuntimeError("a training run is already in progress")
         self.trainer = trainer
         self.control = trainer.control
-        self._runner = _Runner(trainer.run, self._dispatch, "nanogpt-viz-train", self)
+        self._queue.clear()
+        queue = self._queue
+
+        def events():
+            for ev in trainer.run():
+                queue.append(ev)
+                if not isinstance(ev, StepReport):
+                    yield None  # anything but a step report is delivered right away
+
+        # a bound method of this (GUI-thread) object, so the wake-up is queued to the GUI thread
+        self._runner = _Runner(events, self._on_wake, "nanogpt-viz-train", self)
         self._runner.finished.connect(self._on_thread_finished)
         self._runner.start()
+        self._drain_timer.start()
         self.running_changed.emit(True)
+
+    def _on_wake(self, _none: Any) -> None:
+        self.drain()
+
+    def drain(self) -> None:
+        """Deliver every queued event (GUI thread)."""
+        while self._queue:
+            self._dispatch(self._queue.popleft())
 
     def _dispatch(self, ev: Any) -> None:
         if isinstance(ev, StepReport):
@@ -103,6 +137,8 @@ class TrainController(QObject):
             self.ended.emit(ev)
 
     def _on_thread_finished(self) -> None:
+        self._drain_timer.stop()
+        self.drain()
         self.running_changed.emit(False)
 
     def pause(self) -> None:
