@@ -35,8 +35,11 @@ ROW_WARPS = 8
 
 
 def available(device: torch.device | str) -> bool:
-    """Whether the fused kernel runs on `device` (CUDA with Triton)."""
-    return triton is not None and torch.device(device).type == "cuda" and torch.cuda.is_available()
+    """Whether the fused kernel runs on `device`: CUDA with Triton, on a GPU Triton supports (sm70+)."""
+    dev = torch.device(device)
+    if triton is None or dev.type != "cuda" or not torch.cuda.is_available():
+        return False
+    return torch.cuda.get_device_capability(dev)[0] >= 7
 
 
 if triton is not None:
