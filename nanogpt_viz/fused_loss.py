@@ -93,16 +93,15 @@ def _linear_ce(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> 
     return _rows_torch(x @ weight.t(), targets)
 
 
-@_linear_ce.register_kernel("cuda")
-def _linear_ce_cuda(x, weight, targets):
-    if triton is None:
-        return _rows_torch(x @ weight.t(), targets)
-    logits = x @ weight.t()  # (M, V), overwritten below with the gradient
-    M, V = logits.shape
-    loss = torch.empty(M, dtype=torch.float32, device=x.device)
-    if M:
-        _row_kernel[(M,)](logits, targets, loss, V, logits.stride(0), BLOCK=ROW_BLOCK, num_warps=ROW_WARPS)
-    return loss, logits
+if triton is not None:  # without Triton, CUDA tensors take the torch path above
+    @_linear_ce.register_kernel("cuda")
+    def _linear_ce_cuda(x, weight, targets):
+        logits = x @ weight.t()  # (M, V), overwritten below with the gradient
+        M, V = logits.shape
+        loss = torch.empty(M, dtype=torch.float32, device=x.device)
+        if M:
+            _row_kernel[(M,)](logits, targets, loss, V, logits.stride(0), BLOCK=ROW_BLOCK, num_warps=ROW_WARPS)
+        return loss, logits
 
 
 @_linear_ce.register_fake

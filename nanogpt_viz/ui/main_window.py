@@ -676,8 +676,8 @@ class MainWindow(QMainWindow):
             self.follow_timer.start()
             self.load_meter.start()
             # The window's own ~200k long-lived objects (widgets, plot items) would be traversed by
-            # every full garbage collection the trainer's allocations trigger: a 60-100 ms pause,
-            # in whichever thread allocates. Park them outside the collector while training.
+            # every full garbage collection during the run: about 60 ms holding the GIL, which
+            # stalls the trainer and the window alike. Park them outside the collector meanwhile.
             gc.freeze()
         else:
             gc.unfreeze()
