@@ -83,7 +83,8 @@ def gpu(args) -> None:
         # the plain (unfused) output layer + cross-entropy, to compare with fused_loss.py
         os.environ["NANOGPT_VIZ_FUSED_LOSS"] = "0" if label.endswith("plain_loss") else "1"
         tc = TrainConfig(steps=args.warmup + args.steps, warmup_steps=10, eval_interval=0, device="cuda",
-                         dtype="bfloat16", compile=True, learning_rate=6e-4, min_lr=6e-5, per_token=per_token)
+                         dtype="bfloat16", compile=True, learning_rate=6e-4, min_lr=6e-5, per_token=per_token,
+                         residual_dtype=args.residual_dtype)
         results[label] = measure(tokens, pc, mc, tc, skip=args.warmup)
         print(label, json.dumps(results[label]), flush=True)
     if args.plain_loss_too:
@@ -94,10 +95,68 @@ def gpu(args) -> None:
         return
     on = (results["readout_on"]["tokens_per_s"] + results["readout_on_again"]["tokens_per_s"]) / 2
     off = results["readout_off"]["tokens_per_s"]
-    print(f"\nGPT-2 124M B={args.batch_size} N=1024 bf16 compiled: {off:,.0f} tok/s without readout, "
+    print(f"\nGPT-2 124M B={args.batch_size} N=1024 bf16 compiled, {args.residual_dtype} residual: {off:,.0f} tok/s without readout, "
           f"{on:,.0f} with; readout cost {100 * (1 - on / off):+.2f}% (target <= 3%)")
     print(f"MFU vs 790 TFLOP/s: readout on {results['readout_on']['mfu']:.1%}, "
           f"off {results['readout_off']['mfu']:.1%} (target >= 62%; nanoGPT bench.py ~58%)")
+
+
+# engine settings compared by --variants: environment switches the trainer reads, TrainConfig fields
+VARIANTS = {
+    "plain": ({"NANOGPT_VIZ_FUSED_LOSS": "0", "NANOGPT_VIZ_FAST_GELU": "0"}, {}),  # torch.compile alone
+    "noGelu": ({"NANOGPT_VIZ_FAST_GELU": "0"}, {}),  # fused loss, inductor's GELU
+    "default": ({}, {}),  # fused loss + gelu.py
+    "bf16res": ({}, {"residual_dtype": "bfloat16"}),  # the above + llm.c's bf16 residual stream
+}
+
+
+def _set_variant(name: str) -> dict:
+    env, fields = VARIANTS[name]
+    for key in {k for e, _ in VARIANTS.values() for k in e}:
+        os.environ.pop(key, None)
+    os.environ.update(env)
+    return fields
+
+
+def variants(args) -> None:
+    """Throughput of each engine variant, side by side, then (--quality) their loss curves on text."""
+    import torch
+
+    print(f"torch {torch.__version__}, {torch.cuda.get_device_name(0)}", flush=True)
+    tokens = np.random.default_rng(0).integers(0, 50257, 50_000_000, dtype=np.uint16)
+    pc = PlanConfig(block_size=1024, batch_size=args.batch_size, sampling="random")
+    mc = MODEL_PRESETS["gpt2"].with_(dropout=0.0)
+    names = args.variants.split(",")
+    res = {}
+    for name in names:
+        fields = _set_variant(name)
+        tc = TrainConfig(steps=args.warmup + args.steps, warmup_steps=10, eval_interval=0, device="cuda",
+                         dtype="bfloat16", compile=True, learning_rate=6e-4, min_lr=6e-5, **fields)
+        res[name] = measure(tokens, pc, mc, tc, skip=args.warmup)
+        print(f"{name:6s} {res[name]['tokens_per_s']:9,} tok/s  MFU {res[name]['mfu']:.1%}  "
+              f"({res[name]['tokens_per_s'] / res[names[0]]['tokens_per_s']:.3f}x {names[0]})  "
+              f"{json.dumps(res[name])}", flush=True)
+    if not args.quality:
+        return
+    text = np.fromfile(args.quality, dtype=np.uint16)
+    print(f"-- loss on text ({len(text):,} tokens), {args.quality_steps} steps, same plan and seed", flush=True)
+    curves = {}
+    for name in args.quality_variants.split(","):
+        label = name
+        while label in curves:
+            label += "'"
+        fields = _set_variant(name)
+        tc = TrainConfig(steps=args.quality_steps, warmup_steps=30, eval_interval=0, device="cuda",
+                         dtype="bfloat16", compile=True, learning_rate=6e-4, min_lr=6e-5, **fields)
+        curves[label] = [ev.loss for ev in Trainer(text, None, pc, mc, tc).run() if isinstance(ev, StepReport)]
+        c = curves[label]
+        marks = "  ".join(f"{i}:{np.mean(c[max(0, i - 10):i]):.3f}" for i in range(10, len(c) + 1, len(c) // 6))
+        print(f"{label:7s} mean loss of the 10 steps before  {marks}", flush=True)
+    first = next(iter(curves))
+    for label, c in curves.items():
+        d = np.abs(np.array(c) - np.array(curves[first]))
+        print(f"{label:7s} vs {first}: last-20 mean {np.mean(c[-20:]):.4f} vs {np.mean(curves[first][-20:]):.4f}; "
+              f"max |diff| per step {d.max():.3f}, mean {d.mean():.4f}")
 
 
 def cpu(args) -> None:
@@ -120,10 +179,18 @@ if __name__ == "__main__":
     ap.add_argument("--warmup", type=int, default=15)
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--coordinate-descent", action="store_true")
+    ap.add_argument("--residual-dtype", default="float32", help="GPU: float32 (nanoGPT) or bfloat16 (llm.c)")
     ap.add_argument("--only-on", action="store_true", help="GPU: one run, readout on")
     ap.add_argument("--plain-loss-too", action="store_true",
                     help="GPU: also a run with the unfused output layer and loss")
+    ap.add_argument("--variants", default="", help="GPU: compare engine variants (VARIANTS), e.g. plain,default")
+    ap.add_argument("--quality", default="", help="GPU, with --variants: uint16 token file to train on")
+    ap.add_argument("--quality-steps", type=int, default=250)
+    ap.add_argument("--quality-variants", default="default,bf16res,default")
     a = ap.parse_args()
+    if a.variants:
+        variants(a)
+        sys.exit(0)
     if a.gpu:
         gpu(a)
     if a.cpu or not a.gpu:

@@ -133,6 +133,69 @@ def check_fused(bt: int) -> None:
               f"{2 * big.numel() * 2 / sec / 1e12:.2f} TB/s (one read + one write)")
 
 
+def check_kernels(bt: int) -> None:
+    """gelu.py's Triton kernels and the row-kernel variants: correctness, then speed side by side."""
+    import math
+
+    from nanogpt_viz import fused_loss, gelu
+
+    n4 = bt * 4 * 768
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = (2 * torch.randn(n4, device="cuda", generator=g)).to(torch.bfloat16)
+    dy = torch.randn(n4, device="cuda", generator=g).to(torch.bfloat16)
+    xd = x[:4_000_000].double()
+    ref = xd * 0.5 * (1 + torch.erf(xd / math.sqrt(2)))
+    ref_d = 0.5 * (1 + torch.erf(xd / math.sqrt(2))) + xd * torch.exp(-xd * xd / 2) / math.sqrt(2 * math.pi)
+    y = gelu._gelu_cuda(x)
+    d = gelu._gelu_backward_cuda(torch.ones_like(x), x)
+    yf = torch.empty_like(x, dtype=torch.float32)
+    gelu._gelu_fwd_kernel[(triton_cdiv(n4, 2048),)](x, yf, n4, BLOCK=2048, num_warps=8)
+    df = torch.empty_like(x, dtype=torch.float32)
+    gelu._gelu_bwd_kernel[(triton_cdiv(n4, 2048),)](torch.ones_like(x), x, df, n4, BLOCK=2048, num_warps=8)
+    print(f"-- GELU kernels, {n4:,} bf16 elements: float32 output vs float64 exact: fwd max |diff| "
+          f"{(yf[:4_000_000].double() - ref).abs().max().item():.2e}, bwd {(df[:4_000_000].double() - ref_d).abs().max().item():.2e}; "
+          f"bf16 output vs torch's: fwd max |diff| {(y.float() - F.gelu(x).float()).abs().max().item():.2e}, "
+          f"bwd {(d.float() - torch.ops.aten.gelu_backward(torch.ones_like(x), x).float()).abs().max().item():.2e}")
+    nbytes = 2 * n4 * 2
+    t_copy = bench(lambda: x.clone(), iters=10)
+    print(f"   copy (read + write) {t_copy * 1e3:.3f} ms = {nbytes / t_copy / 1e12:.2f} TB/s")
+    t = bench(lambda: F.gelu(x), iters=10)
+    print(f"   torch gelu fwd {t * 1e3:.3f} ms = {nbytes / t / 1e12:.2f} TB/s")
+    t = bench(lambda: torch.ops.aten.gelu_backward(dy, x), iters=10)
+    print(f"   torch gelu bwd {t * 1e3:.3f} ms = {1.5 * nbytes / t / 1e12:.2f} TB/s")
+    out = torch.empty_like(x)
+    for block, warps in ((1024, 4), (2048, 4), (2048, 8), (4096, 8), (8192, 8), (8192, 16)):
+        grid = (triton_cdiv(n4, block),)
+        tf = bench(lambda: gelu._gelu_fwd_kernel[grid](x, out, n4, BLOCK=block, num_warps=warps), iters=10)
+        tb = bench(lambda: gelu._gelu_bwd_kernel[grid](dy, x, out, n4, BLOCK=block, num_warps=warps), iters=10)
+        print(f"   triton BLOCK={block} warps={warps}: fwd {tf * 1e3:.3f} ms {nbytes / tf / 1e12:.2f} TB/s, "
+              f"bwd {tb * 1e3:.3f} ms {1.5 * nbytes / tb / 1e12:.2f} TB/s")
+    del x, dy, y, d, yf, df, out
+    V = 50304
+    logits = (3 * torch.randn(4096, V, device="cuda", generator=g)).to(torch.bfloat16)
+    tt = torch.randint(0, V, (4096,), device="cuda", generator=g)
+    tt[::5] = -1
+    ref_loss, ref_grad = fused_loss._rows_torch(logits, tt)
+    big = torch.randn(bt, V, device="cuda", dtype=torch.bfloat16)
+    tb_ = torch.randint(0, V, (bt,), device="cuda")
+    lb = torch.empty(bt, device="cuda")
+    for name in ("_row_kernel",):
+        k = getattr(fused_loss, name)
+        buf = logits.clone()
+        loss = torch.empty(4096, device="cuda")
+        k[(4096,)](buf, tt, loss, V, buf.stride(0), BLOCK=2048, num_warps=8)
+        print(f"-- {name}: loss max |diff| {(loss - ref_loss).abs().max().item():.2e}, gradient max |diff| "
+              f"{(buf.float() - ref_grad.float()).abs().max().item():.2e}")
+        for block, warps in ((1024, 4), (2048, 4), (2048, 8), (4096, 8), (4096, 16)):
+            sec = bench(lambda: k[(bt,)](big, tb_, lb, V, V, BLOCK=block, num_warps=warps), iters=5)
+            print(f"   ({bt}, {V}) BLOCK={block} warps={warps}: {sec * 1e3:.2f} ms, "
+                  f"{2 * big.numel() * 2 / sec / 1e12:.2f} TB/s")
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return (a + b - 1) // b
+
+
 def category(name: str) -> str:
     n = name.lower()
     if "flash" in n or "fmha" in n or "attention" in n or "cudnn" in n and "sdpa" in n:
@@ -195,12 +258,15 @@ if __name__ == "__main__":
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--skip", default="", help="comma-separated: gemm,attn,profile")
     ap.add_argument("--check", action="store_true", help="check and time the fused loss kernel")
+    ap.add_argument("--kernels", action="store_true", help="check and time the GELU and row-kernel variants")
     a = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name(0)}", flush=True)
     skip = set(a.skip.split(","))
     if a.check:
         check_fused(a.batch_size * 1024)
+    if a.kernels:
+        check_kernels(a.batch_size * 1024)
     if "gemm" not in skip:
         gemms(a.batch_size * 1024)
     if "attn" not in skip:

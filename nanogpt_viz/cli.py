@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from nanogpt_viz.config import (DEVICES, DTYPES, MODEL_PRESETS, SAMPLING_MODES, ModelConfig, PlanConfig,
-                                TrainConfig)
+from nanogpt_viz.config import (DEVICES, DTYPES, MODEL_PRESETS, RESIDUAL_DTYPES, SAMPLING_MODES, ModelConfig,
+                                PlanConfig, TrainConfig)
 
 SUBCOMMANDS = ("gui", "prepare", "plan", "train", "sample")
 STOP_REQUEST = "stop-request"  # created in a run directory to stop its training processes
@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-interval", type=_nonneg("checkpoint interval"), default=0)
     t.add_argument("--device", choices=DEVICES, default="auto")
     t.add_argument("--dtype", choices=DTYPES, default="auto")
+    t.add_argument("--residual-dtype", choices=RESIDUAL_DTYPES, default="float32",
+                   help="the residual stream between blocks: float32 as nanoGPT, or bfloat16 as llm.c "
+                        "(faster, slightly less precise; bf16 training only)")
     t.add_argument("--compile", dest="compile", action="store_true", default=None)
     t.add_argument("--no-compile", dest="compile", action="store_false")
     t.add_argument("--no-per-token", dest="per_token", action="store_false", default=True,
@@ -274,7 +277,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                      lr_decay_steps=args.lr_decay_steps, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
                      eval_interval=args.eval_interval, eval_batches=args.eval_batches, device=args.device,
                      dtype=args.dtype, compile=args.compile, seed=args.seed, per_token=args.per_token,
-                     checkpoint_interval=args.checkpoint_interval)
+                     checkpoint_interval=args.checkpoint_interval, residual_dtype=args.residual_dtype)
     for problems in (pc.problems(), mc.problems(), tc.problems()):
         if problems:
             raise CliError("; ".join(problems))
@@ -344,7 +347,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                     log.status("running", step=ev.start_step, total_steps=ev.total_steps, device=ev.device_name,
                                world_size=ev.world_size, n_params=ev.n_params)
                 if master and not args.json:
-                    sys.stderr.write(f"training on {ev.device_name} ({ev.dtype}{', compiled' if ev.compiled else ''}), "
+                    sys.stderr.write(f"training on {ev.device_name} ({ev.dtype}{', bf16 residual' if ev.residual_dtype == 'bfloat16' else ''}{', compiled' if ev.compiled else ''}), "
                                      f"{ev.n_params / 1e6:.2f}M parameters, {ev.tokens_per_step:,} tokens/step, "
                                      f"steps {ev.start_step}..{ev.total_steps - 1}\n")
             elif isinstance(ev, StepReport):

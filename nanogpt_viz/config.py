@@ -132,6 +132,9 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+# the residual stream between blocks: float32 as nanoGPT (its embeddings are float32), or bfloat16 as
+# llm.c keeps every activation (less memory traffic, a little less precision; bf16 training only)
+RESIDUAL_DTYPES = ("float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,7 @@ class TrainConfig(_Record):
     seed: int = 1337
     per_token: bool = True  # copy the (B, N) per-token loss off the device each step
     checkpoint_interval: int = 0  # 0: only at the end / on stop
+    residual_dtype: str = "float32"  # one of RESIDUAL_DTYPES
 
     def problems(self) -> list[str]:
         out = []
@@ -176,11 +180,16 @@ class TrainConfig(_Record):
             out.append(f"dtype must be one of {', '.join(DTYPES)}")
         if self.grad_clip < 0:
             out.append("grad clip must be >= 0")
+        if self.residual_dtype not in RESIDUAL_DTYPES:
+            out.append(f"residual dtype must be one of {', '.join(RESIDUAL_DTYPES)}")
+        elif self.residual_dtype == "bfloat16" and self.dtype not in ("auto", "bfloat16"):
+            out.append("a bfloat16 residual stream needs bfloat16 training (dtype bfloat16 or auto)")
         return out
 
 
 
 __all__ = [
     "SAMPLING_MODES", "SAMPLING_LABELS", "SPLITS", "GPT2_VOCAB_SIZE", "GPT2_PADDED_VOCAB",
-    "PlanConfig", "PLAN_PRESETS", "ModelConfig", "MODEL_PRESETS", "DEVICES", "DTYPES", "TrainConfig",
+    "PlanConfig", "PLAN_PRESETS", "ModelConfig", "MODEL_PRESETS", "DEVICES", "DTYPES", "RESIDUAL_DTYPES",
+    "TrainConfig",
 ]

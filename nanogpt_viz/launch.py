@@ -45,6 +45,8 @@ def train_args(corpus: str, plan: PlanConfig, preset: str, model: ModelConfig, t
         args += ["--lr-decay-steps", str(train.lr_decay_steps)]
     if train.compile is not None:
         args.append("--compile" if train.compile else "--no-compile")
+    if train.residual_dtype != "float32":
+        args += ["--residual-dtype", train.residual_dtype]
     if resume:
         args.append("--resume")
     return args

@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 from .config import MODEL_PRESETS, ModelConfig
 from .fused_loss import linear_cross_entropy
+from .gelu import gelu as gelu_op
 
 _CONFIG_FIELDS = tuple(f.name for f in fields(ModelConfig))
 
@@ -76,9 +77,11 @@ class MLP(nn.Module):
         self.gelu = nn.GELU()
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
+        self.keep_gelu = False  # gelu.py's op instead of nn.GELU (GPT.set_kernels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.gelu(self.c_fc(x))  # (B, T, 4C)
+        h = self.c_fc(x)  # (B, T, 4C)
+        x = gelu_op(h) if self.keep_gelu else self.gelu(h)  # (B, T, 4C)
         return self.dropout(self.c_proj(x))  # (B, T, C)
 
 
@@ -124,6 +127,9 @@ class GPT(nn.Module):
         self.config = config
         # training loss through fused_loss.linear_cross_entropy (set by the trainer on CUDA)
         self.fused_loss = False
+        # dtype the residual stream is carried in between blocks; None: what the embeddings give
+        # (float32, as nanoGPT). See set_kernels.
+        self.residual_dtype: torch.dtype | None = None
 
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.n_embd),   # token embeddings
@@ -152,6 +158,23 @@ class GPT(nn.Module):
                 torch.nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def set_kernels(self, *, fused_loss: bool | None = None, keep_gelu: bool | None = None,
+                    residual_dtype: torch.dtype | None | str = "unchanged") -> None:
+        """Choose how training computes (None / "unchanged" leaves a setting as it is).
+
+        fused_loss: output layer + cross-entropy as one op (fused_loss.py).
+        keep_gelu: keep each MLP's GELU output for backward instead of recomputing it.
+        residual_dtype: carry the residual stream in this dtype (torch.bfloat16 is what llm.c
+            does); None carries it in the embeddings' dtype (float32), as nanoGPT does.
+        """
+        if fused_loss is not None:
+            self.fused_loss = bool(fused_loss)
+        if keep_gelu is not None:
+            for block in self.transformer.h:
+                block.mlp.keep_gelu = bool(keep_gelu)
+        if residual_dtype != "unchanged":
+            self.residual_dtype = residual_dtype
 
     def get_num_params(self, non_embedding: bool = True) -> int:
         """Parameter count. The tied wte/lm_head matrix counts once (parameters() dedups it).
@@ -195,6 +218,8 @@ class GPT(nn.Module):
         tok_emb = self.transformer.wte(idx)  # (B, T, C)
         pos_emb = self.transformer.wpe(pos)  # (T, C), broadcast over B
         x = self.transformer.drop(tok_emb + pos_emb)  # (B, T, C)
+        if self.residual_dtype is not None:
+            x = x.to(self.residual_dtype)
         for block in self.transformer.h:
             x = block(x)  # (B, T, C)
         x = self.transformer.ln_f(x)  # (B, T, C)

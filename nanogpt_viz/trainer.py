@@ -59,6 +59,7 @@ class RunInfo:
     world_size: int
     out_dir: str | None
     notes: tuple[str, ...] = ()
+    residual_dtype: str = "float32"  # the residual stream between blocks (TrainConfig.residual_dtype)
     history: tuple[tuple[int, float, float], ...] = ()  # (step, train, val) restored on resume
 
 
@@ -310,6 +311,9 @@ class Trainer:
             self.device_name = torch.cuda.get_device_name(self.dist.local_rank)
         self.dev = torch.device(self.device, self.dist.local_rank) if self.device == "cuda" else torch.device(self.device)
         self.dtype = resolve_dtype(self.device, tc.dtype)
+        if tc.residual_dtype == "bfloat16" and self.dtype != "bfloat16":
+            raise TrainError(f"a bfloat16 residual stream needs bfloat16 training, and this run trains in "
+                             f"{self.dtype} on {self.device}; use the float32 residual stream")
         if self.device == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -333,8 +337,15 @@ class Trainer:
                 torch.cuda.set_rng_state(cuda_rng)
         # the output layer and loss as one pass over the logits (fused_loss.py), where Triton runs;
         # NANOGPT_VIZ_FUSED_LOSS=0 turns it off (to compare)
-        self.raw_model.fused_loss = (fused_loss.available(self.dev)
-                                     and os.environ.get("NANOGPT_VIZ_FUSED_LOSS", "1") != "0")
+        # Where Triton runs: the output layer and loss as one pass over the logits (fused_loss.py),
+        # and GELU as its own kernels with its output kept for backward (gelu.py). Same numbers,
+        # less time. NANOGPT_VIZ_FUSED_LOSS=0 / NANOGPT_VIZ_FAST_GELU=0 turn them off (to compare).
+        fast = fused_loss.available(self.dev)
+        self.raw_model.set_kernels(
+            fused_loss=fast and os.environ.get("NANOGPT_VIZ_FUSED_LOSS", "1") != "0",
+            keep_gelu=fast and os.environ.get("NANOGPT_VIZ_FAST_GELU", "1") != "0",
+            residual_dtype=torch.bfloat16 if tc.residual_dtype == "bfloat16" else None,
+        )
         self.model = self.raw_model
         self._graph_steps = False
         self.compiled = bool(tc.compile if tc.compile is not None else self.device == "cuda")
@@ -400,7 +411,7 @@ class Trainer:
         yield RunInfo(self.device, self.device_name, self.dtype, self.compiled,
                       self.raw_model.get_num_params(), self.start_step, tc.steps, self.plan.tokens_per_step,
                       self.plan_config.world_size, str(self.out_dir) if self.out_dir else None,
-                      history=tuple(self.history))
+                      residual_dtype=tc.residual_dtype, history=tuple(self.history))
         step = self.start_step
         pending: _Pending | None = None
         self._t_last = time.perf_counter()

@@ -257,6 +257,8 @@ def _bad_inputs(d: Path, files) -> dict[str, tuple[list, str]]:
         "grad accum not divisible": (["train", b, "--global-grad-accum", 3, "--world-size", 2, "--steps", 1,
                                       "--out", d / "gga"], "divide"),
         "prompt bad escape": (["sample", d / "emptydir", "--prompt", "a\\x"], "escape"),
+        "bf16 residual, fp32 training": (["train", b, "--residual-dtype", "bfloat16", "--dtype", "float32",
+                                          "--steps", 1, "--out", d / "rd"], "residual"),
     }
 
 

@@ -10,7 +10,7 @@ def test_train_args_parse_back_to_the_same_settings(tmp_path):
     pc = PlanConfig(block_size=128, batch_size=6, grad_accum=3, sampling="sliding", stride=7, seed=11)
     mc = MODEL_PRESETS["small"].with_(n_layer=3, dropout=0.1)
     tc = TrainConfig(steps=77, learning_rate=3e-4, min_lr=3e-5, warmup_steps=5, eval_interval=9, device="cuda",
-                     dtype="bfloat16", compile=False, lr_decay_steps=70)
+                     dtype="bfloat16", compile=False, lr_decay_steps=70, residual_dtype="bfloat16")
     args = build_parser().parse_args(train_args("data/", pc, "small", mc, tc, tmp_path / "run"))
     assert (args.block_size, args.batch_size, args.grad_accum, args.sampling, args.stride, args.seed) == \
         (128, 6, 3, "sliding", 7, 11)
@@ -19,6 +19,9 @@ def test_train_args_parse_back_to_the_same_settings(tmp_path):
         (77, 3e-4, 3e-5, 5, 9, 70)
     assert (args.device, args.dtype, args.compile, args.out, args.json) == ("cuda", "bfloat16", False,
                                                                            str(tmp_path / "run"), True)
+    assert args.residual_dtype == "bfloat16"
+    assert build_parser().parse_args(train_args("d/", pc, "small", mc, tc.with_(residual_dtype="float32"),
+                                                tmp_path)).residual_dtype == "float32"
 
 
 def test_single_node_and_multi_node_commands():

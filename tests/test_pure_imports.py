@@ -17,7 +17,7 @@ from nanogpt_viz.corpus import write_nanogpt_bin
 QT_PREFIXES = ("PySide6", "pyqtgraph", "shiboken")
 PURE_MODULES = ("nanogpt_viz.config", "nanogpt_viz.tokenizer", "nanogpt_viz.corpus", "nanogpt_viz.batching",
                 "nanogpt_viz.model", "nanogpt_viz.trainer", "nanogpt_viz.checkpoint", "nanogpt_viz.viewmodel",
-                "nanogpt_viz.runlog", "nanogpt_viz.cli", "nanogpt_viz.fused_loss", "nanogpt_viz.launch",
+                "nanogpt_viz.runlog", "nanogpt_viz.cli", "nanogpt_viz.fused_loss", "nanogpt_viz.gelu", "nanogpt_viz.launch",
                 "nanogpt_viz.runtime")
 
 

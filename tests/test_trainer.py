@@ -158,6 +158,35 @@ def test_exact_resume_reproduces_the_uninterrupted_run(tmp_path):
 def test_bad_settings_end_the_run_with_a_message():
     end = list(Trainer(tokens(), None, PlanConfig(block_size=64, batch_size=2), TINY, TrainConfig()).run())[-1]
     assert end.reason == "error" and "block size" in end.message
+    # auto precision on a CPU is float32: a bf16 residual stream is refused, not silently dropped
+    end = list(Trainer(tokens(), None, PlanConfig(block_size=16, batch_size=2), TINY,
+                       TrainConfig(residual_dtype="bfloat16")).run())[-1]
+    assert end.reason == "error" and "residual" in end.message
+    assert TrainConfig(residual_dtype="bfloat16", dtype="float16").problems()
+    assert TrainConfig(residual_dtype="float64").problems()
+
+
+def test_bfloat16_residual_stream_is_carried_between_blocks_and_trains():
+    pc = PlanConfig(block_size=16, batch_size=4)
+    t = tokens(4 * 16 + 1)
+    seen = []
+    results = {}
+    for residual in ("float32", "bfloat16"):
+        tr = Trainer(t, None, pc, MODEL_PRESETS["tiny"].with_(block_size=16),
+                     TrainConfig(steps=40, eval_interval=0, learning_rate=3e-3, warmup_steps=5, min_lr=3e-3,
+                                 dtype="bfloat16", residual_dtype=residual))
+        events = tr.run()
+        info = next(events)
+        assert info.residual_dtype == residual
+        hook = tr.raw_model.transformer.h[1].register_forward_pre_hook(lambda m, a: seen.append(a[0].dtype))
+        reports = [e for e in events if isinstance(e, StepReport)]
+        hook.remove()
+        results[residual] = reports
+        assert seen[-1] == (torch.bfloat16 if residual == "bfloat16" else torch.float32)
+        assert reports[-1].per_token.dtype == np.float32
+    # both precisions learn the batch; they start from the same weights and data
+    assert results["float32"][0].loss == pytest.approx(results["bfloat16"][0].loss, abs=0.05)
+    assert results["bfloat16"][-1].loss < results["bfloat16"][0].loss - 3
 
 
 def test_lr_schedule_warms_up_then_decays_to_min():

@@ -690,7 +690,7 @@ class MainWindow(QMainWindow):
     def _on_train_info(self, info) -> None:
         self._first_step = info.start_step
         self._total_steps = info.total_steps
-        comp = ", compiled" if info.compiled else ""
+        comp = (", bf16 residual" if info.residual_dtype == "bfloat16" else "") + (", compiled" if info.compiled else "")
         self.train_panel.set_progress(info.start_step, info.total_steps,
                                       f"{info.device_name} · {info.dtype}{comp} · {info.n_params / 1e6:.2f}M params"
                                       + (f" · resumed at step {info.start_step}" if info.start_step else ""))
