@@ -26,7 +26,8 @@ def run(data: str, nproc: int, args, out: str) -> dict:
     train = ["train", data, "--preset", "gpt2", "--block-size", "1024", "--batch-size", str(args.batch_size),
              "--grad-accum", str(args.grad_accum),
              "--sampling", "random", "--steps", str(args.warmup + args.steps), "--eval-interval", "0",
-             "--device", "cuda", "--dtype", "bfloat16", "--compile", "--out", out, "--json"]
+             "--device", "cuda", "--dtype", "bfloat16", "--compile", "--out", out, "--json",
+             "--residual-dtype", args.residual_dtype]
     cmd = torchrun_command(train, nproc=nproc)
     t0 = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **SAFE_ENV}, cwd=os.getcwd())
@@ -49,6 +50,7 @@ def main() -> None:
     ap.add_argument("--grad-accum", type=int, default=1, help="micro-batches per rank per step (K)")
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--residual-dtype", default="float32", help="float32 (nanoGPT) or bfloat16 (llm.c)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "train.bin")
