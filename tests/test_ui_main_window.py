@@ -377,8 +377,24 @@ def test_settings_persist_across_windows(qtbot, make_window):
     _builtin(qtbot, first)
     first.plan_panel.n.setValue(40)
     first.train_panel.steps.setValue(123)
+    first.train_panel.dtype.setCurrentText("bfloat16")
+    first.train_panel.residual.setCurrentIndex(first.train_panel.residual.findData("bfloat16"))
     assert first.close()
     second = make_window()
     assert second.plan_panel.n.value() == 40
     assert second.session.plan_config.block_size == 40
     assert second.train_panel.steps.value() == 123
+    tc = second.train_panel.train_config()
+    assert (tc.dtype, tc.residual_dtype) == ("bfloat16", "bfloat16")
+
+
+def test_bf16_residual_with_float32_precision_is_explained_not_started(qtbot, win):
+    _builtin(qtbot, win)
+    tp = win.train_panel
+    tp.dtype.setCurrentText("float32")
+    tp.residual.setCurrentIndex(tp.residual.findData("bfloat16"))
+    started = []
+    tp.start_requested.connect(lambda *a: started.append(a))
+    qtbot.mouseClick(tp.start_btn, Qt.MouseButton.LeftButton)
+    assert not started
+    assert tp.problem.isVisible() and "residual" in tp.problem.text()
