@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from nanogpt_viz.config import ModelConfig
 from nanogpt_viz.fused_loss import linear_cross_entropy
-from nanogpt_viz.model import GPT
+from helpers import twin_runs
 
 TINY = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=128, dropout=0.0, bias=True)
 
@@ -47,23 +47,12 @@ def test_shape_mismatch_is_a_clear_error():
 
 @pytest.mark.parametrize("autocast", [False, True])
 def test_model_with_fused_loss_trains_like_the_plain_path(autocast):
-    torch.manual_seed(0)
-    plain = GPT(TINY)
-    fused = GPT(TINY)
-    fused.load_state_dict(plain.state_dict())
-    fused.fused_loss = True
     idx = torch.randint(0, 128, (3, 16))
     targets = torch.randint(0, 128, (3, 16))
     targets[0, :4] = -1
-    out = []
-    for m in (plain, fused):
-        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else torch.autocast("cpu", enabled=False)
-        with ctx:
-            logits, loss, per_token = m(idx, targets, return_logits=False)
-        loss.backward()
-        assert logits is None and per_token.dtype == torch.float32 and per_token.shape == (3, 16)
-        out.append((loss.detach(), per_token.detach(), {n: p.grad for n, p in m.named_parameters()}))
-    (l1, pt1, g1), (l2, pt2, g2) = out
+    out = twin_runs(TINY, lambda m: m.set_kernels(fused_loss=True), idx, targets, autocast, return_logits=False)
+    (l1, pt1, g1, _), (l2, pt2, g2, logits) = out
+    assert logits is None and pt2.dtype == torch.float32 and pt2.shape == (3, 16)
     tol = dict(rtol=2e-2, atol=2e-3) if autocast else dict(rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(l2, l1, **tol)
     torch.testing.assert_close(pt2, pt1, **tol)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from nanogpt_viz.config import ModelConfig
 from nanogpt_viz.gelu import gelu, gelu_reference
-from nanogpt_viz.model import GPT
+from helpers import twin_runs
 
 TINY = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=128, dropout=0.0, bias=False)
 
@@ -47,21 +47,12 @@ def test_op_matches_nn_gelu_values_and_gradients():
 
 @pytest.mark.parametrize("autocast", [False, True])
 def test_model_with_the_gelu_op_trains_like_nn_gelu(autocast):
-    torch.manual_seed(0)
-    plain = GPT(TINY)
-    fast = GPT(TINY)
-    fast.load_state_dict(plain.state_dict())
-    fast.set_kernels(keep_gelu=True)
-    assert all(b.mlp.keep_gelu for b in fast.transformer.h)
+    def use_op(model):
+        model.set_kernels(keep_gelu=True)
+        assert all(b.mlp.keep_gelu for b in model.transformer.h)
+
     idx, targets = torch.randint(0, 128, (3, 16)), torch.randint(0, 128, (3, 16))
-    out = []
-    for m in (plain, fast):
-        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else torch.autocast("cpu", enabled=False)
-        with ctx:
-            _, loss, _ = m(idx, targets)
-        loss.backward()
-        out.append((loss.detach(), {n: p.grad for n, p in m.named_parameters()}))
-    (l1, g1), (l2, g2) = out
+    (l1, _, g1, _), (l2, _, g2, _) = twin_runs(TINY, use_op, idx, targets, autocast)
     torch.testing.assert_close(l2, l1, rtol=0, atol=0)
     for name in g1:
         torch.testing.assert_close(g2[name], g1[name], rtol=0, atol=0, msg=lambda m, n=name: f"{n}: {m}")
