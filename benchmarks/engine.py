@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from nanogpt_viz.config import MODEL_PRESETS, PlanConfig, TrainConfig  # noqa: E402
+from nanogpt_viz.config import MODEL_PRESETS, RESIDUAL_DTYPES, PlanConfig, TrainConfig  # noqa: E402
 from nanogpt_viz.runtime import tune_allocator  # noqa: E402
 from nanogpt_viz.trainer import RunEnd, RunInfo, StepReport, Trainer  # noqa: E402
 
@@ -95,7 +95,8 @@ def gpu(args) -> None:
         return
     on = (results["readout_on"]["tokens_per_s"] + results["readout_on_again"]["tokens_per_s"]) / 2
     off = results["readout_off"]["tokens_per_s"]
-    print(f"\nGPT-2 124M B={args.batch_size} N=1024 bf16 compiled, {args.residual_dtype} residual: {off:,.0f} tok/s without readout, "
+    print(f"\nGPT-2 124M B={args.batch_size} N=1024 bf16 compiled, {args.residual_dtype} residual: "
+          f"{off:,.0f} tok/s without readout, "
           f"{on:,.0f} with; readout cost {100 * (1 - on / off):+.2f}% (target <= 3%)")
     print(f"MFU vs 790 TFLOP/s: readout on {results['readout_on']['mfu']:.1%}, "
           f"off {results['readout_off']['mfu']:.1%} (target >= 62%; nanoGPT bench.py ~58%)")
@@ -179,7 +180,8 @@ if __name__ == "__main__":
     ap.add_argument("--warmup", type=int, default=15)
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--coordinate-descent", action="store_true")
-    ap.add_argument("--residual-dtype", default="float32", help="GPU: float32 (nanoGPT) or bfloat16 (llm.c)")
+    ap.add_argument("--residual-dtype", choices=RESIDUAL_DTYPES, default="float32",
+                    help="GPU: float32 (nanoGPT) or bfloat16 (llm.c)")
     ap.add_argument("--only-on", action="store_true", help="GPU: one run, readout on")
     ap.add_argument("--plain-loss-too", action="store_true",
                     help="GPU: also a run with the unfused output layer and loss")

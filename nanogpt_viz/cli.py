@@ -347,7 +347,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                     log.status("running", step=ev.start_step, total_steps=ev.total_steps, device=ev.device_name,
                                world_size=ev.world_size, n_params=ev.n_params)
                 if master and not args.json:
-                    sys.stderr.write(f"training on {ev.device_name} ({ev.dtype}{', bf16 residual' if ev.residual_dtype == 'bfloat16' else ''}{', compiled' if ev.compiled else ''}), "
+                    how = ev.dtype + (", bf16 residual" if ev.residual_dtype == "bfloat16" else "") + (
+                        ", compiled" if ev.compiled else "")
+                    sys.stderr.write(f"training on {ev.device_name} ({how}), "
                                      f"{ev.n_params / 1e6:.2f}M parameters, {ev.tokens_per_step:,} tokens/step, "
                                      f"steps {ev.start_step}..{ev.total_steps - 1}\n")
             elif isinstance(ev, StepReport):

@@ -56,7 +56,8 @@ def gelu_reference(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 if triton is not None:
     @triton.jit
     def _cdf2_and_exp(x):
-        """(2 Phi(x), exp(-x^2 / 2)) in float32."""
+        """(2 Phi(x), exp(-x^2 / 2)) in float32: gelu_reference's arithmetic (its constants, spelled
+        out because a jitted function reads no Python globals)."""
         z = x * 0.7071067811865476
         t = 1.0 / (1.0 + 0.3275911 * tl.abs(z))
         poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
