@@ -135,6 +135,9 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 # the residual stream between blocks: float32 as nanoGPT (its embeddings are float32), or bfloat16 as
 # llm.c keeps every activation (less memory traffic, a little less precision; bf16 training only)
 RESIDUAL_DTYPES = ("float32", "bfloat16")
+# how a validation pass picks its batches (evaluation.py): as nanoGPT, build-nanogpt or llm.c do, or
+# every val target once
+EVAL_PROTOCOLS = ("nanogpt", "build-nanogpt", "llmc", "whole")
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,12 @@ class TrainConfig(_Record):
     beta2: float = 0.95
     grad_clip: float = 1.0
     eval_interval: int = 50  # 0 disables
+    # batches per evaluation: nanoGPT's eval_iters, build-nanogpt's val_loss_steps or llm.c's
+    # val_num_batches, by eval_protocol; 0: that code's own default (200, 20, 20); unused by "whole"
     eval_batches: int = 4
+    # "auto" (follows the plan's sampling: random -> nanogpt, sequential -> build-nanogpt,
+    # llmc/shuffled -> llmc, otherwise whole) or one of EVAL_PROTOCOLS (see evaluation.py)
+    eval_protocol: str = "auto"
     device: str = "auto"
     dtype: str = "auto"
     compile: bool | None = None  # None: on for CUDA, off elsewhere
@@ -174,6 +182,10 @@ class TrainConfig(_Record):
             out.append("lr decay steps must be >= 1")
         if self.eval_interval < 0:
             out.append("eval interval must be >= 0")
+        if not isinstance(self.eval_batches, int) or self.eval_batches < 0:
+            out.append("eval batches must be a whole number >= 0 (0: the protocol's own default)")
+        if self.eval_protocol not in ("auto", *EVAL_PROTOCOLS):
+            out.append(f"eval protocol must be one of auto, {', '.join(EVAL_PROTOCOLS)} (got {self.eval_protocol!r})")
         if self.device not in DEVICES:
             out.append(f"device must be one of {', '.join(DEVICES)}")
         if self.dtype not in DTYPES:
@@ -191,5 +203,5 @@ class TrainConfig(_Record):
 __all__ = [
     "SAMPLING_MODES", "SAMPLING_LABELS", "SPLITS", "GPT2_VOCAB_SIZE", "GPT2_PADDED_VOCAB",
     "PlanConfig", "PLAN_PRESETS", "ModelConfig", "MODEL_PRESETS", "DEVICES", "DTYPES", "RESIDUAL_DTYPES",
-    "TrainConfig",
+    "EVAL_PROTOCOLS", "TrainConfig",
 ]

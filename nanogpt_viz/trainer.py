@@ -29,6 +29,7 @@ import torch
 from nanogpt_viz import fused_loss
 from nanogpt_viz.batching import BatchPlan, gather_rows
 from nanogpt_viz.config import ModelConfig, PlanConfig, TrainConfig
+from nanogpt_viz.evaluation import EvalPlan, EvalResult, eval_plan, resolve_protocol
 
 # Dense bf16 ceilings used for MFU. H100/H200: the measured matmul ceiling on this project's H200
 # (about 790 TFLOP/s), not the datasheet's 989. A100: datasheet (nanoGPT's figure).
@@ -81,6 +82,20 @@ class StepReport:
     tokens_seen: int = 0
     world_size: int = 1
     finished_at: float = 0.0  # time.perf_counter() when the report was made (in the trainer's thread)
+    val_protocol: str | None = None  # how val_loss was measured (evaluation.py), when there is one
+    val_tokens: int = 0  # distinct val targets that evaluation covered
+    train_loss_est: float | None = None  # the nanogpt protocol's train-split estimate, beside val
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """The evaluation before the first step (iteration 0, as nanoGPT, build-nanogpt and llm.c do)."""
+
+    steps_done: int
+    val_loss: float
+    val_protocol: str
+    val_tokens: int
+    train_loss_est: float | None = None
 
 
 @dataclass(frozen=True)
@@ -255,6 +270,9 @@ class Trainer:
     dist: DistInfo = field(default_factory=DistInfo)
     corpus_info: dict[str, Any] = field(default_factory=dict)
     model_preset: str | None = None
+    # an object with eval_starts(iteration, split) -> (eval_iters, B) | None (nanogpt_replay.NanoGPTReplay):
+    # the nanogpt protocol then evaluates the very batches the replayed nanoGPT run drew
+    eval_replay: Any = None
 
     # ---- set-up ---------------------------------------------------------------------------
     def _setup(self) -> None:
@@ -300,10 +318,14 @@ class Trainer:
             raise TrainError(f"the plan has W={pc.world_size} ranks but torchrun started "
                              f"{self.dist.world_size} processes; set --world-size to match")
         self.plan = BatchPlan(pc, len(self.train_tokens))
-        self.val_plan = None
-        if self.val_tokens is not None and len(self.val_tokens) > pc.block_size + 1 and tc.eval_interval > 0:
-            self.val_plan = BatchPlan(PlanConfig(block_size=pc.block_size, batch_size=pc.batch_size,
-                                                 sampling="sequential"), len(self.val_tokens))
+        self.eval_protocol = resolve_protocol(tc.eval_protocol, pc.sampling)
+        self._eval_fixed: EvalPlan | None = None
+        self.eval_on = (self.val_tokens is not None and len(self.val_tokens) > pc.block_size + 1
+                        and tc.eval_interval > 0)
+        if self.eval_on:
+            parts = getattr(self.val_tokens, "parts", None)  # a TokenArray's shards, in file order
+            self._val_shards = [len(p) for p in parts] if parts else [len(self.val_tokens)]
+            self._eval_plan(self.start_step)  # an EvalError (a ValueError) stops the run here
 
         self.device, self.device_name = detect_device(tc.device)
         if self.dist.world_size > 1 and self.device == "cuda":
@@ -397,7 +419,7 @@ class Trainer:
         return torch.optim.AdamW(groups, lr=tc.learning_rate, betas=(tc.beta1, tc.beta2), fused=True)
 
     # ---- the loop -----------------------------------------------------------------------------
-    def run(self) -> Iterator[RunInfo | StepReport | RunEnd]:
+    def run(self) -> Iterator[RunInfo | EvalReport | StepReport | RunEnd]:
         """Train to `train_config.steps`; always ends with exactly one RunEnd (never raises)."""
         try:
             self._setup()
@@ -418,6 +440,10 @@ class Trainer:
         self._last_event = None
         end: RunEnd | None = None
         try:
+            if self.eval_on and self.start_step == 0 and not self.control.stopped:
+                res = self.evaluate(0)  # iteration 0: the untrained model, as the real codes log it
+                yield EvalReport(0, res.val_loss, res.protocol, res.val_tokens, res.train_loss_est)
+                self._t_last = time.perf_counter()
             while step < tc.steps:
                 if (self.control.paused or self.control.has_requests) and pending is not None:
                     report = self._finish(pending)  # show the last step before sitting idle
@@ -591,10 +617,11 @@ class Trainer:
         if self.peak_flops:
             per_device = tps / self.plan_config.world_size if self.dist.world_size > 1 else tps
             mfu = self.flops_per_token * per_device / self.peak_flops
-        val = None
+        res = None
         tc = self.train_config
-        if self.val_plan is not None and (self.steps_done % tc.eval_interval == 0 or self.steps_done == tc.steps):
-            val = self.evaluate()
+        if self.eval_on and (self.steps_done % tc.eval_interval == 0 or self.steps_done == tc.steps):
+            res = self.evaluate()
+        val = res.val_loss if res is not None else None
         self.history.append((p.step, loss, val if val is not None else math.nan))
         if (tc.checkpoint_interval and self.out_dir is not None and self.steps_done % tc.checkpoint_interval == 0
                 and self.steps_done < tc.steps):
@@ -604,28 +631,64 @@ class Trainer:
             tokens_per_s=tps, mfu=mfu, dt=dt, starts=self.plan.starts(p.step), per_token=per_token,
             position_loss=position, ranks=self.local_ranks, val_loss=val,
             tokens_seen=self.steps_done * tokens, world_size=self.plan_config.world_size,
-            finished_at=time.perf_counter())
+            finished_at=time.perf_counter(), val_protocol=res.protocol if res else None,
+            val_tokens=res.val_tokens if res else 0, train_loss_est=res.train_loss_est if res else None)
+
+    def _eval_plan(self, iteration: int) -> EvalPlan:
+        if self._eval_fixed is not None:
+            return self._eval_fixed
+        pc, tc = self.plan_config, self.train_config
+        plan = eval_plan(self.eval_protocol, val_shards=self._val_shards, N=pc.block_size, B=pc.batch_size,
+                         W=pc.world_size, eval_batches=tc.eval_batches, iteration=iteration,
+                         seed=getattr(pc, "effective_seed", pc.seed),
+                         train_len=len(self.train_tokens), replay=self.eval_replay)
+        if self.eval_protocol != "nanogpt":  # the same batches at every evaluation
+            self._eval_fixed = plan
+        return plan
 
     @torch.no_grad()
-    def evaluate(self) -> float | None:
-        """Mean loss over fixed, evenly spread validation batches (the same ones every time)."""
-        if self.val_plan is None or not self.dist.is_master:
+    def evaluate(self, iteration: int | None = None) -> EvalResult | None:
+        """The val loss under the run's protocol (evaluation.py) after `iteration` steps (default: done).
+
+        The mean of every counted per-token loss of the protocol's batches: equal to what the real
+        code prints. Model in eval mode. Cost: the protocol's rows (evaluation.py: nanogpt
+        2*eval_iters*B, build-nanogpt / llmc batches*W*B, whole at most WHOLE_MAX_TARGETS targets),
+        split across DDP processes (build-nanogpt / llmc: each rank its own rows, as those codes do)
+        and summed with one all-reduce; every process gets the result.
+        """
+        if not self.eval_on:
             return None
-        vp = self.val_plan
-        n = min(self.train_config.eval_batches, vp.steps_per_epoch)
-        picks = np.linspace(0, vp.steps_per_epoch - 1, n).round().astype(np.int64)
+        it = self.steps_done if iteration is None else int(iteration)
+        plan = self._eval_plan(it)
+        N, world, me = plan.N, self.dist.world_size, self.dist.rank
+        per_rank = plan.protocol in ("build-nanogpt", "llmc")
+        acc = torch.zeros(2, dtype=torch.float32 if self.device == "mps" else torch.float64, device=self.dev)
+        cols = torch.arange(N)
         self.raw_model.eval()
-        total = torch.zeros((), device=self.dev)
-        for k in picks:
-            xy = torch.from_numpy(gather_rows(self.val_tokens, vp.micro_starts(int(k), 0), vp.N + 1)).to(self.dev)
-            with self.autocast:
-                _, loss, _ = self.raw_model(xy[:, :-1].contiguous(), xy[:, 1:].contiguous())
-            total += loss.float()
-        self.raw_model.train()
-        val = float(total.item()) / n
+        try:
+            for i, b in enumerate(plan.batches):
+                if world > 1 and (b.rank if per_rank else i % world) != me:
+                    continue
+                data = self.val_tokens if b.split == "val" else self.train_tokens
+                xy = torch.from_numpy(gather_rows(data, b.starts, N + 1))
+                x, y = xy[:, :-1].contiguous(), xy[:, 1:].clone()
+                if b.skip is not None:  # targets an earlier row already counted (whole's last row)
+                    y[cols[None, :] < torch.from_numpy(b.skip)[:, None]] = -1
+                with self.autocast:
+                    _, loss_sum, _ = self.raw_model(x.to(self.dev), y.to(self.dev), reduction="sum")
+                acc[0 if b.split == "val" else 1] += loss_sum.to(acc.dtype)
+            if world > 1:
+                import torch.distributed as dist
+
+                dist.all_reduce(acc, op=dist.ReduceOp.SUM)
+        finally:
+            self.raw_model.train()
+        val_sum, train_sum = acc.tolist()
+        val = val_sum / plan.targets("val")
+        train_est = train_sum / plan.targets("train") if plan.protocol == "nanogpt" else None
         if val < self.best_val_loss:
             self.best_val_loss = val
-        return val
+        return EvalResult(val, plan.protocol, plan.distinct_targets("val"), train_est)
 
     # ---- checkpoints ------------------------------------------------------------------------
     def save_checkpoint(self) -> str | None:
@@ -685,6 +748,6 @@ def sample_text(model: Any, prompt_ids: list[int], max_new_tokens: int = 100, te
     return out[0, len(ids):].tolist()
 
 
-__all__ = ["Trainer", "TrainControl", "TrainError", "RunInfo", "StepReport", "RunEnd", "ModelSnapshot",
+__all__ = ["Trainer", "TrainControl", "TrainError", "RunInfo", "StepReport", "EvalReport", "RunEnd", "ModelSnapshot",
            "CheckpointSaved", "DistInfo",
            "detect_device", "resolve_dtype", "lr_at", "sample_text", "PEAK_FLOPS"]
