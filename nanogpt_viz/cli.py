@@ -81,7 +81,8 @@ def _add_plan_options(p: argparse.ArgumentParser, *, required: bool) -> None:
     g.add_argument("--seed", type=_nonneg("seed"), default=1337)
     g.add_argument("--split", choices=("train", "val"), default="train")
     g.add_argument("--val-fraction", type=_fraction, default=0.1,
-                   help="for raw text: fraction of tokens held out as the val split (default 0.1)")
+                   help="where the data has no val file: the fraction held out as the val split (default "
+                        "0.1); raw text is cut by characters as nanoGPT's prepare.py cuts it, token files by tokens")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help="tokenize a corpus into nanoGPT's train.bin / val.bin")
     p.add_argument("corpus")
     p.add_argument("-o", "--out", required=True, help="output directory")
-    p.add_argument("--val-fraction", type=_fraction, default=0.1)
+    p.add_argument("--val-fraction", type=_fraction, default=0.1,
+                   help="fraction held out as val.bin (default 0.1); text is cut at character int(n*(1-F)) and "
+                        "each part tokenized on its own, byte for byte as nanoGPT's data/shakespeare/prepare.py")
 
     p = sub.add_parser("plan", help="print which tokens every row of every step reads")
     p.add_argument("corpus")

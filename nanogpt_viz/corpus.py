@@ -8,8 +8,10 @@ Formats (chosen by content, the extension only breaks ties):
 * ``llmc`` / ``llmc-dir``: llm.c / modded-nanogpt shards, 256 int32 header
   (magic 20240520 + version 1 + uint16 tokens, or magic 20240801 + version 7 + uint32).
 * ``npy`` / ``npy-dir``: build-nanogpt ``.npy`` shards (1-D uint16 / int32 / uint32).
-* ``text``: UTF-8 text (invalid bytes replaced and counted), tokenized once with GPT-2
-  and cached as a nanoGPT ``.bin`` keyed by the file's content hash.
+* ``text``: UTF-8 text (invalid bytes replaced and counted, newlines read as Python's text
+  mode reads them), split into train/val by characters and each part tokenized with GPT-2
+  exactly as nanoGPT's ``data/shakespeare/prepare.py`` does, cached as nanoGPT ``.bin`` files
+  keyed by the file's content hash and the split point.
 
 Everything is memory-mapped read-only: opening costs the same for 1 MB and 20 GB.
 Token ids are checked against the vocabulary on open only in a bounded sample (the
@@ -23,6 +25,7 @@ from __future__ import annotations
 import builtins
 import codecs
 import collections
+import contextlib
 import hashlib
 import io
 import json
@@ -56,7 +59,7 @@ LLMC_FORMATS = {20240520: (1, np.dtype("<u2")), 20240801: (7, np.dtype("<u4"))} 
 NPY_DTYPES = (np.dtype(np.uint16), np.dtype(np.int32), np.dtype(np.uint32))
 _NPY_MAGIC = b"\x93NUMPY"
 _SNIFF_BYTES = 64 * 1024
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: text cut into train/val by characters, as nanoGPT's prepare.py
 
 _ACCEPTED = ("Accepted: UTF-8 text, nanoGPT .bin (raw uint16 tokens, e.g. train.bin/val.bin), "
              "llm.c / modded-nanogpt shards (.bin with a 256-int32 header), build-nanogpt .npy shards, "
@@ -442,23 +445,54 @@ def _default_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+class _Tokenized(tuple):
+    """What `_tokenize_stream` returns: counts per part, replaced bytes, content hash, characters."""
+
+    __slots__ = ()
+
+    def __new__(cls, n_train: int, n_val: int, n_replaced: int, digest: str, n_chars: int):
+        return super().__new__(cls, (n_train, n_val, n_replaced, digest, n_chars))
+
+    n_train = property(operator.itemgetter(0))
+    n_val = property(operator.itemgetter(1))
+    n_replaced = property(operator.itemgetter(2))
+    digest = property(operator.itemgetter(3))
+    n_chars = property(operator.itemgetter(4))
+
+
+def _text_decoder(universal_newlines: bool):
+    """UTF-8 (invalid bytes replaced and counted); with `universal_newlines`, \\r\\n and \\r read as \\n
+    exactly as Python's text mode (`open(path, 'r')`, what nanoGPT's prepare.py uses) reads them."""
+    dec = codecs.getincrementaldecoder("utf-8")(errors=_ERRORS)
+    return io.IncrementalNewlineDecoder(dec, translate=True) if universal_newlines else dec
+
+
 def _tokenize_stream(fobj, total: int, out_bin: Path, *, progress: Progress | None, cancel: Cancel | None,
                      chunk_chars: int = 1 << 20, read_bytes: int = 4 << 20,
-                     num_threads: int | None = None) -> tuple[int, int, str]:
-    """Tokenize a binary stream of UTF-8 into a nanoGPT .bin. Returns (n_tokens, n_replaced, blake2b hex)."""
+                     num_threads: int | None = None, universal_newlines: bool = False,
+                     split_at: int | None = None, out_val: Path | None = None) -> _Tokenized:
+    """Tokenize a binary stream of UTF-8 into a nanoGPT .bin.
+
+    With ``split_at`` (a character index) and ``out_val``, the text before that character goes to
+    ``out_bin`` and the text from it on to ``out_val``, each tokenized on its own (as nanoGPT's
+    prepare.py encodes ``data[:i]`` and ``data[i:]`` separately). Both files are written atomically.
+    """
     enc = _tok.get_encoding()
     if chunk_chars < 1 or read_bytes < 1:
         raise ValueError("chunk_chars and read_bytes must be >= 1")
+    if (split_at is None) != (out_val is None) or (split_at is not None and split_at < 0):
+        raise ValueError("split_at (>= 0) and out_val go together")
     nthreads = num_threads or _default_threads()
-    decoder = codecs.getincrementaldecoder("utf-8")(errors=_ERRORS)
+    decoder = _text_decoder(universal_newlines)
     hasher = hashlib.blake2b(digest_size=16)
     _count_local.n = 0
-    n_tokens = 0
+    counts = [0, 0]
+    part = 1 if split_at == 0 else 0  # 0: before split_at (train), 1: from split_at on (val)
     bytes_read = 0
     inflight: collections.deque = collections.deque()
     reported = [-1]  # last progress value sent (each value is reported once, ending with total)
     chars_decoded = 0
-    chars_sent = 0
+    chars_sent = 0  # also: the index in the whole text of pending[start]
 
     def encode(piece: str) -> np.ndarray:
         return enc.encode_to_numpy(piece, disallowed_special=())  # == encode_ordinary, as uint32
@@ -467,16 +501,20 @@ def _tokenize_stream(fobj, total: int, out_bin: Path, *, progress: Progress | No
         if cancel is not None and cancel():
             raise Cancelled("Tokenization was cancelled.")
 
-    with _atomic_write(out_bin) as out, ThreadPoolExecutor(nthreads) as pool:
+    with contextlib.ExitStack() as stack:
+        outs = [stack.enter_context(_atomic_write(out_bin))]
+        if out_val is not None:
+            outs.append(stack.enter_context(_atomic_write(out_val)))
+        pool = stack.enter_context(ThreadPoolExecutor(nthreads))
+
         def drain(limit: int):
-            nonlocal n_tokens
             while len(inflight) > limit:
-                fut, done = inflight.popleft()
+                fut, done, k = inflight.popleft()
                 ids = fut.result()
                 if len(ids) and int(ids.max()) > 0xFFFF:  # impossible for GPT-2; guard the format
                     raise CorpusError("A token id does not fit the uint16 .bin format.")
-                out.write(memoryview(ids.astype("<u2")))
-                n_tokens += len(ids)
+                outs[k].write(memoryview(ids.astype("<u2")))
+                counts[k] += len(ids)
                 if progress is not None and min(done, total) > reported[0]:
                     reported[0] = min(done, total)
                     progress(reported[0], total)
@@ -499,25 +537,32 @@ def _tokenize_stream(fobj, total: int, out_bin: Path, *, progress: Progress | No
             del text
             start = 0
             while True:
-                remaining = len(pending) - start
+                if part == 0 and split_at is not None and chars_sent >= split_at:
+                    part = 1
+                # where the current part's text ends as far as it is known: the split point once it has
+                # been read (a cut is then safe only by the part's own text), else the text read so far
+                limit, part_ends = len(pending), eof
+                if part == 0 and split_at is not None and split_at - chars_sent <= len(pending) - start:
+                    limit, part_ends = start + (split_at - chars_sent), True
+                remaining = limit - start
                 if remaining <= 0:
                     break
                 if remaining < 2 * chunk_chars:
-                    if not eof:
+                    if not part_ends:
                         break
-                    cut = len(pending)
+                    cut = limit
                 else:
-                    m = _CUT_RE.search(pending, start + chunk_chars)
+                    m = _CUT_RE.search(pending, start + chunk_chars, limit)
                     if m is None:
-                        if not eof:
+                        if not part_ends:
                             break  # no safe point yet: read more text
-                        cut = len(pending)
+                        cut = limit
                     else:
                         cut = m.start()
                 chars_sent += cut - start
                 # bytes behind the text sent so far, estimated from the bytes/char ratio read so far
                 done = min(bytes_read, (chars_sent * bytes_read) // max(chars_decoded, 1))
-                inflight.append((pool.submit(encode, pending[start:cut]), done))
+                inflight.append((pool.submit(encode, pending[start:cut]), done, part))
                 start = cut
                 drain(2 * nthreads)
             if start:
@@ -525,7 +570,7 @@ def _tokenize_stream(fobj, total: int, out_bin: Path, *, progress: Progress | No
         drain(0)
         if progress is not None and reported[0] < total:
             progress(total, total)
-    return n_tokens, int(getattr(_count_local, "n", 0)), hasher.hexdigest()
+    return _Tokenized(counts[0], counts[1], int(getattr(_count_local, "n", 0)), hasher.hexdigest(), chars_decoded)
 
 
 def tokenize_text_file(path, out_bin, *, progress: Progress | None = None, cancel: Cancel | None = None,
@@ -539,9 +584,9 @@ def tokenize_text_file(path, out_bin, *, progress: Progress | None = None, cance
     path = Path(path)
     with open(path, "rb") as f:
         total = os.fstat(f.fileno()).st_size
-        n, rep, _ = _tokenize_stream(f, total, Path(out_bin), progress=progress, cancel=cancel,
-                                     chunk_chars=chunk_chars, read_bytes=read_bytes, num_threads=num_threads)
-    return n, rep
+        r = _tokenize_stream(f, total, Path(out_bin), progress=progress, cancel=cancel,
+                             chunk_chars=chunk_chars, read_bytes=read_bytes, num_threads=num_threads)
+    return r.n_train, r.n_replaced
 
 
 def _hash_file(path: Path, cancel: Cancel | None) -> str:
@@ -557,40 +602,103 @@ def _hash_file(path: Path, cancel: Cancel | None) -> str:
     return h.hexdigest()
 
 
-def _cached_tokens(digest: str, cache_dir: Path, source: str, total: int, make_stream,
-                   progress: Progress | None, cancel: Cancel | None) -> tuple[Path, int, int, list[str]]:
-    """Return (bin_path, n_tokens, n_replaced, notes), tokenizing into the cache if needed."""
-    bin_path = cache_dir / f"gpt2-{digest}.bin"
-    meta_path = cache_dir / f"gpt2-{digest}.json"
+def _count_chars(make_stream, cancel: Cancel | None) -> int:
+    """How many characters the text has as nanoGPT reads it: ``len(open(path, encoding='utf-8').read())``."""
+    decoder = _text_decoder(True)
+    n = 0
+    with make_stream() as f:
+        while True:
+            if cancel is not None and cancel():
+                raise Cancelled("Reading was cancelled.")
+            data = f.read(8 << 20)
+            n += len(decoder.decode(data, final=not data))
+            if not data:
+                return n
+
+
+def _char_cut(n_chars: int, val_fraction: float) -> int:
+    """Where the val text begins: nanoGPT's prepare.py keeps ``data[:int(n*0.9)]`` for train (fraction 0.1)."""
+    return n_chars if val_fraction == 0 else int(n_chars * (1.0 - val_fraction))
+
+
+def _read_meta(path: Path) -> dict | None:
     try:
-        meta = json.loads(meta_path.read_text("utf-8"))
-        if (meta.get("version") == _CACHE_VERSION and bin_path.stat().st_size == 2 * int(meta["n_tokens"])
-                and int(meta["n_tokens"]) > 0):
-            if progress is not None:
-                progress(total, total)
-            return bin_path, int(meta["n_tokens"]), int(meta["n_replaced"]), [f"loaded from cache {bin_path}"]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        pass
+        meta = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("version") == _CACHE_VERSION else None
+
+
+def _map_tokens(path: Path, n: int) -> np.ndarray:
+    return np.memmap(path, dtype="<u2", mode="r", shape=(n,)) if n else np.empty(0, dtype="<u2")
+
+
+def _text_splits(digest: str, cache_dir: Path, source: str, total: int, make_stream, val_fraction: float,
+                 progress: Progress | None, cancel: Cancel | None) -> tuple[dict[str, TokenArray], list[str]]:
+    """Train/val token splits of a UTF-8 text as nanoGPT's prepare.py makes them, tokenizing into the cache
+    if needed: the TEXT is split at character ``int(n * (1 - val_fraction))`` and each part is encoded on its
+    own (``encode_ordinary``). The cache keys on the content hash and that split point."""
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CorpusError(f"Cannot create the token cache folder {cache_dir} ({e.strerror or e}); "
                           f"set NANOGPT_VIZ_CACHE to a writable folder.") from None
+    content_meta = cache_dir / f"gpt2-{digest}.json"
+    meta = _read_meta(content_meta)
+    n_chars = meta.get("n_chars") if meta else None
+    if not isinstance(n_chars, int) or n_chars < 0:
+        try:
+            n_chars = _count_chars(make_stream, cancel)
+        except OSError as e:
+            raise CorpusError(f"Could not read {source} ({e.strerror or e}).") from None
+    cut = _char_cut(n_chars, val_fraction)
+    stem = f"gpt2-{digest}-{cut}"
+    train_path, val_path, meta_path = (cache_dir / f"{stem}.train.bin", cache_dir / f"{stem}.val.bin",
+                                       cache_dir / f"{stem}.json")
+    meta = _read_meta(meta_path)
     try:
-        with make_stream() as f:
-            n_tokens, n_rep, digest2 = _tokenize_stream(f, total, bin_path, progress=progress, cancel=cancel)
-    except (Cancelled, CorpusError, _tok.TokenizerError):
-        raise
-    except OSError as e:
-        raise CorpusError(f"Could not tokenize {source} into {bin_path} ({e.strerror or e}).") from None
-    if digest2 != digest:
-        bin_path.unlink(missing_ok=True)
-        raise CorpusError(f"{source} changed while it was being read; open it again.")
-    meta = {"version": _CACHE_VERSION, "tokenizer": "gpt2", "n_tokens": n_tokens, "n_replaced": n_rep,
-            "source": source, "source_bytes": total}
-    with _atomic_write(meta_path) as f:
-        f.write(json.dumps(meta, indent=1).encode("utf-8"))
-    return bin_path, n_tokens, n_rep, [f"tokenized {n_tokens:,} tokens, cached at {bin_path}"]
+        hit = (meta is not None and meta.get("n_chars") == n_chars and meta.get("cut") == cut
+               and train_path.stat().st_size == 2 * int(meta["n_train"])
+               and val_path.stat().st_size == 2 * int(meta["n_val"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        hit = False
+    if hit:
+        if progress is not None:
+            progress(total, total)
+        n_train, n_val, n_rep = int(meta["n_train"]), int(meta["n_val"]), int(meta.get("n_replaced", 0))
+        notes = [f"loaded from cache {train_path}"]
+    else:
+        try:
+            with make_stream() as f:
+                r = _tokenize_stream(f, total, train_path, progress=progress, cancel=cancel,
+                                     universal_newlines=True, split_at=cut, out_val=val_path)
+        except (Cancelled, CorpusError, _tok.TokenizerError):
+            raise
+        except OSError as e:
+            raise CorpusError(f"Could not tokenize {source} into {train_path} ({e.strerror or e}).") from None
+        if r.digest != digest or r.n_chars != n_chars:
+            train_path.unlink(missing_ok=True)
+            val_path.unlink(missing_ok=True)
+            raise CorpusError(f"{source} changed while it was being read; open it again.")
+        n_train, n_val, n_rep = r.n_train, r.n_val, r.n_replaced
+        common = {"version": _CACHE_VERSION, "tokenizer": "gpt2", "n_chars": n_chars, "n_replaced": n_rep,
+                  "source": source, "source_bytes": total}
+        with _atomic_write(content_meta) as f:
+            f.write(json.dumps(common, indent=1).encode("utf-8"))
+        with _atomic_write(meta_path) as f:
+            f.write(json.dumps({**common, "cut": cut, "n_train": n_train, "n_val": n_val},
+                               indent=1).encode("utf-8"))
+        notes = [f"tokenized {n_train + n_val:,} tokens, cached at {train_path}"]
+    if n_rep:
+        notes.append(f"replaced {n_rep} invalid UTF-8 byte{'s' if n_rep != 1 else ''} with U+FFFD")
+    splits = {"train": TokenArray([_map_tokens(train_path, n_train)])}
+    if n_val:
+        splits["val"] = TokenArray([_map_tokens(val_path, n_val)])
+        notes.append(f"val split: the last {n_chars - cut:,} of {n_chars:,} characters ({val_fraction:g} of the "
+                     f"text, cut as nanoGPT's prepare.py cuts it), {n_val:,} tokens")
+    elif val_fraction:
+        notes.append("too little text for a val split")
+    return splits, notes
 
 
 def _split_fraction(arr: TokenArray, val_fraction: float, notes: list[str]) -> dict[str, TokenArray]:
@@ -610,14 +718,9 @@ def _text_corpus(path: Path, val_fraction: float, cache_dir, progress, cancel,
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     digest = _hash_file(path, cancel)
     total = path.stat().st_size
-    bin_path, n_tok, n_rep, notes = _cached_tokens(
-        digest, cache, str(path), total, lambda: open(path, "rb"), progress, cancel)
-    notes = extra_notes + notes
-    if n_rep:
-        notes.append(f"replaced {n_rep} invalid UTF-8 byte{'s' if n_rep != 1 else ''} with U+FFFD")
-    arr = TokenArray([np.memmap(bin_path, dtype="<u2", mode="r")])
-    splits = _split_fraction(arr, val_fraction, notes)
-    return TokenCorpus(path, path.name, "text", splits, notes=notes, files=[path])
+    splits, notes = _text_splits(digest, cache, str(path), total, lambda: open(path, "rb"), val_fraction,
+                                 progress, cancel)
+    return TokenCorpus(path, path.name, "text", splits, notes=extra_notes + notes, files=[path])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -872,7 +975,9 @@ def open_corpus(path, *, val_fraction: float = 0.1, cache_dir=None, progress: Pr
     """Open any supported corpus file or folder (see the module docstring).
 
     ``val_fraction`` (0 <= f < 1) is used only where the data has no val file/shards: the last
-    fraction of the tokens becomes the val split. Text is tokenized once into ``cache_dir``
+    fraction of the tokens becomes the val split; for text, the last fraction of the characters
+    (``text[int(n * (1 - f)):]``, nanoGPT's prepare.py), each part tokenized on its own. Text is
+    tokenized once into ``cache_dir``
     (default: ``default_cache_dir()``). Token ids are checked in a bounded sample
     (``OPEN_VALIDATE_TOKENS`` per split); call ``validate(None)`` for a full scan.
     ``vocab_size`` overrides the default / meta.pkl vocabulary size.
@@ -939,13 +1044,12 @@ def default_corpus(cache_dir=None, progress: Progress | None = None) -> TokenCor
         data = _default_text().encode("utf-8")
         digest = hashlib.blake2b(data, digest_size=16).hexdigest()
         try:
-            bin_path, n_tok, _, notes = _cached_tokens(
-                digest, cache, "pydoc_data.topics", len(data), lambda: io.BytesIO(data), progress, None)
+            splits, notes = _text_splits(digest, cache, "pydoc_data.topics", len(data), lambda: io.BytesIO(data),
+                                         0.1, progress, None)
         except OSError as e:  # pragma: no cover
             raise CorpusError(f"Could not cache the built-in corpus in {cache}: {e.strerror or e}.") from None
-        arr = TokenArray([np.memmap(bin_path, dtype="<u2", mode="r")])
+        bin_path = Path(splits["train"].parts[0].filename)
         notes = ["CPython's bundled documentation topics (pydoc_data.topics)"] + notes
-        splits = _split_fraction(arr, 0.1, notes)
         corpus = TokenCorpus(bin_path, DEFAULT_CORPUS_NAME, "text", splits, notes=notes, files=[bin_path])
         _default_memo[key] = corpus
         return corpus

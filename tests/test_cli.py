@@ -209,21 +209,38 @@ def test_prepare_text_writes_train_and_val_bins(files, tmp_path):
     assert (out / "val.bin").stat().st_size == 2 * n_val
     train = np.fromfile(out / "train.bin", dtype="<u2")
     val = np.fromfile(out / "val.bin", dtype="<u2")
-    t = files["text_tokens"]
-    assert np.array_equal(np.concatenate([train, val]).astype(np.int64), t)
-    assert n_val == len(t) - int(len(t) * 0.9)
+    # nanoGPT's data/shakespeare/prepare.py: the TEXT is cut at int(n*0.9) characters, each part encoded
+    text, enc = files["text"], get_encoding()
+    cut = int(len(text) * 0.9)
+    assert (out / "train.bin").read_bytes() == np.array(enc.encode_ordinary(text[:cut]), dtype=np.uint16).tobytes()
+    assert (out / "val.bin").read_bytes() == np.array(enc.encode_ordinary(text[cut:]), dtype=np.uint16).tobytes()
 
     out2 = tmp_path / "prep2"
     res2 = ok(cli(files["cache"], "prepare", files["txt"], "-o", out2, "--val-fraction", 0.2))
     val2 = np.fromfile(out2 / "val.bin", dtype="<u2")
-    train2 = np.fromfile(out2 / "train.bin", dtype="<u2")
-    assert len(val2) == len(t) - int(len(t) * 0.8) and len(val2) > len(val)
-    assert np.array_equal(np.concatenate([train2, val2]).astype(np.int64), t)
+    cut2 = int(len(text) * 0.8)  # --val-fraction: a fraction of the characters
+    assert val2.tolist() == enc.encode_ordinary(text[cut2:]) and len(val2) > len(val)
+    assert np.fromfile(out2 / "train.bin", dtype="<u2").tolist() == enc.encode_ordinary(text[:cut2])
     assert f"val.bin: {len(val2):,} tokens" in res2.stdout
 
     # the prepared folder is a nanoGPT data dir the CLI reads back
     res3 = ok(cli(files["cache"], "plan", out, "-N", 8, "-B", 1, "--split", "val", "--json", "--tokens"))
     assert json_lines(res3.stdout)[0]["rows"][0]["x"] == val[:8].astype(int).tolist()
+
+
+def test_prepare_cuts_the_text_not_the_tokens(files, tmp_path):
+    # a hand-made text whose 90% character cut falls inside a word: a token split cannot give these files
+    text = "Sentences about tokenization. " * 9 + "Incomprehensibilities\n"
+    cut = int(len(text) * 0.9)
+    enc = get_encoding()
+    assert text[cut - 1].isalpha() and text[cut].isalpha()
+    assert enc.encode_ordinary(text[:cut]) + enc.encode_ordinary(text[cut:]) != enc.encode_ordinary(text)
+    (tmp_path / "input.txt").write_text(text, encoding="utf-8")
+    ok(cli(files["cache"], "prepare", tmp_path / "input.txt", "-o", tmp_path / "out"))
+    assert (tmp_path / "out" / "train.bin").read_bytes() == np.array(enc.encode_ordinary(text[:cut]),
+                                                                     dtype=np.uint16).tobytes()
+    assert (tmp_path / "out" / "val.bin").read_bytes() == np.array(enc.encode_ordinary(text[cut:]),
+                                                                   dtype=np.uint16).tobytes()
 
 
 # ---------------------------------------------------------------------------------------------- bad input

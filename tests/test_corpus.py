@@ -1,6 +1,7 @@
 """Token corpora in every format, their failure modes, the text cache and TokenArray."""
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import random
@@ -271,8 +272,8 @@ def test_text_file_cached(tmp_path, tmp_cache, monkeypatch):
     calls = []
     c = open_corpus(p, progress=lambda d, t: calls.append((d, t)))
     assert c.fmt == "text" and c.name == "input.txt"
-    ref = T.encode(text)
-    assert np.array_equal(np.concatenate([c.train[:], c.val[:]]), ref)
+    cut = int(len(text) * 0.9)  # nanoGPT's prepare.py: the text is split, then each part encoded
+    assert np.array_equal(c.train[:], T.encode(text[:cut])) and np.array_equal(c.val[:], T.encode(text[cut:]))
     assert calls and calls[-1] == (p.stat().st_size, p.stat().st_size)
     done = [d for d, _ in calls]
     assert done == sorted(set(done))  # strictly increasing
@@ -289,6 +290,48 @@ def test_text_file_cached(tmp_path, tmp_cache, monkeypatch):
     q = tmp_path / "copy.txt"
     q.write_bytes(p.read_bytes())
     assert len(open_corpus(q)) == len(c)
+
+
+def test_text_split_by_characters_as_nanogpt_prepare(tmp_path, tmp_cache, monkeypatch):
+    # nanoGPT's data/shakespeare/prepare.py: train = data[:int(n*0.9)], val = the rest, each encoded on its own
+    text = "Tokenization splits words. " * 7 + "Antidisestablishmentarianism\r\nend\r"
+    as_read = text.replace("\r\n", "\n").replace("\r", "\n")  # open(path, 'r') reads newlines so
+    cut = int(len(as_read) * 0.9)
+    assert as_read[cut - 1].isalpha() and as_read[cut].isalpha()  # the cut falls inside a word
+    want_train, want_val = T.encode(as_read[:cut]), T.encode(as_read[cut:])
+    assert want_train + want_val != T.encode(as_read)  # so a token split could not give these
+    p = tmp_path / "input.txt"
+    p.write_bytes(text.encode("utf-8"))
+    c = open_corpus(p)
+    assert c.train[:].tolist() == want_train and c.val[:].tolist() == want_val
+    assert any("characters" in n for n in c.notes)
+    # --val-fraction keeps its meaning (a fraction of the characters), and each split point is cached
+    c2 = open_corpus(p, val_fraction=0.25)
+    cut2 = int(len(as_read) * 0.75)
+    assert c2.train[:].tolist() == T.encode(as_read[:cut2]) and c2.val[:].tolist() == T.encode(as_read[cut2:])
+    c0 = open_corpus(p, val_fraction=0)
+    assert c0.train[:].tolist() == T.encode(as_read) and not c0.has_split("val")
+
+    def boom(*a, **k):
+        raise AssertionError("tokenized again")
+    monkeypatch.setattr(C, "_tokenize_stream", boom)
+    for f, tr in ((0.1, want_train), (0.25, c2.train[:].tolist()), (0, c0.train[:].tolist())):
+        again = open_corpus(p, val_fraction=f)
+        assert again.train[:].tolist() == tr and any("loaded from cache" in n for n in again.notes)
+
+
+@pytest.mark.parametrize("chunk_chars", [1, 2, 5])
+def test_split_stream_equals_separate_encodes(tmp_path, chunk_chars):
+    # chunk cuts near the split point must be safe for the part's own text: "x\\n\\n" | "y" split at 3
+    # is encode("x\\n\\n") = [87, 628], never "x\\n" + "\\n" (a cut that is safe only in the whole text)
+    text = "x\n\ny a  b   c\n\n d" + "\n".join(TRICKY)
+    for split in list(range(0, 16)) + [len(text) // 2, len(text) - 1, len(text)]:
+        with io.BytesIO(text.encode("utf-8")) as f:
+            r = C._tokenize_stream(f, len(text), tmp_path / "a.bin", progress=None, cancel=None, chunk_chars=chunk_chars,
+                                   read_bytes=7, num_threads=2, split_at=split, out_val=tmp_path / "b.bin")
+        assert np.fromfile(tmp_path / "a.bin", dtype="<u2").tolist() == T.encode(text[:split]), split
+        assert np.fromfile(tmp_path / "b.bin", dtype="<u2").tolist() == T.encode(text[split:]), split
+        assert (r.n_train, r.n_val, r.n_chars) == (len(T.encode(text[:split])), len(T.encode(text[split:])), len(text))
 
 
 def test_progress_is_granular(tmp_path):
