@@ -273,6 +273,7 @@ class Trainer:
     # an object with eval_starts(iteration, split) -> (eval_iters, B) | None (nanogpt_replay.NanoGPTReplay):
     # the nanogpt protocol then evaluates the very batches the replayed nanoGPT run drew
     eval_replay: Any = None
+    resume_checkpoint: Any = None  # with resume: the checkpoint.Checkpoint of OUT/ckpt.pt, when already read
 
     # ---- set-up ---------------------------------------------------------------------------
     def _setup(self) -> None:
@@ -292,9 +293,12 @@ class Trainer:
             if self.out_dir is None:
                 raise TrainError("resuming needs the run directory that holds ckpt.pt")
             path = Path(self.out_dir) / "ckpt.pt"
-            if not path.exists():
+            if self.resume_checkpoint is not None:  # the caller has read OUT/ckpt.pt already
+                resume_ckpt = self.resume_checkpoint
+            elif not path.exists():
                 raise TrainError(f"cannot resume: {path} does not exist")
-            resume_ckpt = ckpt_mod.load_checkpoint(path)
+            else:
+                resume_ckpt = ckpt_mod.load_checkpoint(path)
             extra = resume_ckpt.extra or {}
             # Exact resume needs the same model, plan and recipe: take them from the checkpoint;
             # only the total number of steps comes from the caller.
@@ -350,7 +354,7 @@ class Trainer:
         if resume_ckpt is not None:
             self.raw_model.load_state_dict(resume_ckpt.model_state)
             if resume_ckpt.optimizer_state:
-                self.optimizer.load_state_dict(resume_ckpt.optimizer_state)
+                self._load_optimizer_state(resume_ckpt.optimizer_state)
             rng = (resume_ckpt.extra or {}).get("torch_rng")
             if rng is not None:
                 torch.set_rng_state(rng)
@@ -417,6 +421,37 @@ class Trainer:
                   {"params": no_decay, "weight_decay": 0.0}]
         # fused: one kernel for all parameters, and it honours `found_inf` without a host sync
         return torch.optim.AdamW(groups, lr=tc.learning_rate, betas=(tc.beta1, tc.beta2), fused=True)
+
+    # implementation switches of torch's AdamW param groups: how the update runs, not what it computes
+    _ADAMW_IMPL_KEYS = ("fused", "foreach", "capturable", "differentiable", "decoupled_weight_decay", "amsgrad",
+                        "maximize")
+
+    def _load_optimizer_state(self, state: dict) -> None:
+        """Load any AdamW state (ours, nanoGPT's from a GPU or a CPU, any torch) into this fused AdamW.
+
+        A param group saves the recipe (lr, betas, eps, weight decay) and also how the update runs:
+        nanoGPT on a CPU saves `fused: None` (it fuses only on CUDA), which would make torch run the
+        unfused update, and that one refuses the `found_inf` the step passes; a torch before AdamW
+        became Adam with `decoupled_weight_decay` saves no such key, which torch reads as plain Adam
+        (L2 weight decay). So the recipe comes from the file and the switches from this optimizer.
+        """
+        groups = state.get("param_groups") if isinstance(state, dict) else None
+        ours = self.optimizer.param_groups
+        if not isinstance(groups, list) or len(groups) != len(ours) or not all(
+                isinstance(g, dict) and len(g.get("params", ())) == len(o["params"]) for g, o in zip(groups, ours)):
+            sizes = [len(g.get("params", ())) if isinstance(g, dict) else "?" for g in groups or ()]
+            raise TrainError(f"the checkpoint's optimizer state does not fit this model: its parameter groups hold "
+                             f"{sizes} tensors, the model's AdamW groups (decayed, not decayed) hold "
+                             f"{[len(o['params']) for o in ours]}")
+        fixed = [{**g, **{k: o[k] for k in self._ADAMW_IMPL_KEYS if k in o}} for g, o in zip(groups, ours)]
+        self.optimizer.load_state_dict({**state, "param_groups": fixed})
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                st = self.optimizer.state.get(p, {})
+                for key in ("exp_avg", "exp_avg_sq"):
+                    if key in st and tuple(st[key].shape) != tuple(p.shape):
+                        raise TrainError(f"the checkpoint's optimizer state does not fit this model: a {key} of "
+                                         f"shape {tuple(st[key].shape)} for a parameter of shape {tuple(p.shape)}")
 
     # ---- the loop -----------------------------------------------------------------------------
     def run(self) -> Iterator[RunInfo | EvalReport | StepReport | RunEnd]:

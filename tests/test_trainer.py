@@ -10,6 +10,8 @@ from nanogpt_viz.checkpoint import load_checkpoint
 from nanogpt_viz.config import MODEL_PRESETS, PlanConfig, TrainConfig
 from nanogpt_viz.trainer import RunEnd, RunInfo, StepReport, Trainer, lr_at
 
+from helpers import write_nanogpt_checkpoint
+
 TINY = MODEL_PRESETS["tiny"].with_(vocab_size=512, n_embd=32, block_size=32)
 
 
@@ -153,6 +155,35 @@ def test_exact_resume_reproduces_the_uninterrupted_run(tmp_path):
     assert end.reason == "finished" and [r.step for r in second] == [5, 6, 7, 8, 9]
     assert [r.loss for r in second] == pytest.approx([r.loss for r in full[5:]], abs=1e-5)
     assert second[-1].val_loss == pytest.approx(full[-1].val_loss, abs=1e-5)
+
+
+@pytest.mark.parametrize("written_on", ["cpu", "gpu", "old-torch"])
+def test_resume_a_checkpoint_nanogpt_wrote(tmp_path, written_on):
+    # nanoGPT on a CPU saves AdamW groups with `fused: None`: loaded as they are, they turned our fused AdamW
+    # into the unfused one, which refuses the found_inf each step passes ("Expected grad_scale and found_inf
+    # to be None"); a torch without `decoupled_weight_decay` in the groups would run plain Adam
+    write_nanogpt_checkpoint(tmp_path / "ckpt.pt", TINY, iter_num=7, optimizer=written_on,
+                             config={"block_size": 32, "batch_size": 2, "gradient_accumulation_steps": 1})
+    tr = Trainer(tokens(), tokens(3000, seed=1), PlanConfig(block_size=32, batch_size=2), TINY,
+                 TrainConfig(steps=9, eval_interval=0), out_dir=tmp_path, resume=True)
+    reports, end = run(tr)
+    assert end.reason == "finished", end.message
+    assert [r.step for r in reports] == [7, 8] and all(np.isfinite(r.loss) for r in reports)
+    for g in tr.optimizer.param_groups:
+        assert g["fused"] is True and g["decoupled_weight_decay"] is True and g["betas"] == (0.9, 0.95)
+    p = tr.raw_model.transformer.wte.weight
+    assert float(tr.optimizer.state[p]["step"]) == 4  # nanoGPT's 2 steps + our 2: the moments continued
+    assert load_checkpoint(tmp_path / "ckpt.pt").iter_num == 9
+
+
+def test_resume_refuses_an_optimizer_state_of_another_model(tmp_path):
+    write_nanogpt_checkpoint(tmp_path / "ckpt.pt", TINY, iter_num=3, config={})
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    ckpt["optimizer"]["param_groups"][0]["params"] = ckpt["optimizer"]["param_groups"][0]["params"][:-1]
+    torch.save(ckpt, tmp_path / "ckpt.pt")
+    end = list(Trainer(tokens(), None, PlanConfig(block_size=32, batch_size=2), TINY, TrainConfig(steps=5),
+                       out_dir=tmp_path, resume=True).run())[-1]
+    assert end.reason == "error" and "optimizer state does not fit" in end.message
 
 
 def test_bad_settings_end_the_run_with_a_message():
