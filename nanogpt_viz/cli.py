@@ -111,13 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train GPT-2 on the plan's batches (headless)")
     t.add_argument("corpus")
     _add_plan_options(t, required=False)
+    t.set_defaults(grad_accum=None)  # K: 1, or on --resume the checkpoint's
     t.add_argument("--preset", choices=tuple(MODEL_PRESETS), default="tiny")
     for name in ("n_layer", "n_head", "n_embd", "model_block_size", "vocab_size"):
         t.add_argument("--" + name.replace("_", "-"), type=_positive(name), default=None)
     t.add_argument("--dropout", type=_fraction, default=None)
     t.add_argument("--bias", choices=("true", "false"), default=None)
     t.add_argument("--steps", type=_positive("steps"), default=TrainConfig.steps,
-                   help="total optimizer steps (nanoGPT's max_iters)")
+                   help="optimizer steps in all, numbered 0..steps-1 (a resumed run continues to the same total). "
+                        "nanoGPT's max_iters=M runs M+1 steps (iterations 0..M; it stops once iter_num > "
+                        "max_iters): --steps M+1 matches it")
     t.add_argument("--lr", type=float, default=TrainConfig.learning_rate)
     t.add_argument("--min-lr", type=float, default=TrainConfig.min_lr)
     t.add_argument("--warmup-steps", type=_nonneg("warmup steps"), default=TrainConfig.warmup_steps)
@@ -139,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--global-grad-accum", type=_positive("global gradient accumulation"), default=None,
                    help="nanoGPT's gradient_accumulation_steps (summed over ranks); converted to K = value / W")
     t.add_argument("--out", default="out", help="run directory for ckpt.pt, metrics.jsonl, status.json")
-    t.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt to --steps")
+    t.add_argument("--resume", action="store_true",
+                   help="continue from OUT/ckpt.pt (ours or nanoGPT's) to --steps; N, B, K and the model come "
+                        "from the checkpoint unless given")
     t.add_argument("--json", action="store_true", help="one JSON object per step on stdout")
 
     s = sub.add_parser("sample", help="generate text from a checkpoint")
@@ -257,6 +262,45 @@ def _model_config(args: argparse.Namespace) -> ModelConfig:
     return mc.with_(**over)
 
 
+def _resume_settings(args: argparse.Namespace, world: int):
+    """Read OUT/ckpt.pt for --resume; N, B and K not given on the command line come from it.
+
+    nanogpt-viz's own checkpoints hold the plan; nanoGPT's hold `block_size`, `batch_size` and the
+    global `gradient_accumulation_steps` (over all ranks) in `config`. The model is always the
+    checkpoint's (`model_args`): the weights fix it.
+    """
+    from nanogpt_viz.checkpoint import load_checkpoint
+
+    path = Path(args.out) / "ckpt.pt"
+    if not path.exists():
+        raise CliError(f"cannot resume: {path} does not exist")
+    ckpt = load_checkpoint(path)
+    plan = ckpt.extra.get("plan") if isinstance(ckpt.extra.get("plan"), dict) else {}
+    config = ckpt.config
+
+    def whole(*values):  # the first whole number >= 1
+        return next((v for v in values if isinstance(v, int) and not isinstance(v, bool) and v >= 1), None)
+
+    if args.block_size is None:
+        args.block_size = (whole(plan.get("block_size"), config.get("block_size"))
+                           or min(ckpt.model_args["block_size"], 64))
+    if not plan and args.block_size > ckpt.model_args["block_size"]:  # (our own checkpoints keep their plan)
+        raise CliError(f"N={args.block_size} is larger than the context of the checkpoint's model "
+                       f"({ckpt.model_args['block_size']}); use -N {ckpt.model_args['block_size']} or less")
+    if args.batch_size is None:
+        args.batch_size = whole(plan.get("batch_size"), config.get("batch_size")) or 4
+    if args.grad_accum is None and args.global_grad_accum is None:
+        k = whole(plan.get("grad_accum"))
+        gas = whole(config.get("gradient_accumulation_steps"))
+        if k is None and gas is not None:
+            if gas % world:
+                raise CliError(f"the checkpoint's gradient_accumulation_steps={gas} (nanoGPT's, over all ranks) "
+                               f"does not divide by the world size W={world}; give -K")
+            k = gas // world
+        args.grad_accum = k
+    return ckpt
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from nanogpt_viz.runlog import RunLog, format_eta
     from nanogpt_viz.trainer import DistInfo, RunEnd, RunInfo, StepReport, TrainControl, Trainer
@@ -265,11 +309,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.world_size is not None and dist_info.world_size > 1 and args.world_size != dist_info.world_size:
         raise CliError(f"--world-size {args.world_size} disagrees with torchrun's {dist_info.world_size} processes")
     world = dist_info.world_size if dist_info.world_size > 1 else (args.world_size or 1)
+    resume_ckpt = _resume_settings(args, world) if args.resume else None
     if args.global_grad_accum is not None:
         if args.global_grad_accum % world:
             raise CliError(f"nanoGPT's global gradient_accumulation_steps={args.global_grad_accum} does not divide "
                            f"by the world size W={world}; choose a multiple of {world}")
         args.grad_accum = args.global_grad_accum // world
+    if args.grad_accum is None:
+        args.grad_accum = 1
     mc = _model_config(args)
     if args.block_size is None:
         args.block_size = min(mc.block_size, 64)
@@ -334,7 +381,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     old_int = signal.signal(signal.SIGINT, on_signal)
     old_term = signal.signal(signal.SIGTERM, on_signal)
     trainer = Trainer(train_tokens, val_tokens, pc, mc, tc, out_dir=args.out, resume=args.resume,
-                      control=control, dist=dist_info, model_preset=args.preset,
+                      control=control, dist=dist_info, model_preset=args.preset, resume_checkpoint=resume_ckpt,
                       corpus_info={"path": str(Path(args.corpus).resolve()), "name": corpus.name,
                                    "tokens": len(train_tokens), "vocab_size": corpus.vocab_size})
     log = RunLog(args.out) if dist_info.is_master else None

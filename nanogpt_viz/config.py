@@ -144,7 +144,9 @@ EVAL_PROTOCOLS = ("nanogpt", "build-nanogpt", "llmc", "whole")
 class TrainConfig(_Record):
     """nanoGPT's optimisation recipe (train.py defaults where sensible for small runs)."""
 
-    steps: int = 200  # total optimizer steps (nanoGPT's max_iters)
+    # optimizer steps in all, numbered 0..steps-1 (resume continues to this total); nanoGPT's max_iters=M runs
+    # M+1 steps (iterations 0..M: it stops once iter_num > max_iters), so steps = max_iters + 1 matches it
+    steps: int = 200
     learning_rate: float = 1e-3
     min_lr: float = 1e-4
     warmup_steps: int = 20

@@ -19,6 +19,8 @@ import pytest
 from nanogpt_viz.corpus import write_llmc_shard, write_nanogpt_bin
 from nanogpt_viz.tokenizer import get_encoding
 
+from helpers import write_nanogpt_checkpoint
+
 ROW_LINE = re.compile(r"^\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+\[([\d,]+), ([\d,]+)\)\s+\[([\d,]+), ([\d,]+)\)$")
 
 
@@ -296,6 +298,37 @@ def test_bad_input_is_one_error_line_and_exit_2(files, tmp_path):
     assert not failures, "\n".join(failures)
     assert not (tmp_path / "norun" / "ckpt.pt").exists()
     assert not (tmp_path / "gga" / "ckpt.pt").exists()
+
+
+def test_resume_a_nanogpt_checkpoint_takes_n_b_k_and_the_model_from_it(files, tmp_path):
+    from nanogpt_viz.checkpoint import load_checkpoint
+    from nanogpt_viz.config import ModelConfig
+
+    # as nanoGPT's train.py on a CPU writes it (fused: None in the AdamW groups), block size 32 (not our 64)
+    model = ModelConfig(block_size=32, vocab_size=50304, n_layer=1, n_head=2, n_embd=16, bias=False)
+    config = {"block_size": 32, "batch_size": 3, "gradient_accumulation_steps": 2, "max_iters": 5}
+    run_dir = tmp_path / "ng"
+    run_dir.mkdir()
+    write_nanogpt_checkpoint(run_dir / "ckpt.pt", model, iter_num=5, config=config)
+    res = ok(cli(files["cache"], "train", files["bin"], "--resume", "--out", run_dir, "--steps", 7, "--json",
+                 "--device", "cpu"))
+    assert [r["step"] for r in json_lines(res.stdout)] == [5, 6]
+    ckpt = load_checkpoint(run_dir / "ckpt.pt")
+    assert ckpt.iter_num == 7 and ckpt.model_args == model.to_dict()
+    assert {k: ckpt.extra["plan"][k] for k in ("block_size", "batch_size", "grad_accum")} == {
+        "block_size": 32, "batch_size": 3, "grad_accum": 2}
+
+    # what the command line gives wins; an N beyond the model's context is one error line
+    write_nanogpt_checkpoint(run_dir / "ckpt.pt", model, iter_num=5, config=config, optimizer="gpu")
+    ok(cli(files["cache"], "train", files["bin"], "--resume", "--out", run_dir, "--steps", 6, "-N", 16, "-B", 2,
+           "-K", 1, "--device", "cpu"))
+    assert {k: load_checkpoint(run_dir / "ckpt.pt").extra["plan"][k] for k in ("block_size", "batch_size",
+                                                                                "grad_accum")} == {
+        "block_size": 16, "batch_size": 2, "grad_accum": 1}
+    write_nanogpt_checkpoint(run_dir / "ckpt.pt", model, iter_num=5, config=config)
+    res = cli(files["cache"], "train", files["bin"], "--resume", "--out", run_dir, "--steps", 6, "-N", 64)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and res.stderr.startswith("error: ")
+    assert "N=64" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_sample_bad_escape_is_checked_on_a_real_checkpoint(trained):

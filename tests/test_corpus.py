@@ -327,8 +327,9 @@ def test_split_stream_equals_separate_encodes(tmp_path, chunk_chars):
     text = "x\n\ny a  b   c\n\n d" + "\n".join(TRICKY)
     for split in list(range(0, 16)) + [len(text) // 2, len(text) - 1, len(text)]:
         with io.BytesIO(text.encode("utf-8")) as f:
-            r = C._tokenize_stream(f, len(text), tmp_path / "a.bin", progress=None, cancel=None, chunk_chars=chunk_chars,
-                                   read_bytes=7, num_threads=2, split_at=split, out_val=tmp_path / "b.bin")
+            r = C._tokenize_stream(f, len(text), tmp_path / "a.bin", progress=None, cancel=None,
+                                   chunk_chars=chunk_chars, read_bytes=7, num_threads=2, split_at=split,
+                                   out_val=tmp_path / "b.bin")
         assert np.fromfile(tmp_path / "a.bin", dtype="<u2").tolist() == T.encode(text[:split]), split
         assert np.fromfile(tmp_path / "b.bin", dtype="<u2").tolist() == T.encode(text[split:]), split
         assert (r.n_train, r.n_val, r.n_chars) == (len(T.encode(text[:split])), len(T.encode(text[split:])), len(text))

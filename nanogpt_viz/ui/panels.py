@@ -269,7 +269,8 @@ class TrainPanel(QGroupBox):
         self.n_head = _spin(1, 64, 2)
         self.n_embd = _spin(8, 8192, 64)
         self.dropout = _dspin(0.0, 0.9, 0.0, 2, 0.05)
-        self.steps = _spin(1, 10_000_000, 500, "Total optimizer steps (nanoGPT's max_iters)")
+        self.steps = _spin(1, 10_000_000, 500, "Optimizer steps in all, numbered 0..steps-1; nanoGPT's "
+                           "max_iters=M runs M+1 steps (iterations 0..M), so M+1 here matches it")
         self.lr = QLineEdit("1e-3")
         self.lr.setToolTip("Peak learning rate (warmup then cosine decay to lr/10)")
         self.eval_interval = _spin(0, 1_000_000, 50, "Evaluate on the val split every this many steps (0: never)")
