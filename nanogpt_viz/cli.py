@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 from nanogpt_viz.config import (DEVICES, DTYPES, MODEL_PRESETS, RESIDUAL_DTYPES, SAMPLING_MODES, ModelConfig,
                                 PlanConfig, TrainConfig)
+from nanogpt_viz.config import EVAL_PROTOCOLS
 
 SUBCOMMANDS = ("gui", "prepare", "plan", "train", "sample")
 STOP_REQUEST = "stop-request"  # created in a run directory to stop its training processes
@@ -128,7 +129,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay)
     t.add_argument("--grad-clip", type=float, default=TrainConfig.grad_clip)
     t.add_argument("--eval-interval", type=_nonneg("eval interval"), default=TrainConfig.eval_interval)
-    t.add_argument("--eval-batches", type=_positive("eval batches"), default=TrainConfig.eval_batches)
+    t.add_argument("--eval-protocol", choices=EVAL_PROTOCOLS, default=None,
+                   help="how the val loss is measured (default: follows --sampling): nanogpt = nanoGPT's "
+                        "estimate_loss (random batches from train and val, the train estimate beside val; "
+                        "default for random), build-nanogpt = val_loader.reset() then sequential batches "
+                        "(sequential), llmc = llm.c's dataloader_reset then sequential batches (llmc, shuffled), "
+                        "whole = every val target once (sliding; the one to use when comparing with no code)")
+    t.add_argument("--eval-batches", type=_positive("eval batches"), default=None,
+                   help="batches per evaluation: nanoGPT's eval_iters under nanogpt (default 200), "
+                        "build-nanogpt's val_loss_steps (default 20), llm.c's val_num_batches (default 20); "
+                        "whole ignores it (it reads every val target, at most the first 4,194,304)")
     t.add_argument("--checkpoint-interval", type=_nonneg("checkpoint interval"), default=0)
     t.add_argument("--device", choices=DEVICES, default="auto")
     t.add_argument("--dtype", choices=DTYPES, default="auto")
@@ -303,7 +313,8 @@ def _resume_settings(args: argparse.Namespace, world: int):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from nanogpt_viz.runlog import RunLog, format_eta
-    from nanogpt_viz.trainer import DistInfo, RunEnd, RunInfo, StepReport, TrainControl, Trainer
+    from nanogpt_viz.evaluation import default_protocol
+    from nanogpt_viz.trainer import DistInfo, EvalReport, RunEnd, RunInfo, StepReport, TrainControl, Trainer
 
     dist_info = DistInfo.from_env()
     if args.world_size is not None and dist_info.world_size > 1 and args.world_size != dist_info.world_size:
@@ -320,12 +331,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     mc = _model_config(args)
     if args.block_size is None:
         args.block_size = min(mc.block_size, 64)
+    if args.model_block_size is None:  # one block size, as nanoGPT: the model's context is the plan's N
+        mc = mc.with_(block_size=args.block_size)
     if args.batch_size is None:
         args.batch_size = 4
     pc = _plan_config(args, world_size=world)
     tc = TrainConfig(steps=args.steps, learning_rate=args.lr, min_lr=args.min_lr, warmup_steps=args.warmup_steps,
                      lr_decay_steps=args.lr_decay_steps, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
-                     eval_interval=args.eval_interval, eval_batches=args.eval_batches, device=args.device,
+                     eval_interval=args.eval_interval, eval_batches=args.eval_batches or 0,
+                     eval_protocol=args.eval_protocol or default_protocol(args.sampling), device=args.device,
                      dtype=args.dtype, compile=args.compile, seed=args.seed, per_token=args.per_token,
                      checkpoint_interval=args.checkpoint_interval, residual_dtype=args.residual_dtype)
     for problems in (pc.problems(), mc.problems(), tc.problems()):
@@ -389,6 +403,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     code = 0
     t0 = time.monotonic()
     first_step = 0
+    init_eval: EvalReport | None = None
     try:
         for ev in trainer.run():
             if isinstance(ev, RunInfo):
@@ -402,11 +417,29 @@ def cmd_train(args: argparse.Namespace) -> int:
                     sys.stderr.write(f"training on {ev.device_name} ({how}), "
                                      f"{ev.n_params / 1e6:.2f}M parameters, {ev.tokens_per_step:,} tokens/step, "
                                      f"steps {ev.start_step}..{ev.total_steps - 1}\n")
+                    for note in ev.notes:
+                        sys.stderr.write(f"note: {note}\n")
+            elif isinstance(ev, EvalReport):  # iteration 0, before any step: rides on the next record
+                init_eval = ev
+                if master and not args.json:
+                    est = f", train estimate {ev.train_loss_est:.4f}" if ev.train_loss_est is not None else ""
+                    sys.stderr.write(f"step 0: val {ev.val_loss:.4f}{est} ({ev.val_protocol} protocol, "
+                                     f"{ev.val_tokens:,} val targets)\n")
             elif isinstance(ev, StepReport):
                 rec = {"step": ev.step, "epoch": ev.epoch, "loss": ev.loss, "lr": ev.lr,
                        "tokens_per_s": ev.tokens_per_s, "grad_norm": ev.grad_norm, "mfu": ev.mfu,
                        "val_loss": ev.val_loss, "dt": ev.dt, "tokens_seen": ev.tokens_seen,
                        "world_size": ev.world_size}
+                if ev.val_loss is not None:  # after step+1 steps, measured under val_protocol
+                    rec.update(val_protocol=ev.val_protocol, val_tokens=ev.val_tokens)
+                    if ev.train_loss_est is not None:
+                        rec["train_loss_est"] = ev.train_loss_est
+                if init_eval is not None:  # the evaluation before step 0 (nanoGPT's "step 0" line)
+                    rec.update(init_val_loss=init_eval.val_loss, init_val_protocol=init_eval.val_protocol,
+                               init_val_tokens=init_eval.val_tokens)
+                    if init_eval.train_loss_est is not None:
+                        rec["init_train_loss_est"] = init_eval.train_loss_est
+                    init_eval = None
                 if log:
                     log.metric(rec)
                     if ev.step % 10 == 0 or ev.val_loss is not None:
@@ -424,6 +457,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                     width = 24
                     filled = int(width * (ev.step + 1) / tc.steps)
                     val = f" val {ev.val_loss:.4f}" if ev.val_loss is not None else ""
+                    if ev.train_loss_est is not None:
+                        val += f" (train est {ev.train_loss_est:.4f})"
                     mfu = f" mfu {100 * ev.mfu:.1f}%" if ev.mfu is not None else ""
                     line = (f"[{'#' * filled}{'.' * (width - filled)}] step {ev.step + 1}/{tc.steps} "
                             f"loss {ev.loss:.4f}{val} | {ev.tokens_per_s:,.0f} tok/s{mfu} | ETA {format_eta(eta)}")

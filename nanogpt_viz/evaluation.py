@@ -49,6 +49,7 @@ EVAL_PROTOCOL_LABELS = {
 # (nanoGPT eval_iters=200, build-nanogpt val_loss_steps=20, llm.c val_max_steps=20)
 DEFAULT_EVAL_BATCHES = {"nanogpt": 200, "build-nanogpt": 20, "llmc": 20, "whole": 0}
 WHOLE_MAX_TARGETS = 1 << 22  # 4,194,304 targets: a few seconds for GPT-2 124M on one H200
+WHOLE_MAX_TARGETS_CPU = 1 << 16  # 65,536 targets: about 25 s for the tiny preset on 2 CPU cores
 
 
 class EvalError(ValueError):
@@ -63,6 +64,18 @@ def default_protocol(sampling: str) -> str:
     """The protocol of the code whose loader a sampling mode reproduces ('whole' otherwise)."""
     return {"random": "nanogpt", "sequential": "build-nanogpt", "llmc": "llmc",
             "shuffled": "llmc"}.get(sampling, "whole")
+
+
+def window_protocol(plan_config: Any, presets: dict[str, Any]) -> str:
+    """The window's 'auto': a plan set like a real code's preset (its name starts with nanoGPT,
+    build-nanogpt or llm.c) is measured as that code measures; the window's own teaching plans over
+    the whole val split."""
+    keys = ("block_size", "batch_size", "grad_accum", "sampling")
+    for name, pc in presets.items():
+        if name.startswith(("nanoGPT", "build-nanogpt", "llm.c")) and \
+                all(getattr(pc, k, None) == getattr(plan_config, k, None) for k in keys):
+            return default_protocol(plan_config.sampling)
+    return "whole"
 
 
 def resolve_protocol(protocol: str | None, sampling: str) -> str:
@@ -158,7 +171,8 @@ def nanogpt_batches(train_len: int, val_len: int, N: int, B: int, eval_iters: in
     out = []
     for s_i, (split, L) in enumerate((("train", train_len), ("val", val_len))):
         if L < N + 1:
-            raise EvalError(f"the {split} split has {L:,} tokens; nanoGPT's estimate_loss needs at least N+1 = {N + 1:,}")
+            raise EvalError(f"the {split} split has {L:,} tokens; nanoGPT's estimate_loss needs at least "
+                            f"N+1 = {N + 1:,}")
         draws = replay.eval_starts(int(iteration), split) if replay is not None else None
         if draws is not None:
             draws = np.asarray(draws, dtype=np.int64).reshape(-1, B)
@@ -258,6 +272,8 @@ def eval_plan(protocol: str, *, val_shards: int | Sequence[Any], N: int, B: int,
     return EvalPlan(protocol, N, tuple(batches), notes)
 
 
-__all__ = ["EVAL_PROTOCOLS", "EVAL_PROTOCOL_LABELS", "DEFAULT_EVAL_BATCHES", "WHOLE_MAX_TARGETS", "EvalError",
-           "EvalBatch", "EvalResult", "EvalPlan", "default_protocol", "resolve_protocol", "batches_for", "nanogpt_batches",
+__all__ = ["EVAL_PROTOCOLS", "EVAL_PROTOCOL_LABELS", "DEFAULT_EVAL_BATCHES", "WHOLE_MAX_TARGETS",
+           "WHOLE_MAX_TARGETS_CPU", "EvalError",
+           "EvalBatch", "EvalResult", "EvalPlan", "default_protocol", "window_protocol", "resolve_protocol",
+           "batches_for", "nanogpt_batches",
            "build_nanogpt_batches", "llmc_batches", "whole_batches", "eval_plan"]

@@ -34,7 +34,7 @@ def train_args(corpus: str, plan: PlanConfig, preset: str, model: ModelConfig, t
         value = getattr(model, name)
         if base is None or getattr(base, name) != value:
             args += ["--" + name.replace("_", "-"), str(value)]
-    if base is None or base.block_size != model.block_size:
+    if model.block_size != plan.block_size:  # the CLI's model context follows N unless set apart
         args += ["--model-block-size", str(model.block_size)]
     if base is None or base.bias != model.bias:
         args += ["--bias", "true" if model.bias else "false"]
@@ -45,6 +45,10 @@ def train_args(corpus: str, plan: PlanConfig, preset: str, model: ModelConfig, t
         args += ["--lr-decay-steps", str(train.lr_decay_steps)]
     if train.compile is not None:
         args.append("--compile" if train.compile else "--no-compile")
+    if train.eval_protocol != "auto":
+        args += ["--eval-protocol", train.eval_protocol]
+    if train.eval_batches > 0:
+        args += ["--eval-batches", str(train.eval_batches)]
     if train.residual_dtype != "float32":
         args += ["--residual-dtype", train.residual_dtype]
     if resume:

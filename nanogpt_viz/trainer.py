@@ -29,7 +29,8 @@ import torch
 from nanogpt_viz import fused_loss
 from nanogpt_viz.batching import BatchPlan, gather_rows
 from nanogpt_viz.config import ModelConfig, PlanConfig, TrainConfig
-from nanogpt_viz.evaluation import EvalPlan, EvalResult, eval_plan, resolve_protocol
+from nanogpt_viz.evaluation import (WHOLE_MAX_TARGETS, WHOLE_MAX_TARGETS_CPU, EvalPlan, EvalResult, eval_plan,
+                                    resolve_protocol)
 
 # Dense bf16 ceilings used for MFU. H100/H200: the measured matmul ceiling on this project's H200
 # (about 790 TFLOP/s), not the datasheet's 989. A100: datasheet (nanoGPT's figure).
@@ -329,7 +330,6 @@ class Trainer:
         if self.eval_on:
             parts = getattr(self.val_tokens, "parts", None)  # a TokenArray's shards, in file order
             self._val_shards = [len(p) for p in parts] if parts else [len(self.val_tokens)]
-            self._eval_plan(self.start_step)  # an EvalError (a ValueError) stops the run here
 
         self.device, self.device_name = detect_device(tc.device)
         if self.dist.world_size > 1 and self.device == "cuda":
@@ -349,6 +349,8 @@ class Trainer:
         if corpus_vocab > mc.vocab_size:
             raise TrainError(f"the corpus uses a vocabulary of {corpus_vocab:,} ids but the model has "
                              f"{mc.vocab_size:,}; raise the model's vocab_size")
+        if self.eval_on:  # after the device is known: it bounds the whole-split evaluation
+            self._eval_plan(self.start_step)  # an EvalError (a ValueError) stops the run here
         self.raw_model = GPT(mc).to(self.dev)
         self.optimizer = self._make_optimizer()
         if resume_ckpt is not None:
@@ -468,7 +470,8 @@ class Trainer:
         yield RunInfo(self.device, self.device_name, self.dtype, self.compiled,
                       self.raw_model.get_num_params(), self.start_step, tc.steps, self.plan.tokens_per_step,
                       self.plan_config.world_size, str(self.out_dir) if self.out_dir else None,
-                      residual_dtype=tc.residual_dtype, history=tuple(self.history))
+                      residual_dtype=tc.residual_dtype, history=tuple(self.history),
+                      notes=self._eval_fixed.notes if self._eval_fixed is not None else ())
         step = self.start_step
         pending: _Pending | None = None
         self._t_last = time.perf_counter()
@@ -676,7 +679,8 @@ class Trainer:
         plan = eval_plan(self.eval_protocol, val_shards=self._val_shards, N=pc.block_size, B=pc.batch_size,
                          W=pc.world_size, eval_batches=tc.eval_batches, iteration=iteration,
                          seed=getattr(pc, "effective_seed", pc.seed),
-                         train_len=len(self.train_tokens), replay=self.eval_replay)
+                         train_len=len(self.train_tokens), replay=self.eval_replay,
+                         max_targets=WHOLE_MAX_TARGETS if self.device == "cuda" else WHOLE_MAX_TARGETS_CPU)
         if self.eval_protocol != "nanogpt":  # the same batches at every evaluation
             self._eval_fixed = plan
         return plan

@@ -241,3 +241,89 @@ def test_evaluation_module_is_pure():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+# ---- command line ----------------------------------------------------------------------------------
+
+
+def _cli_train(tmp_path, *args):
+    import json
+    import os
+
+    from nanogpt_viz.corpus import write_nanogpt_bin
+
+    d = tmp_path / "data"
+    d.mkdir(exist_ok=True)
+    rng = np.random.default_rng(3)
+    write_nanogpt_bin(d / "train.bin", rng.integers(0, 50257, 6000))
+    write_nanogpt_bin(d / "val.bin", rng.integers(0, 50257, 1500))
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["NANOGPT_VIZ_CACHE"] = str(tmp_path / "cache")
+    res = subprocess.run([sys.executable, "-m", "nanogpt_viz", "train", str(d), "--preset", "tiny", "--steps", "2",
+                          "--device", "cpu", "--out", str(tmp_path / "run"), "--json", *map(str, args)],
+                         capture_output=True, text=True, env=env, timeout=300)
+    return res, [json.loads(ln) for ln in res.stdout.splitlines() if ln.strip()]
+
+
+def test_cli_model_context_follows_N_and_val_records_name_their_protocol(tmp_path):
+    from nanogpt_viz.checkpoint import load_checkpoint
+
+    # the tiny preset's context is 64; -N 128 used to stop with "larger than the model's context"
+    res, recs = _cli_train(tmp_path, "-N", 128, "-B", 2, "--eval-interval", 2, "--sampling", "random",
+                           "--eval-batches", 3)
+    assert res.returncode == 0, res.stderr
+    assert load_checkpoint(tmp_path / "run" / "ckpt.pt").model_args["block_size"] == 128
+    assert [r["step"] for r in recs] == [0, 1]
+    assert recs[0]["init_val_protocol"] == "nanogpt" and recs[0]["init_train_loss_est"] > 0
+    last = recs[-1]
+    assert last["val_protocol"] == "nanogpt" and 0 < last["val_tokens"] <= 3 * 2 * 128
+    assert np.isfinite(last["train_loss_est"]) and "val_protocol" not in recs[0]
+
+
+def test_cli_explicit_model_block_size_stays_apart(tmp_path):
+    from nanogpt_viz.checkpoint import load_checkpoint
+
+    res, recs = _cli_train(tmp_path, "-N", 32, "-B", 2, "--model-block-size", 96, "--eval-interval", 2,
+                           "--eval-protocol", "whole")
+    assert res.returncode == 0, res.stderr
+    assert load_checkpoint(tmp_path / "run" / "ckpt.pt").model_args["block_size"] == 96
+    assert recs[-1]["val_protocol"] == "whole" and recs[-1]["val_tokens"] == 1500 - 1
+    res, _ = _cli_train(tmp_path, "-N", 128, "-B", 2, "--model-block-size", 64)
+    assert res.returncode == 2 and "larger than the model's context" in res.stderr
+
+
+# ---- window ----------------------------------------------------------------------------------------
+
+
+def test_window_protocol_is_whole_for_teaching_plans_and_the_codes_own_for_their_presets():
+    from nanogpt_viz.config import PLAN_PRESETS
+    from nanogpt_viz.evaluation import window_protocol
+
+    for name, pc in PLAN_PRESETS.items():
+        want = default_protocol(pc.sampling) if name.startswith(("nanoGPT", "build-nanogpt", "llm.c")) else "whole"
+        assert window_protocol(pc, PLAN_PRESETS) == want, name
+    assert window_protocol(PlanConfig(block_size=16, batch_size=4), PLAN_PRESETS) == "whole"
+
+
+def test_train_panel_validation_choice_and_context_persist(qtbot):
+    pytest.importorskip("PySide6")
+    from nanogpt_viz.ui.panels import TrainPanel
+    from nanogpt_viz.ui.plots import LossPlot
+
+    panel = TrainPanel("cpu")
+    qtbot.addWidget(panel)
+    assert panel.train_config().eval_protocol == "auto" and panel.model_config(128).block_size == 128
+    panel.eval_protocol.setCurrentIndex(panel.eval_protocol.findData("llmc"))
+    panel.context.setValue(96)
+    assert panel.train_config().eval_protocol == "llmc" and panel.model_config(128).block_size == 96
+    other = TrainPanel("cpu")
+    qtbot.addWidget(other)
+    other.restore(panel.settings())
+    assert other.train_config().eval_protocol == "llmc" and other.context.value() == 96
+
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    plot.set_val_label("whole", 36_058)
+    assert plot.val_label() == "val loss (whole, 36,058 targets)"
+    legend = plot.plot.getPlotItem().legend
+    assert legend.getLabel(plot.val_curve).text == "val loss (whole, 36,058 targets)"

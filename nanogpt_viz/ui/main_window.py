@@ -274,6 +274,7 @@ class MainWindow(QMainWindow):
         ctl = self.trainer_ctl
         ctl.info.connect(self._on_train_info)
         ctl.report.connect(self._on_report)
+        ctl.evaluated.connect(self._on_evaluated)
         ctl.ended.connect(self._on_train_end)
         ctl.running_changed.connect(self._on_running_changed)
         ctl.snapshot.connect(self._on_snapshot)
@@ -496,7 +497,8 @@ class MainWindow(QMainWindow):
             out_dir, resume = self.resume_dir, True
         else:
             out_dir, resume = runs_root() / time.strftime("%Y%m%d-%H%M%S"), False
-        return Trainer(s.tokens, val, s.plan_config, mc.with_(block_size=max(mc.block_size, s.plan_config.block_size)),
+        mc, tc = self._run_configs(mc, tc)
+        return Trainer(s.tokens, val, s.plan_config, mc,
                        tc, out_dir=out_dir, resume=resume, model_preset=preset,
                        corpus_info={"path": str(self.corpus_path or corpus.path), "name": corpus.name,
                                     "tokens": len(s.tokens), "vocab_size": corpus.vocab_size})
@@ -518,8 +520,24 @@ class MainWindow(QMainWindow):
 
         s = self.session
         source = self.corpus_path or str(s.corpus.path)
-        return train_args(source, s.plan_config, preset, mc.with_(block_size=max(mc.block_size,
-                          s.plan_config.block_size)), tc, out_dir, resume=resume)
+        mc, tc = self._run_configs(mc, tc)
+        return train_args(source, s.plan_config, preset, mc, tc, out_dir, resume=resume)
+
+    def _run_configs(self, mc, tc):
+        """One block size unless the panel sets the model's context apart; 'auto' validation resolved."""
+        from nanogpt_viz.config import PLAN_PRESETS
+        from nanogpt_viz.evaluation import window_protocol
+
+        pc = self.session.plan_config
+        mc = mc.with_(block_size=self.train_panel.context.value() or pc.block_size)
+        if tc.eval_protocol == "auto":
+            tc = tc.with_(eval_protocol=window_protocol(pc, PLAN_PRESETS))
+        return mc, tc
+
+    def _on_evaluated(self, ev) -> None:
+        """The evaluation before the first step: at x = -1 (a report's val follows step x, i.e. x+1 steps)."""
+        self.loss_plot.add(-1, None, ev.val_loss)
+        self.loss_plot.set_val_label(ev.val_protocol, ev.val_tokens)
 
     def _update_command(self) -> None:
         tp = self.train_panel
@@ -629,6 +647,9 @@ class MainWindow(QMainWindow):
 
     def _on_run_records(self, records: list) -> None:
         self.loss_plot.extend(records)
+        for rec in records:
+            if rec.get("val_protocol"):
+                self.loss_plot.set_val_label(rec["val_protocol"], rec.get("val_tokens", 0))
         last = records[-1]
         if self._first_step is None:
             self._first_step = int(records[0].get("step", 0))
@@ -701,6 +722,8 @@ class MainWindow(QMainWindow):
     def _on_report(self, rep) -> None:
         if rep.step == self._first_step:
             gc.freeze()  # again: what the engine's first step imported (torch internals) is long-lived too
+        if rep.val_protocol is not None:
+            self.loss_plot.set_val_label(rep.val_protocol, rep.val_tokens)
         self.last_report = rep
         self.coalescer.push(rep)
         if self.train_panel.follow.isChecked():

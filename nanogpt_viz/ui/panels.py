@@ -274,6 +274,20 @@ class TrainPanel(QGroupBox):
         self.lr = QLineEdit("1e-3")
         self.lr.setToolTip("Peak learning rate (warmup then cosine decay to lr/10)")
         self.eval_interval = _spin(0, 1_000_000, 50, "Evaluate on the val split every this many steps (0: never)")
+        from nanogpt_viz.evaluation import EVAL_PROTOCOL_LABELS
+
+        self.eval_protocol = QComboBox()
+        self.eval_protocol.addItem("auto: as the plan's code (whole split for teaching plans)", "auto")
+        for key, label in EVAL_PROTOCOL_LABELS.items():
+            self.eval_protocol.addItem(label, key)
+        self.eval_protocol.setToolTip(
+            "How the val loss is measured. nanoGPT: estimate_loss's random batches from train and val; "
+            "build-nanogpt / llm.c: their val loader from the start of the val split; whole: every val "
+            "target once (the one to read when comparing with no code). auto: a plan set like a real "
+            "code's preset is measured as that code measures, the window's own plans over the whole split.")
+        self.context = _spin(0, 1_000_000, 0, "The model's context (block_size). 'follows N': one block size, "
+                             "as nanoGPT has; a number keeps the model's context apart from the plan's N")
+        self.context.setSpecialValueText("follows N")
         self.device = QComboBox()
         self.device.addItem(f"auto: {device_name}", "auto")
         self.device.addItem("cpu", "cpu")
@@ -324,9 +338,11 @@ class TrainPanel(QGroupBox):
             row.addWidget(box)
         form.addRow(row)
         form.addRow("Dropout", self.dropout)
+        form.addRow("Context", self.context)
         form.addRow("Steps", self.steps)
         form.addRow("Learning rate", self.lr)
         form.addRow("Eval interval", self.eval_interval)
+        form.addRow("Validation", self.eval_protocol)
         form.addRow("Device", self.device)
         form.addRow("Precision", self.dtype)
         form.addRow("Residual stream", self.residual)
@@ -356,10 +372,10 @@ class TrainPanel(QGroupBox):
         lay.addWidget(self.problem)
 
         self.preset.currentTextChanged.connect(self._apply_preset)
-        for box in (self.n_layer, self.n_head, self.n_embd, self.steps, self.eval_interval, self.gpus):
+        for box in (self.n_layer, self.n_head, self.n_embd, self.steps, self.eval_interval, self.gpus, self.context):
             box.valueChanged.connect(self.settings_changed)
         self.dropout.valueChanged.connect(self.settings_changed)
-        for combo in (self.preset, self.device, self.dtype, self.residual, self.compile):
+        for combo in (self.preset, self.device, self.dtype, self.residual, self.compile, self.eval_protocol):
             combo.currentIndexChanged.connect(self.settings_changed)
         self.lr.textChanged.connect(self.settings_changed)
         self.hosts.textChanged.connect(self.settings_changed)
@@ -406,13 +422,14 @@ class TrainPanel(QGroupBox):
     def model_config(self, block_size: int) -> ModelConfig:
         mc = MODEL_PRESETS[self.preset.currentText()]
         return mc.with_(n_layer=self.n_layer.value(), n_head=self.n_head.value(), n_embd=self.n_embd.value(),
-                        dropout=self.dropout.value(), block_size=max(mc.block_size, block_size))
+                        dropout=self.dropout.value(), block_size=self.context.value() or block_size)
 
     def train_config(self) -> TrainConfig:
         lr = float(self.lr.text())
         steps = self.steps.value()
         return TrainConfig(steps=steps, learning_rate=lr, min_lr=lr / 10, warmup_steps=min(100, steps // 10),
-                           eval_interval=self.eval_interval.value(), device=self.device.currentData(),
+                           eval_interval=self.eval_interval.value(), eval_batches=0,
+                           eval_protocol=self.eval_protocol.currentData(), device=self.device.currentData(),
                            dtype=self.dtype.currentText(), residual_dtype=self.residual.currentData(),
                            compile={"auto": None, "on": True, "off": False}[self.compile.currentText()])
 
@@ -424,7 +441,7 @@ class TrainPanel(QGroupBox):
         except ValueError:
             self.set_problem(f"learning rate must be a positive number (got {self.lr.text()!r})")
             return
-        mc = self.model_config(0)
+        mc = self.model_config(1)  # the plan's N comes in when the run starts (MainWindow._run_configs)
         problems = mc.problems() + self.train_config().problems()
         if problems:
             self.set_problem("; ".join(problems))
@@ -445,7 +462,8 @@ class TrainPanel(QGroupBox):
         self.pause_btn.setEnabled(running)
         self.stop_btn.setEnabled(running)
         for w in (self.preset, self.n_layer, self.n_head, self.n_embd, self.dropout, self.steps, self.lr,
-                  self.eval_interval, self.device, self.dtype, self.residual, self.compile, self.gpus, self.hosts):
+                  self.eval_interval, self.device, self.dtype, self.residual, self.compile, self.gpus, self.hosts,
+                  self.context, self.eval_protocol):
             w.setEnabled(not running)
         if not running:
             self.pause_btn.blockSignals(True)
@@ -462,6 +480,7 @@ class TrainPanel(QGroupBox):
         return {"preset": self.preset.currentText(), "n_layer": self.n_layer.value(), "n_head": self.n_head.value(),
                 "n_embd": self.n_embd.value(), "dropout": self.dropout.value(), "steps": self.steps.value(),
                 "lr": self.lr.text(), "eval_interval": self.eval_interval.value(),
+                "eval_protocol": self.eval_protocol.currentData(), "context": self.context.value(),
                 "device": self.device.currentData(), "dtype": self.dtype.currentText(),
                 "residual_dtype": self.residual.currentData(),
                 "compile": self.compile.currentText(), "follow": self.follow.isChecked(),
@@ -471,7 +490,7 @@ class TrainPanel(QGroupBox):
         try:
             if d.get("preset") in MODEL_PRESETS:
                 self.preset.setCurrentText(d["preset"])
-            for key in ("n_layer", "n_head", "n_embd", "steps", "eval_interval"):
+            for key in ("n_layer", "n_head", "n_embd", "steps", "eval_interval", "context"):
                 if key in d:
                     getattr(self, key).setValue(int(d[key]))
             if "dropout" in d:
@@ -483,6 +502,9 @@ class TrainPanel(QGroupBox):
                 self.device.setCurrentIndex(idx)
             if d.get("dtype"):
                 self.dtype.setCurrentText(d["dtype"])
+            idx = self.eval_protocol.findData(d.get("eval_protocol", "auto"))
+            if idx >= 0:
+                self.eval_protocol.setCurrentIndex(idx)
             idx = self.residual.findData(d.get("residual_dtype", "float32"))
             if idx >= 0:
                 self.residual.setCurrentIndex(idx)

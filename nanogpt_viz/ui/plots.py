@@ -219,8 +219,20 @@ class LossPlot(QWidget):
         self._dirty = False
         self.redraw_count = 0
 
+    def set_val_label(self, protocol: str | None, tokens: int = 0) -> None:
+        """Name the val curve after how it was measured: the protocol and the val targets it covered."""
+        name = "val loss" if not protocol else f"val loss ({protocol}, {int(tokens):,} targets)"
+        self.val_curve.opts["name"] = name
+        legend = self.plot.getPlotItem().legend
+        label = legend.getLabel(self.val_curve) if legend is not None else None
+        if label is not None:
+            label.setText(name)
+
+    def val_label(self) -> str:
+        return str(self.val_curve.opts.get("name", ""))
+
     # ---- feeding ------------------------------------------------------------------------------
-    def add(self, step: int, loss: float, val_loss: float | None = None) -> None:
+    def add(self, step: int, loss: float | None, val_loss: float | None = None) -> None:
         """Append one step (redraw is coalesced: at most one per REDRAW_MS)."""
         self._append(step, loss, val_loss)
         self._schedule()

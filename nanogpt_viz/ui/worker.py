@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal, Slot
 
-from nanogpt_viz.trainer import (CheckpointSaved, ModelSnapshot, RunEnd, RunInfo, StepReport, TrainControl,
-                                 Trainer)
+from nanogpt_viz.trainer import (CheckpointSaved, EvalReport, ModelSnapshot, RunEnd, RunInfo, StepReport,
+                                 TrainControl, Trainer)
 
 
 class _GeneratorWorker(QObject):
@@ -75,6 +75,7 @@ class TrainController(QObject):
     report = Signal(object)  # StepReport
     snapshot = Signal(object)  # ModelSnapshot
     checkpoint_saved = Signal(object)  # CheckpointSaved
+    evaluated = Signal(object)  # EvalReport: the evaluation before the first step
     ended = Signal(object)  # RunEnd
     running_changed = Signal(bool)
 
@@ -135,6 +136,8 @@ class TrainController(QObject):
             self.checkpoint_saved.emit(ev)
         elif isinstance(ev, RunEnd):
             self.ended.emit(ev)
+        elif isinstance(ev, EvalReport):
+            self.evaluated.emit(ev)
 
     def _on_thread_finished(self) -> None:
         self._drain_timer.stop()
