@@ -52,7 +52,8 @@ def test_two_process_gloo_run_matches_the_single_process_plan(data_dir, tmp_path
     # computes. Equal losses show each rank read exactly the rows BatchPlan gives it.
     corpus = open_corpus(data_dir)
     pc = PlanConfig(block_size=16, batch_size=3, grad_accum=2, world_size=2, seed=5)
-    ref = [e.loss for e in Trainer(corpus.train, None, pc, MODEL_PRESETS["tiny"],
+    # the CLI's model context follows -N (one block size, as nanoGPT): the same model here
+    ref = [e.loss for e in Trainer(corpus.train, None, pc, MODEL_PRESETS["tiny"].with_(block_size=16),
                                    TrainConfig(steps=5, eval_interval=0, device="cpu", seed=5)).run()
            if isinstance(e, StepReport)]
     assert [r["loss"] for r in lines] == pytest.approx(ref, abs=2e-4)
