@@ -15,6 +15,14 @@ the same run prints:
   1000000000 --steps 1 --json`` as a subprocess, next to a bare ``python -c pass`` and
   ``nanogpt-viz --version`` for scale.
 
+Then, with no file (a plan needs only the shard lengths):
+
+* llm.c's shuffled loader over 100 shards of 10^8 tokens (10^10 tokens): the first query of an
+  epoch (it replays that epoch's generator draws, jumping MT19937 ahead) and 50 random steps of the
+  same epoch after it, for llm.c's GPT-2 recipe (B=64, N=1024, W=8) and teaching sizes;
+* the nanoGPT replay of iteration 600,000 with B=12, K=40 (nanoGPT's GPT-2 124M config), first and
+  a nearby query, with peak RSS.
+
 The file is deleted at the end. Figures only; nothing passes or fails.
 """
 from __future__ import annotations
@@ -62,6 +70,48 @@ def wall(cmd: list[str], env: dict[str, str], repeats: int = 3) -> tuple[float, 
         res = subprocess.run(cmd, capture_output=True, text=True, env=env)
         best = min(best, time.perf_counter() - t0)
     return best, res
+
+
+def shards_and_replay() -> None:
+    import numpy as np
+
+    from nanogpt_viz.nanogpt_replay import NanoGPTReplay
+
+    shards = [(f"fineweb_train_{i:06d}.bin", 100_000_000) for i in range(100)]
+    print("\nllm.c DataLoader, shuffled, 100 shards x 10^8 tokens; epoch 3, ms per starts(step):")
+    print(f"{'N':>6} {'B':>4} {'W':>3} {'K':>3} {'calls/epoch':>13} {'first query':>12} {'then median':>12} {'max':>8}")
+    rng = np.random.default_rng(0)
+    for N, B, W, K in ((1024, 64, 8, 1), (1024, 4, 1, 1), (64, 4, 1, 1), (64, 4, 1, 8)):
+        plan = BatchPlan(PlanConfig(block_size=N, batch_size=B, world_size=W, grad_accum=K, sampling="shuffled"),
+                         shards)
+        C = int(plan.calls_per_pass[0])
+        t0 = time.perf_counter()
+        plan.starts(3 * C // K + C // (3 * K))
+        first = (time.perf_counter() - t0) * 1e3
+        times = []
+        for step in rng.integers(3 * C // K, 4 * C // K, 50):
+            t0 = time.perf_counter()
+            plan.starts(int(step))
+            times.append((time.perf_counter() - t0) * 1e3)
+        print(f"{N:>6} {B:>4} {W:>3} {K:>3} {C:>13,} {first:>10.0f}ms {np.median(times):>10.1f}ms "
+              f"{max(times):>6.1f}ms")
+
+    model_args = dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, bias=False, vocab_size=50304,
+                      dropout=0.0)
+    rss0 = rss_mib()
+    t0 = time.perf_counter()
+    replay = NanoGPTReplay(train_len=9_035_582_489, val_len=4_434_606, block_size=1024, batch_size=12,
+                           grad_accum=40, eval_interval=2000, eval_iters=200, model_args=model_args)
+    t_build = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    replay.train_starts(600_000, 0)
+    t_first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    replay.step_starts(600_001)
+    t_near = time.perf_counter() - t0
+    print(f"\nnanoGPT replay, GPT-2 124M recipe (B=12, K=40, OpenWebText-sized train.bin): build {t_build:.2f} s, "
+          f"iteration 600,000 first query {t_first:.2f} s, all of iteration 600,001 next {t_near * 1e3:.1f} ms; "
+          f"peak RSS {rss_mib():.0f} MiB (before {rss0:.0f} MiB)")
 
 
 def main(argv=None) -> int:
@@ -133,6 +183,7 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         print(f"\nremoved {tmp}: {not tmp.exists()}")
+    shards_and_replay()
     return 0
 
 

@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from nanogpt_viz.config import (DEVICES, DTYPES, MODEL_PRESETS, RESIDUAL_DTYPES, SAMPLING_MODES, ModelConfig,
+from nanogpt_viz.config import (DEFAULT_SEED, DEVICES, DTYPES, MODEL_PRESETS, RESIDUAL_DTYPES, SAMPLING_HELP,
+                                SAMPLING_MODES, ModelConfig,
                                 PlanConfig, TrainConfig)
 from nanogpt_viz.config import EVAL_PROTOCOLS
 
@@ -77,9 +78,11 @@ def _add_plan_options(p: argparse.ArgumentParser, *, required: bool) -> None:
                    help="micro-batches per rank per optimizer step (K)")
     g.add_argument("--world-size", "-W", type=_positive("world size W"), default=None,
                    help="DDP ranks (W); under torchrun taken from the environment")
-    g.add_argument("--sampling", choices=SAMPLING_MODES, default="sequential")
+    g.add_argument("--sampling", choices=SAMPLING_MODES, default="sequential",
+                   help="; ".join(f"{k}: {v}" for k, v in SAMPLING_HELP.items()))
     g.add_argument("--stride", type=_positive("stride S"), default=1, help="row stride S for --sampling sliding")
-    g.add_argument("--seed", type=_nonneg("seed"), default=1337)
+    g.add_argument("--seed", type=_nonneg("seed"), default=None,
+                   help="sampling seed (default: 42 for shuffled, llm.c's own order; 1337 otherwise, nanoGPT's)")
     g.add_argument("--split", choices=("train", "val"), default="train")
     g.add_argument("--val-fraction", type=_fraction, default=0.1,
                    help="where the data has no val file: the fraction held out as the val split (default "
@@ -103,7 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="print which tokens every row of every step reads")
     p.add_argument("corpus")
-    _add_plan_options(p, required=True)
+    _add_plan_options(p, required=False)
+    p.add_argument("--from-nanogpt", metavar="CKPT", default=None,
+                   help="replay the batches a nanoGPT train.py run drew (its ckpt.pt or out_dir; CORPUS is its data "
+                        "folder with train.bin/val.bin): N, B and K come from the checkpoint, -W gives the ranks")
+    p.add_argument("--resumed-at", type=_nonneg("resumed at"), default=None,
+                   help="with --from-nanogpt: the iteration a run started with init_from='resume' resumed at")
+    p.set_defaults(grad_accum=None)  # K: 1, or with --from-nanogpt the run's
     p.add_argument("--start-step", type=_nonneg("start step"), default=0)
     p.add_argument("--steps", type=_positive("steps"), default=1)
     p.add_argument("--tokens", action="store_true", help="include the x and y token ids of each row")
@@ -200,6 +209,35 @@ def _plan_config(args: argparse.Namespace, world_size: int | None = None) -> Pla
                       seed=args.seed, split=args.split)
 
 
+def _nanogpt_draws(args: argparse.Namespace, corpus: Any) -> Any:
+    """The replayed draws of the nanoGPT run in args.from_nanogpt; fills N, B, K and sampling in args."""
+    from nanogpt_viz.checkpoint import load_checkpoint
+    from nanogpt_viz.nanogpt_replay import NanoGPTReplay, RunDraws, plan_settings
+
+    ckpt = load_checkpoint(args.from_nanogpt)
+    W = args.world_size or 1
+    try:
+        got = plan_settings(ckpt, W)
+    except ValueError as exc:
+        raise CliError(f"{args.from_nanogpt}: {exc}") from None
+    for name, flag in (("block_size", "-N"), ("batch_size", "-B"), ("grad_accum", "-K")):
+        given = getattr(args, name)
+        if given is not None and given != got[name]:
+            raise CliError(f"{flag} {given} differs from the run's {got[name]} in {args.from_nanogpt}; leave {flag} out")
+        setattr(args, name, got[name])
+    args.sampling = "random"  # nanoGPT's get_batch
+    if args.split != "train":
+        raise CliError("--from-nanogpt replays the training batches: use --split train")
+    if not corpus.has_split("val"):
+        raise CliError(f"{corpus.path} has no val split; give the nanoGPT data folder that holds train.bin and val.bin")
+    try:
+        replay = NanoGPTReplay.from_checkpoint(ckpt, train_len=len(corpus.train), val_len=len(corpus.val),
+                                               world_size=W, resumed_at=args.resumed_at)
+    except ValueError as exc:
+        raise CliError(f"{args.from_nanogpt}: {exc}") from None
+    return RunDraws(replay)
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     from nanogpt_viz.corpus import write_nanogpt_bin
 
@@ -220,11 +258,21 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from nanogpt_viz.batching import BatchPlan, gather_rows
+    from nanogpt_viz.batching import gather_rows, plan_for
 
     corpus = _open(args.corpus, args.val_fraction)
     tokens = corpus.split(args.split)
-    plan = BatchPlan(_plan_config(args), len(tokens))
+    draws = None
+    if args.from_nanogpt is not None:
+        draws = _nanogpt_draws(args, corpus)
+    elif args.block_size is None or args.batch_size is None:
+        raise CliError("plan needs --block-size/-N and --batch-size/-B (or --from-nanogpt CKPT)")
+    if args.grad_accum is None:
+        args.grad_accum = 1
+    plan = plan_for(_plan_config(args), tokens, draws=draws)
+    if draws is not None:
+        for note in draws.notes:
+            sys.stderr.write(f"note: {note}\n")
     out = sys.stdout
     if not args.json:
         s = plan.summary()
@@ -235,8 +283,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
                   f"steps per epoch = {s['steps_per_epoch']:,}"
                   + (f"; dropped tail = {s['dropped_tail']:,} tokens" if plan.mode != "random" else
                      " (nominal: random offsets have no epochs)") + "\n")
+        if plan.n_shards > 1:
+            out.write(f"# {plan.n_shards} shards, read one at a time; each shard's tail is dropped\n")
+        drift = plan.first_drift()
+        if drift is not None:
+            out.write(f"# ranks out of step from step {drift[0]:,}: {drift[1]}\n")
         out.write(f"{'step':>8} {'epoch':>6} {'rank':>4} {'micro':>5} {'row':>4} {'x = t[s:s+N]':>26} "
-                  f"{'y = t[s+1:s+N+1]':>26}\n")
+                  f"{'y = t[s+1:s+N+1]':>26}  shard\n")
     for step in range(args.start_step, args.start_step + args.steps):
         rows = plan.rows(step)
         epoch = plan.epoch(step)
@@ -249,12 +302,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
                     rec["x"] = xy[i, :-1].tolist()
                     rec["y"] = xy[i, 1:].tolist()
                 recs.append(rec)
-            out.write(json.dumps({"step": step, "epoch": epoch, "rows": recs}) + "\n")
+            rec_step: dict[str, Any] = {"step": step, "epoch": epoch, "rows": recs}
+            if draws is not None:  # nanoGPT's estimate_loss at this iteration (rank 0), before micro-step 1
+                ev = {split: draws.eval_starts(step, split) for split in ("train", "val")}
+                if ev["train"] is not None:
+                    rec_step["eval"] = {k: v.tolist() for k, v in ev.items()}
+            out.write(json.dumps(rec_step) + "\n")
         else:
             for r in rows:
                 x = f"[{r.start:,}, {r.start + plan.N:,})"
                 y = f"[{r.start + 1:,}, {r.start + plan.N + 1:,})"
-                out.write(f"{step:>8} {epoch:>6} {r.rank:>4} {r.micro:>5} {r.row:>4} {x:>26} {y:>26}\n")
+                out.write(f"{step:>8} {epoch:>6} {r.rank:>4} {r.micro:>5} {r.row:>4} {x:>26} {y:>26}  "
+                          f"{r.shard}+{r.shard_offset:,}\n")
                 if args.tokens:
                     xy = gather_rows(tokens, [r.start], plan.N + 1)[0]
                     out.write(f"{'':>31}x: {' '.join(map(str, xy[:-1]))}\n{'':>31}y: {' '.join(map(str, xy[1:]))}\n")
@@ -340,7 +399,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                      lr_decay_steps=args.lr_decay_steps, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
                      eval_interval=args.eval_interval, eval_batches=args.eval_batches or 0,
                      eval_protocol=args.eval_protocol or default_protocol(args.sampling), device=args.device,
-                     dtype=args.dtype, compile=args.compile, seed=args.seed, per_token=args.per_token,
+                     dtype=args.dtype, compile=args.compile, seed=DEFAULT_SEED if args.seed is None else args.seed, per_token=args.per_token,
                      checkpoint_interval=args.checkpoint_interval, residual_dtype=args.residual_dtype)
     for problems in (pc.problems(), mc.problems(), tc.problems()):
         if problems:

@@ -8,13 +8,27 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-SAMPLING_MODES = ("sequential", "random", "shuffled", "sliding")
+SAMPLING_MODES = ("sequential", "llmc", "shuffled", "random", "sliding")
+# the modes that reproduce a real loader shard by shard (rows never cross a shard boundary)
+LOADER_MODES = ("sequential", "llmc", "shuffled")
 SAMPLING_LABELS = {
-    "sequential": "Sequential blocks (build-nanogpt / llm.c DataLoaderLite)",
-    "random": "Random offsets (nanoGPT get_batch)",
-    "shuffled": "Shuffled batch order (llm.c)",
-    "sliding": "Sliding window, stride S",
+    "sequential": "build-nanogpt DataLoaderLite",
+    "llmc": "llm.c DataLoader",
+    "shuffled": "llm.c DataLoader, shuffled",
+    "random": "nanoGPT get_batch",
+    "sliding": "sliding window",
 }
+SAMPLING_HELP = {
+    "sequential": "build-nanogpt's DataLoaderLite: shard by shard, rank r at B*N*r, +B*N*W per call, "
+                  "each rank's own bound at a shard's end",
+    "llmc": "llm.c's DataLoader (no shuffle): W*B*N-token samples per shard, all ranks switch together",
+    "shuffled": "llm.c's DataLoader with shuffling: mt19937 seeded seed+rank (42: llm.c's own order)",
+    "random": "nanoGPT's get_batch: B uniform offsets per call, with replacement",
+    "sliding": "rows every S tokens (S=1 with B>1 is the misconception the app corrects)",
+}
+# the seed each mode uses when none is given: llm.c seeds its shuffle with 42 + rank, nanoGPT 1337 + rank
+DEFAULT_SEEDS = {"shuffled": 42}
+DEFAULT_SEED = 1337
 SPLITS = ("train", "val")
 
 GPT2_VOCAB_SIZE = 50257  # what the tokenizer emits
@@ -51,8 +65,12 @@ class PlanConfig(_Record):
     world_size: int = 1
     sampling: str = "sequential"
     stride: int = 1
-    seed: int = 1337
+    seed: int | None = None  # None: the mode's own (42 for llm.c's shuffle, 1337 otherwise)
     split: str = "train"
+
+    @property
+    def effective_seed(self) -> int:
+        return self.seed if self.seed is not None else DEFAULT_SEEDS.get(self.sampling, DEFAULT_SEED)
 
     @property
     def rows_per_step(self) -> int:
@@ -76,7 +94,7 @@ class PlanConfig(_Record):
             out.append(f"stride S must be a whole number >= 1 (got {self.stride!r})")
         if self.split not in SPLITS:
             out.append(f"split must be 'train' or 'val' (got {self.split!r})")
-        if not isinstance(self.seed, int) or self.seed < 0:
+        if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
             out.append(f"seed must be a whole number >= 0 (got {self.seed!r})")
         return out
 
@@ -203,7 +221,7 @@ class TrainConfig(_Record):
 
 
 __all__ = [
-    "SAMPLING_MODES", "SAMPLING_LABELS", "SPLITS", "GPT2_VOCAB_SIZE", "GPT2_PADDED_VOCAB",
+    "SAMPLING_MODES", "LOADER_MODES", "SAMPLING_LABELS", "SAMPLING_HELP", "DEFAULT_SEEDS", "DEFAULT_SEED", "SPLITS", "GPT2_VOCAB_SIZE", "GPT2_PADDED_VOCAB",
     "PlanConfig", "PLAN_PRESETS", "ModelConfig", "MODEL_PRESETS", "DEVICES", "DTYPES", "RESIDUAL_DTYPES",
     "EVAL_PROTOCOLS", "TrainConfig",
 ]

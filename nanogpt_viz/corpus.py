@@ -88,9 +88,13 @@ class TokenArray:
     in one part, a copy when it spans parts), ``ta[index_array]`` -> np.ndarray.
     """
 
-    __slots__ = ("_parts", "_ends", "_len", "dtype")
+    __slots__ = ("_parts", "_ends", "_len", "dtype", "_names")
 
-    def __init__(self, parts: Sequence[np.ndarray], dtype=None):
+    def __init__(self, parts: Sequence[np.ndarray], dtype=None, names: Sequence[str] | None = None):
+        names = list(names) if names is not None else [f"part {k}" for k in range(len(parts))]
+        if len(names) != len(parts):
+            raise ValueError("TokenArray needs one name per part")
+        self._names = tuple(n for n, p in zip(names, parts) if len(p))
         parts = [p for p in parts if len(p)]
         for p in parts:
             if p.ndim != 1:
@@ -116,6 +120,11 @@ class TokenArray:
     @property
     def parts(self) -> tuple[np.ndarray, ...]:
         return self._parts
+
+    @property
+    def part_names(self) -> tuple[str, ...]:
+        """The file name of each part (a shard), in stream order."""
+        return self._names
 
     def __repr__(self) -> str:
         return f"<TokenArray {self._len:,} tokens, {self.dtype}, {len(self._parts)} part(s)>"
@@ -223,15 +232,16 @@ class TokenArray:
         """A TokenArray over tokens [start, stop) sharing the same memory maps (nothing is read)."""
         start, stop, _ = slice(start, stop).indices(self._len)
         stop = max(start, stop)
-        parts = []
+        parts, names = [], []
         pos = 0
-        for p in self._parts:
+        for p, name in zip(self._parts, self._names):
             a, b = pos, pos + len(p)
             lo, hi = max(a, start), min(b, stop)
             if lo < hi:
                 parts.append(p[lo - a:hi - a])
+                names.append(name)
             pos = b
-        return TokenArray(parts, dtype=self.dtype)
+        return TokenArray(parts, dtype=self.dtype, names=names)
 
     def iter_chunks(self, start: int = 0, stop: int | None = None,
                     chunk: int = 1 << 22) -> Iterator[tuple[int, np.ndarray]]:
@@ -901,13 +911,13 @@ def _single_file_corpus(path: Path, kind: str, head: bytes, size: int, val_fract
     val_path = _sibling_val(path)
     if val_path is not None:
         _, val_arr = _open_any_token_file(val_path)
-        splits = {"train": TokenArray([arr])}
+        splits = {"train": TokenArray([arr], names=[path.name])}
         if len(val_arr):
-            splits["val"] = TokenArray([val_arr])
+            splits["val"] = TokenArray([val_arr], names=[val_path.name])
         notes.append(f"val split from {val_path.name}")
         files.append(val_path)
     else:
-        splits = _split_fraction(TokenArray([arr]), val_fraction, notes)
+        splits = _split_fraction(TokenArray([arr], names=[path.name]), val_fraction, notes)
     return TokenCorpus(path, path.name, fmt, splits, vocab_size=vocab, notes=notes, files=files)
 
 
@@ -926,13 +936,13 @@ def _dir_corpus(path: Path, val_fraction: float) -> TokenCorpus:
         files = [train_path]
         if (path / "val.bin").is_file():
             _, val_arr = _open_any_token_file(path / "val.bin")
-            splits = {"train": TokenArray([arr])}
+            splits = {"train": TokenArray([arr], names=["train.bin"])}
             if len(val_arr):
-                splits["val"] = TokenArray([val_arr])
+                splits["val"] = TokenArray([val_arr], names=["val.bin"])
             notes.append("val split from val.bin")
             files.append(path / "val.bin")
         else:
-            splits = _split_fraction(TokenArray([arr]), val_fraction, notes)
+            splits = _split_fraction(TokenArray([arr], names=["train.bin"]), val_fraction, notes)
         return TokenCorpus(path, path.name, fmt, splits, vocab_size=vocab, notes=notes, files=files)
 
     npys = [p for p in entries if p.suffix.lower() == ".npy"]
@@ -959,13 +969,14 @@ def _dir_corpus(path: Path, val_fraction: float) -> TokenCorpus:
                           f"a corpus needs training shards too.")
     files = [p for p, _ in train] + [p for p, _ in val]
     if val:
-        splits = {"train": TokenArray([a for _, a in train])}
-        val_arr = TokenArray([a for _, a in val])
+        splits = {"train": TokenArray([a for _, a in train], names=[p.name for p, _ in train])}
+        val_arr = TokenArray([a for _, a in val], names=[p.name for p, _ in val])
         if len(val_arr):
             splits["val"] = val_arr
         notes.append(f"val split from {len(val)} shard(s): {', '.join(p.name for p, _ in val)}")
     else:
-        splits = _split_fraction(TokenArray([a for _, a in train]), val_fraction, notes)
+        splits = _split_fraction(TokenArray([a for _, a in train], names=[p.name for p, _ in train]),
+                                 val_fraction, notes)
     notes.insert(0, f"{len(train)} training shard(s)")
     return TokenCorpus(path, path.name, fmt, splits, vocab_size=vocab, notes=notes, files=files)
 

@@ -45,13 +45,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["NanoGPTReplay", "model_init_draws", "replay_from_files", "torch_state_to_mt",
-           "installed_randint_64bit_from", "BASE_SEED"]
+from nanogpt_viz.mt19937 import _N, advance, bitgen, get_state, seed_key
+
+__all__ = ["NanoGPTReplay", "RunDraws", "plan_settings", "model_init_draws", "replay_from_files",
+           "torch_state_to_mt", "installed_randint_64bit_from", "BASE_SEED"]
 
 BASE_SEED = 1337  # train.py: torch.manual_seed(1337 + seed_offset), seed_offset = ddp_rank
 
-_N = 624          # MT19937 words of state
-_DEG = 19937      # degree of its characteristic polynomial
 _U32 = np.uint32
 
 # nanoGPT's train.py defaults for the keys we read from a checkpoint's `config`
@@ -77,134 +77,6 @@ def installed_randint_64bit_from() -> int:
         if torch_state_to_mt(g.get_state())[1] == 2:
             return threshold
     return 1 << 32
-
-
-# --------------------------------------------------------------------------- MT19937 core
-
-def _seed_key(seed: int) -> np.ndarray:
-    """init_genrand(seed): the 624 words torch.manual_seed / RandomState(seed) start from."""
-    key = [seed & 0xFFFFFFFF]
-    for i in range(1, _N):
-        prev = key[-1]
-        key.append((1812433253 * (prev ^ (prev >> 30)) + i) & 0xFFFFFFFF)
-    return np.array(key, dtype=_U32)
-
-
-def _bitgen(key: np.ndarray, pos: int) -> np.random.MT19937:
-    bg = np.random.MT19937()
-    bg.state = {"bit_generator": "MT19937",
-                "state": {"key": np.asarray(key, dtype=_U32), "pos": int(pos)}}
-    return bg
-
-
-def _get(bg: np.random.MT19937) -> tuple[np.ndarray, int]:
-    st = bg.state["state"]
-    return np.array(st["key"], dtype=_U32), int(st["pos"])
-
-
-def _untemper(y: np.ndarray) -> np.ndarray:
-    """Invert MT19937's output tempering (vectorised)."""
-    y = y.astype(_U32, copy=True)
-    y ^= y >> _U32(18)
-    y ^= (y << _U32(15)) & _U32(0xEFC60000)
-    t = y.copy()
-    for _ in range(4):  # y ^= (y << 7) & b, undone 7 bits at a time
-        t = y ^ ((t << _U32(7)) & _U32(0x9D2C5680))
-    y = t
-    t = y.copy()
-    for _ in range(2):  # y ^= y >> 11
-        t = y ^ (t >> _U32(11))
-    return t
-
-
-@lru_cache(maxsize=1)
-def _char_poly() -> tuple[int, list[int]]:
-    """MT19937's characteristic polynomial P (bit i = coefficient of x**i) and a byte table.
-
-    Berlekamp-Massey over GF(2) on the lowest bit of 2 * 19937 outputs gives the connection
-    polynomial C; P is its reciprocal. The table holds, for each byte b, the multiple of P
-    whose bits 19937..19944 equal b, for reducing 8 bits at a time.
-    """
-    bits = (_bitgen(_seed_key(5489), _N).random_raw(2 * _DEG) & 1).tolist()
-    c, b, length, shift, window = 1, 1, 0, 1, 0
-    for k, s in enumerate(bits):
-        window = (window << 1) | s          # bit i = s[k - i]
-        if (c & window).bit_count() & 1:    # discrepancy
-            if 2 * length <= k:
-                c, b, length, shift = c ^ (b << shift), c, k + 1 - length, 1
-            else:
-                c ^= b << shift
-                shift += 1
-        else:
-            shift += 1
-    if length != _DEG:  # cannot happen for a genuine MT19937
-        raise RuntimeError(f"Berlekamp-Massey found degree {length}, expected {_DEG}")
-    p = int(format(c, f"0{_DEG + 1}b")[::-1], 2)
-    table = []
-    for byte in range(256):
-        high = byte << _DEG
-        r = high
-        for bit in range(_DEG + 7, _DEG - 1, -1):
-            if (r >> bit) & 1:
-                r ^= p << (bit - _DEG)
-        table.append(high ^ r)
-    return p, table
-
-
-_SPREAD = np.array([sum(((i >> j) & 1) << (2 * j) for j in range(8)) for i in range(256)],
-                   dtype="<u2")
-
-
-def _poly_square(a: int) -> int:
-    nbytes = (a.bit_length() + 7) // 8
-    arr = np.frombuffer(a.to_bytes(nbytes, "little"), dtype=np.uint8)
-    return int.from_bytes(_SPREAD[arr].tobytes(), "little")
-
-
-def _poly_reduce(a: int, table: list[int]) -> int:
-    while True:
-        n = a.bit_length()
-        if n <= _DEG:
-            return a
-        shift = max(n - _DEG - 8, 0)
-        a ^= table[a >> (_DEG + shift)] << shift
-
-
-def _x_pow_mod(n: int) -> int:
-    """x**n mod P over GF(2)."""
-    p, table = _char_poly()
-    e, i = 0, n.bit_length() - 1
-    while i >= 0 and ((e << 1) | ((n >> i) & 1)) < _DEG:  # small powers need no reduction
-        e = (e << 1) | ((n >> i) & 1)
-        i -= 1
-    r = 1 << e
-    while i >= 0:
-        r = _poly_reduce(_poly_square(r), table)
-        if (n >> i) & 1:
-            r <<= 1
-            if (r >> _DEG) & 1:
-                r ^= p
-        i -= 1
-    return r
-
-
-def _advance(key: np.ndarray, pos: int, n: int) -> tuple[np.ndarray, int]:
-    """The MT19937 state `n` outputs after (key, pos)."""
-    if n < 1 << 20:  # stepping is cheaper than jumping
-        bg = _bitgen(key, pos)
-        bg.random_raw(n, output=False)
-        return _get(bg)
-    r = _x_pow_mod(n)
-    # untempered words u[0 .. DEG + 623] from (key, pos): the state after i outputs is the
-    # window u[i : i + 624], and the state after n outputs is sum_i r_i * window_i.
-    u = _untemper(_bitgen(key, pos).random_raw(_DEG + _N).astype(_U32))
-    coeffs = np.frombuffer(r.to_bytes((_DEG + 8) // 8, "little"), dtype=np.uint8)
-    idx = np.flatnonzero(np.unpackbits(coeffs, bitorder="little"))
-    out = np.zeros(_N, dtype=_U32)
-    cols = np.arange(_N)
-    for lo in range(0, len(idx), 256):
-        out ^= np.bitwise_xor.reduce(u[idx[lo:lo + 256, None] + cols], axis=0)
-    return out, 0
 
 
 def torch_state_to_mt(state: Any) -> tuple[np.ndarray, int]:
@@ -389,7 +261,7 @@ class NanoGPTReplay:
             if resumed_at is None:
                 raise ValueError("This checkpoint was written by a run resumed with "
                                  "init_from='resume', and nanoGPT does not record the iteration "
-                                 "it resumed at; pass resumed_at=<that iteration>.")
+                                 "it resumed at; give that iteration (resumed_at; --resumed-at on the command line).")
         else:
             resumed_at = 0 if resumed_at is None else resumed_at
         dropout = float(model_args.get("dropout", cfg["dropout"]) or 0.0)
@@ -509,11 +381,11 @@ class NanoGPTReplay:
             if p <= position and (best is None or p > best):
                 best = p
         if best is None:
-            key, pos = _advance(_seed_key(BASE_SEED + rank), _N, position)
+            key, pos = advance(seed_key(BASE_SEED + rank), _N, position)
         else:
             cache.move_to_end(best)
-            key, pos = _advance(*cache[best], position - best)
-        bg = _bitgen(key, pos)
+            key, pos = advance(*cache[best], position - best)
+        bg = bitgen(key, pos)
         cache[position] = (key, pos)
         while len(cache) > 64:
             cache.popitem(last=False)
@@ -603,3 +475,51 @@ def replay_from_files(ckpt_path: str | os.PathLike, *, train_bin: str | os.PathL
     return NanoGPTReplay.from_checkpoint(ckpt, train_len=lengths[0], val_len=lengths[1],
                                          world_size=world_size, resumed_at=resumed_at,
                                          randint_64bit_from=randint_64bit_from)
+
+
+class RunDraws:
+    """A nanoGPT run's batches for `BatchPlan(..., draws=)`, iteration by iteration.
+
+    A run resumed at iteration R (init_from='resume') draws afresh from R on; iterations before R
+    were drawn by the run that wrote the checkpoint it resumed from, taken here to be a run from
+    scratch with the same settings (nanoGPT records nothing else).
+    """
+
+    def __init__(self, replay: NanoGPTReplay):
+        self.replay = replay
+        self.before: NanoGPTReplay | None = None
+        self.notes = list(replay.notes)
+        if replay.init_from == "resume" and replay.resumed_at > 0:
+            r = replay
+            self.before = NanoGPTReplay(
+                train_len=r.train_len, val_len=r.val_len, block_size=r.block_size, batch_size=r.batch_size,
+                grad_accum=r.grad_accum, world_size=r.world_size, eval_interval=r.eval_interval,
+                eval_iters=r.eval_iters, eval_only=False, model_args=r.model_args, init_from="scratch",
+                randint_64bit_from=r.randint_64bit_from)
+            self.notes.append(f"Iterations before {r.resumed_at} are shown as the run from scratch that wrote "
+                              f"the checkpoint it resumed from, with the same settings, would have drawn them.")
+
+    def _for(self, it: int) -> NanoGPTReplay:
+        if self.before is not None and it < self.replay.resumed_at:
+            return self.before
+        return self.replay
+
+    def train_starts(self, it: int, micro: int, rank: int = 0) -> np.ndarray:
+        return self._for(it).train_starts(it, micro, rank)
+
+    def eval_starts(self, it: int, split: str) -> np.ndarray | None:
+        return self._for(it).eval_starts(it, split)
+
+
+def plan_settings(ckpt: Any, world_size: int = 1) -> dict[str, int]:
+    """N, B and K per rank of the nanoGPT run that wrote `ckpt` (a dict or checkpoint.Checkpoint)."""
+    config = ckpt.config if hasattr(ckpt, "config") and not isinstance(ckpt, dict) else ckpt.get("config")
+    if not isinstance(config, dict) or any(k not in config for k in _CONFIG_REQUIRED):
+        raise ValueError("The checkpoint's config lacks block_size, batch_size or gradient_accumulation_steps, "
+                         "so it is not a nanoGPT train.py checkpoint whose batches can be replayed.")
+    total = _as_int(config["gradient_accumulation_steps"], "gradient_accumulation_steps")
+    if total % world_size:
+        raise ValueError(f"gradient_accumulation_steps ({total}) is not divisible by world_size ({world_size}); "
+                         f"nanoGPT refuses such a run.")
+    return {"block_size": _as_int(config["block_size"], "block_size"),
+            "batch_size": _as_int(config["batch_size"], "batch_size"), "grad_accum": total // world_size}

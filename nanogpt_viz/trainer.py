@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from nanogpt_viz import fused_loss
-from nanogpt_viz.batching import BatchPlan, gather_rows
+from nanogpt_viz.batching import BatchPlan, gather_rows, plan_for
 from nanogpt_viz.config import ModelConfig, PlanConfig, TrainConfig
 from nanogpt_viz.evaluation import (WHOLE_MAX_TARGETS, WHOLE_MAX_TARGETS_CPU, EvalPlan, EvalResult, eval_plan,
                                     resolve_protocol)
@@ -322,7 +322,7 @@ class Trainer:
         if self.dist.world_size > 1 and pc.world_size != self.dist.world_size:
             raise TrainError(f"the plan has W={pc.world_size} ranks but torchrun started "
                              f"{self.dist.world_size} processes; set --world-size to match")
-        self.plan = BatchPlan(pc, len(self.train_tokens))
+        self.plan = plan_for(pc, self.train_tokens)
         self.eval_protocol = resolve_protocol(tc.eval_protocol, pc.sampling)
         self._eval_fixed: EvalPlan | None = None
         self.eval_on = (self.val_tokens is not None and len(self.val_tokens) > pc.block_size + 1

@@ -4,7 +4,8 @@ The stream view asks for a `StreamSlice` of the positions it can see; the overvi
 per pixel. Both come from the plan's offsets, so what is highlighted is exactly what is trained.
 
 Colouring rule ("which step consumed it"):
-- sequential / shuffled: every position has a unique owner per epoch (`BatchPlan.owners`);
+- the loader modes (sequential, llmc, shuffled): every position has a unique owner per pass
+  (`BatchPlan.owners`); each shard's dropped tail has none;
 - sliding: the latest row (up to the current step) that reads the position, in closed form;
 - random: the latest of the last `recent_steps` steps whose rows read it (random offsets have no
   owner; older draws are not shown), labelled as such in the UI.
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from nanogpt_viz.batching import BatchPlan, gather_rows
+from nanogpt_viz.config import LOADER_MODES
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ class StreamModel:
 
     def _owner_steps(self, p: np.ndarray, step: int) -> np.ndarray:
         plan = self.plan
-        if plan.mode in ("sequential", "shuffled"):
+        if plan.mode in LOADER_MODES:
             return plan.owners(p, epoch=plan.epoch(step))["step"]
         if plan.mode == "sliding":
             # latest row g (of this epoch, up to the current step) with g*S <= p < g*S + N
@@ -173,8 +175,9 @@ def step_summary(plan: BatchPlan, step: int) -> dict[str, Any]:
     return {
         "step": step, "epoch": plan.epoch(step), "first": lo, "last": hi,
         "tokens_per_step": plan.tokens_per_step, "formula": f"K×W×B×N = {plan.K}×{plan.W}×{plan.B}×{plan.N}",
-        "source_step": plan.source_step(step) if plan.mode != "random" else None,
+        "where": plan.describe_step(step), "drift": plan.drift_note(step),
     }
 
 
-__all__ = ["StreamModel", "StreamSlice", "loss_at_targets", "step_summary"]
+__all__ = ["StreamModel", "StreamSlice", "ShardMarks", "loss_at_targets", "step_summary", "dropped_tail_note",
+           "dropped_note_at", "rank_shards_text", "drift_banner", "drift_start"]

@@ -21,7 +21,8 @@ from nanogpt_viz.tokenizer import get_encoding
 
 from helpers import write_nanogpt_checkpoint
 
-ROW_LINE = re.compile(r"^\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+\[([\d,]+), ([\d,]+)\)\s+\[([\d,]+), ([\d,]+)\)$")
+ROW_LINE = re.compile(r"^\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+\[([\d,]+), ([\d,]+)\)\s+\[([\d,]+), ([\d,]+)\)"
+                      r"\s+(\S+)\+([\d,]+)$")
 
 
 def _env(cache: Path) -> dict[str, str]:
@@ -78,7 +79,9 @@ def test_plan_founding_example_json(files):
     assert [r["step"] for r in recs] == [0, 1]
     assert [r["epoch"] for r in recs] == [0, 0]
     for r in recs:
-        assert all(set(row) == {"rank", "micro", "row", "start"} for row in r["rows"])
+        assert all(set(row) == {"rank", "micro", "row", "start", "shard", "shard_offset"} for row in r["rows"])
+        assert all(row["shard"] == Path(files["bin"]).name and row["shard_offset"] == row["start"]
+                   for row in r["rows"])
         assert [row["row"] for row in r["rows"]] == [0, 1, 2, 3]
     assert [row["start"] for row in recs[0]["rows"]] == [0, 1024, 2048, 3072]
     assert recs[1]["rows"][0]["start"] == 4096

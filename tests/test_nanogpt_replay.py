@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from nanogpt_viz import mt19937 as M
 from nanogpt_viz import nanogpt_replay as R
 from nanogpt_viz.nanogpt_replay import NanoGPTReplay, model_init_draws
 
@@ -107,7 +108,7 @@ def test_seed_key_is_torch_manual_seed():
         for seed in (0, 1337, 1338, 2**32 - 1):
             torch.manual_seed(seed)
             key, pos = R.torch_state_to_mt(torch.get_rng_state())
-            assert pos == 624 and np.array_equal(key, R._seed_key(seed))
+            assert pos == 624 and np.array_equal(key, M.seed_key(seed))
 
 
 @pytest.mark.parametrize("high", [1, 7, 1_000_003, 2**28 - 1, 2**28, 999_998_976, 2**32 - 1,
@@ -118,11 +119,11 @@ def test_randint_is_raw_mt_modulo_range(high):
         torch.manual_seed(1337)
         x = torch.randint(high, (700,)).numpy()
         after = R.torch_state_to_mt(torch.get_rng_state())
-    raw = R._bitgen(R._seed_key(1337), 624).random_raw(700 * (2 if wide else 1))
+    raw = M.bitgen(M.seed_key(1337), 624).random_raw(700 * (2 if wide else 1))
     if wide:
         raw = (raw[0::2] << np.uint64(32)) | raw[1::2]
     assert np.array_equal(x, (raw % np.uint64(high)).astype(np.int64))
-    assert _same_state(R._advance(R._seed_key(1337), 624, 700 * (2 if wide else 1)), after)
+    assert _same_state(M.advance(M.seed_key(1337), 624, 700 * (2 if wide else 1)), after)
 
 
 def test_installed_threshold_is_one_of_the_two_known():
@@ -134,24 +135,24 @@ def test_installed_threshold_is_one_of_the_two_known():
 @pytest.mark.parametrize("n", [0, 1, 623, 624, 625, 19_937, (1 << 20) - 1, 1 << 20,
                                (1 << 20) + 12_345, 5_000_017])
 def test_jump_equals_stepping(n):
-    start = R._bitgen(R._seed_key(1337), 624)
+    start = M.bitgen(M.seed_key(1337), 624)
     start.random_raw(10)  # a mid-block state
-    key, pos = R._get(start)
-    jumped = R._bitgen(*R._advance(key, pos, n))
+    key, pos = M.get_state(start)
+    jumped = M.bitgen(*M.advance(key, pos, n))
     start.random_raw(n, output=False)
     assert np.array_equal(jumped.random_raw(1500), start.random_raw(1500))
 
 
 def test_untemper_inverts_tempering():
-    bg = R._bitgen(R._seed_key(7), 624)
+    bg = M.bitgen(M.seed_key(7), 624)
     out = bg.random_raw(624).astype(np.uint32)
-    assert np.array_equal(R._untemper(out), R._get(bg)[0])
+    assert np.array_equal(M._untemper(out), M.get_state(bg)[0])
 
 
 def _same_state(a, b) -> bool:
     """Two (key, pos) MT states that give the same future outputs (a jump may return another
     representation of the same state)."""
-    return np.array_equal(R._bitgen(*a).random_raw(1500), R._bitgen(*b).random_raw(1500))
+    return np.array_equal(M.bitgen(*a).random_raw(1500), M.bitgen(*b).random_raw(1500))
 
 
 def _torch_draws(fn) -> int:
@@ -160,7 +161,7 @@ def _torch_draws(fn) -> int:
         fn()
         key, pos = R.torch_state_to_mt(torch.get_rng_state())
     for n in range(0, 20_000):  # small enough to search
-        k2, p2 = R._advance(R._seed_key(11), 624, n)
+        k2, p2 = M.advance(M.seed_key(11), 624, n)
         if p2 == pos and np.array_equal(k2, key):
             return n
     raise AssertionError("not found")
@@ -194,7 +195,7 @@ def test_model_init_draws_match_construction(args):
         torch.manual_seed(1337)
         RefGPT(**args)
         got = R.torch_state_to_mt(torch.get_rng_state())
-    assert _same_state(R._advance(R._seed_key(1337), 624, n), got)
+    assert _same_state(M.advance(M.seed_key(1337), 624, n), got)
 
 
 def test_project_gpt_consumes_like_nanogpt():
@@ -206,7 +207,7 @@ def test_project_gpt_consumes_like_nanogpt():
         torch.manual_seed(1337)
         GPT(args)
         got = R.torch_state_to_mt(torch.get_rng_state())
-    assert _same_state(R._advance(R._seed_key(1337), 624, model_init_draws(args)), got)
+    assert _same_state(M.advance(M.seed_key(1337), 624, model_init_draws(args)), got)
 
 
 # --------------------------------------------------------------------------- the replay
@@ -357,3 +358,51 @@ def test_replay_does_not_touch_the_global_generator():
                        grad_accum=3, model_args=SMALL, randint_64bit_from=None)
     rp.step_starts(1000)
     assert torch.equal(torch.get_rng_state(), before)
+
+
+# --------------------------------------------------------------------------- the CLI's replay
+
+
+def test_cli_plan_from_nanogpt_gives_the_draws_of_a_train_py_loop(tmp_path):
+    """`plan DATA --from-nanogpt CKPT --json` lists, step by step, what a train.py-style loop drew: the
+    training rows of every micro-step and rank, and estimate_loss's batches where it ran."""
+    import json
+    import subprocess
+    import sys
+
+    from nanogpt_viz.config import ModelConfig
+    from nanogpt_viz.corpus import write_nanogpt_bin
+    from helpers import write_nanogpt_checkpoint
+
+    data = tmp_path / "data"
+    data.mkdir()
+    train_len, val_len = 5000, 700
+    write_nanogpt_bin(data / "train.bin", np.random.default_rng(0).integers(0, 97, train_len).astype(np.uint16))
+    write_nanogpt_bin(data / "val.bin", np.random.default_rng(1).integers(0, 97, val_len).astype(np.uint16))
+    mc = ModelConfig(**SMALL)
+    config = dict(batch_size=3, block_size=32, gradient_accumulation_steps=4, eval_interval=3, eval_iters=2,
+                  eval_only=False, init_from="scratch", device="cuda", dropout=0.0, max_iters=6)
+    write_nanogpt_checkpoint(tmp_path / "ckpt.pt", mc, iter_num=6, config=config)
+    W, steps = 2, 7
+    res = subprocess.run([sys.executable, "-m", "nanogpt_viz", "plan", str(data), "--from-nanogpt",
+                          str(tmp_path / "ckpt.pt"), "-W", str(W), "--steps", str(steps), "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "divides it after saving its config" in res.stderr  # K per rank = 4 // 2
+    recs = [json.loads(line) for line in res.stdout.splitlines()]
+    for rank in range(W):
+        ref = reference_run(train_len=train_len, val_len=val_len, block_size=32, batch_size=3, grad_accum=2,
+                            rank=rank, eval_interval=3, eval_iters=2, model_args=SMALL, stop=steps - 1)
+        got = []
+        for rec in recs:
+            rows = [r for r in rec["rows"] if r["rank"] == rank]
+            assert len(rows) == 2 * 3 and all(r["shard"] == "train.bin" for r in rows)
+            by_micro = [[r["start"] for r in rows if r["micro"] == m] for m in range(2)]
+            got.append(("train", rec["step"], 0, by_micro[0]))
+            if rank == 0 and "eval" in rec:
+                got += [("eval_train", rec["step"], k, ix) for k, ix in enumerate(rec["eval"]["train"])]
+                got += [("eval_val", rec["step"], k, ix) for k, ix in enumerate(rec["eval"]["val"])]
+            got.append(("train", rec["step"], 1, by_micro[1]))
+        want = [(kind, it, k, ix.tolist()) for kind, it, k, ix in ref][:len(got)]
+        assert got == want
+        assert sum(1 for g in got if g[0] == "eval_val") == (6 if rank == 0 else 0)  # iterations 0, 3, 6

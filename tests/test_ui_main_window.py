@@ -398,3 +398,44 @@ def test_bf16_residual_with_float32_precision_is_explained_not_started(qtbot, wi
     qtbot.mouseClick(tp.start_btn, Qt.MouseButton.LeftButton)
     assert not started
     assert tp.problem.isVisible() and "residual" in tp.problem.text()
+
+
+def test_open_nanogpt_run_replays_its_batches(qtbot, win, tmp_path, monkeypatch):
+    """File ▸ Open nanoGPT run… over the run's data folder: the view and the X/Y panel show the offsets
+    that run's train.py drew (NanoGPTReplay, pinned to a train.py-style loop in test_nanogpt_replay),
+    at the checkpoint's iteration, with N, B, K taken from the checkpoint."""
+    from helpers import write_nanogpt_checkpoint
+
+    from nanogpt_viz.config import ModelConfig
+    from nanogpt_viz.corpus import write_nanogpt_bin
+    from nanogpt_viz.nanogpt_replay import NanoGPTReplay
+
+    data = tmp_path / "shakespeare"
+    data.mkdir()
+    write_nanogpt_bin(data / "train.bin", np.random.default_rng(0).integers(0, 50257, 6000).astype(np.uint16))
+    write_nanogpt_bin(data / "val.bin", np.random.default_rng(1).integers(0, 50257, 900).astype(np.uint16))
+    mc = ModelConfig(block_size=32, vocab_size=50304, n_layer=1, n_head=2, n_embd=16, bias=False)
+    config = dict(batch_size=3, block_size=32, gradient_accumulation_steps=2, eval_interval=4, eval_iters=2,
+                  init_from="scratch", device="cuda", dropout=0.0, max_iters=9, dataset="shakespeare")
+    write_nanogpt_checkpoint(tmp_path / "ckpt.pt", mc, iter_num=9, config=config)
+
+    win.load_corpus(str(data))
+    _wait_corpus(qtbot, win, "shakespeare")
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(tmp_path / "ckpt.pt"), "")))
+    win.open_nanogpt_run_dialog()
+    qtbot.waitUntil(lambda: win.session.replaying, timeout=LOAD_TIMEOUT)
+    plan = win.session.plan
+    assert (plan.mode, plan.N, plan.B, plan.K) == ("random", 32, 3, 2)
+    assert win.session.step == 9
+    ref = NanoGPTReplay(train_len=6000, val_len=900, block_size=32, batch_size=3, grad_accum=2, eval_interval=4,
+                        eval_iters=2, model_args=mc.to_dict())
+    for step in (0, 4, 9):
+        assert (plan.starts(step)[:, 0, :] == np.stack([ref.train_starts(step, m) for m in range(2)])).all()
+    np.testing.assert_array_equal(win.xy.starts(), ref.train_starts(9, 0))
+    assert "nanoGPT run ckpt.pt" in win.controls.readout.text()
+    boxes = [b for b in _visible_boxes(win) if b.objectName() == "replay_notes"]
+    assert boxes and "stop after iteration 9" in boxes[0].text()
+    # opening another corpus ends the replay: a run belongs to its data
+    win.load_corpus(None)
+    _wait_corpus(qtbot, win)
+    assert not win.session.replaying and win.session.replay is None

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (QApplication, QDialog, QDialogButtonBox, QDockWid
                                QInputDialog, QLabel, QMainWindow, QMessageBox, QPlainTextEdit, QProgressBar,
                                QPushButton, QScrollArea, QSplitter, QTabWidget, QVBoxLayout, QWidget)
 
-from nanogpt_viz.config import PlanConfig
+from nanogpt_viz.config import LOADER_MODES, PlanConfig
 from nanogpt_viz.ui.panels import PlanPanel, StepControls, TrainPanel
 from nanogpt_viz.ui.plots import LossPlot, PlotCoalescer, PositionLossPlot, TokenLossHeatmap
 from nanogpt_viz.ui.session import Session
@@ -185,6 +185,8 @@ class MainWindow(QMainWindow):
         self._action(f, "Open &built-in corpus", lambda: self.load_corpus(None))
         f.addSeparator()
         self._action(f, "&Load checkpoint…", self.load_checkpoint_dialog)
+        self._action(f, "Open &nanoGPT run…", self.open_nanogpt_run_dialog,
+                     tip="The batches a nanoGPT train.py run drew, replayed exactly, with its checkpoint's weights")
         self._action(f, "&Attach to a run directory…", self.attach_dialog,
                      tip="Follow a run started from the command line or by an earlier window")
         self.save_ckpt_act = self._action(f, "&Save checkpoint as…", self.save_checkpoint_dialog,
@@ -439,10 +441,14 @@ class MainWindow(QMainWindow):
             return
         info = step_summary(plan, step)
         where = (f"rows start at t[{info['first']:,}]…, inputs to t[{info['last'] - 1:,}], targets to "
-                 f"t[{info['last']:,}]" if plan.mode in ("sequential", "shuffled") else
+                 f"t[{info['last']:,}]" if plan.mode in LOADER_MODES else
                  "rows at random offsets" if plan.mode == "random" else
                  f"rows t[{info['first']:,}]…t[{info['last']:,}]")
-        src = (f" (reads sequential step {info['source_step']:,})" if plan.mode == "shuffled" else "")
+        src = f" ({info['where']})" if info["where"] else ""
+        if info["drift"]:
+            src += f" · <b>ranks out of step</b>: {info['drift']}"
+        if self.session.replaying:
+            src += f" · the batches the nanoGPT run {Path(self.session.replay_source).name} drew"
         self.controls.set_readout(
             f"epoch <b>{info['epoch']}</b>{src} · {where} · <b>{plan.tokens_per_step:,}</b> tokens/step = "
             f"{info['formula']}")
@@ -466,7 +472,7 @@ class MainWindow(QMainWindow):
     def next_epoch(self) -> None:
         plan = self.session.plan
         if plan is not None:
-            self.session.set_step((plan.epoch(self.session.step) + 1) * plan.steps_per_epoch)
+            self.session.set_step(plan.epoch_start(plan.epoch(self.session.step) + 1))
 
     def set_color_mode(self, mode: str) -> None:
         self.color_actions[mode].setChecked(True)
@@ -862,6 +868,70 @@ class MainWindow(QMainWindow):
         self.session.set_step(ckpt.iter_num)
         self.statusBar().showMessage(
             f"Loaded {path}: step {ckpt.iter_num}" + ("; Train ▸ Start resumes it" if resumable else ""), 10000)
+
+    def open_nanogpt_run_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open nanoGPT run (its ckpt.pt)", str(Path.home()),
+                                              "PyTorch checkpoint (*.pt);;All files (*)")
+        if path:
+            self.open_nanogpt_run(path)
+
+    def open_nanogpt_run(self, path: str, resumed_at: int | None = None) -> None:
+        """Replay the batches the nanoGPT run of `path` drew over the open corpus (its data folder)."""
+        from nanogpt_viz.checkpoint import load_checkpoint
+
+        if self.trainer_ctl.is_running():
+            self.error("Training in progress", "Stop the current run before opening a nanoGPT run.")
+            return
+        corpus = self.session.corpus
+        if corpus is None or not corpus.has_split("val"):
+            self.error("Open the run's data first", "A nanoGPT run is replayed over the data it trained on: open "
+                       "its data folder (File ▸ Open data directory…, the one holding train.bin and val.bin), then "
+                       "open the run.")
+            return
+        W = self.plan_panel.config().world_size
+
+        def work():
+            from nanogpt_viz.nanogpt_replay import NanoGPTReplay, RunDraws, plan_settings
+
+            ckpt = load_checkpoint(path)
+            settings = plan_settings(ckpt, W)
+            config = ckpt.config if isinstance(ckpt.config, dict) else {}
+            if config.get("init_from") == "resume" and resumed_at is None:
+                return ckpt, None, settings
+            replay = NanoGPTReplay.from_checkpoint(ckpt, train_len=len(corpus.train), val_len=len(corpus.val),
+                                                   world_size=W, resumed_at=resumed_at)
+            return ckpt, RunDraws(replay), settings
+
+        self._run_task(work, lambda res: self._on_nanogpt_run(path, *res), "Cannot replay this nanoGPT run")
+
+    def _on_nanogpt_run(self, path: str, ckpt, draws, settings) -> None:
+        if draws is None:  # resumed with init_from='resume': nanoGPT does not record where
+            it, ok = QInputDialog.getInt(
+                self, "Resumed run", "This run was resumed (init_from='resume'), and nanoGPT does not record the "
+                "iteration it resumed at.\nIteration it resumed at:", 0, 0, 2 ** 31 - 1)
+            if ok:
+                self.open_nanogpt_run(path, resumed_at=it)
+            return
+        dataset = (ckpt.config or {}).get("dataset") if isinstance(ckpt.config, dict) else None
+        corpus = self.session.corpus
+        pc = self.plan_panel.config().with_(sampling="random", seed=None, split="train", **settings)
+        self.plan_panel.set_config(pc)
+        self.session.set_replay(draws, pc, path)
+        self._on_checkpoint_loaded(ckpt, path)
+        notes = list(draws.notes)
+        if dataset and dataset not in (corpus.name, corpus.path.name):
+            notes.insert(0, f"The run's config names the dataset {dataset!r}; the open corpus is {corpus.name}. "
+                            f"The offsets are those the run drew, but the tokens shown are this corpus's.")
+        self.replay_notes = notes
+        self.statusBar().showMessage(f"Replaying the nanoGPT run {path}: N={pc.block_size}, B={pc.batch_size}, "
+                                     f"K={pc.grad_accum} per rank, W={pc.world_size}", 15000)
+        if notes:
+            box = QMessageBox(QMessageBox.Icon.Information, "nanoGPT run replayed",
+                              "The batches of every iteration are those this run's train.py drew.\n\n"
+                              + "\n\n".join(notes), QMessageBox.StandardButton.Ok, self)
+            box.setObjectName("replay_notes")
+            box.open()
+            self.replay_box = box
 
     def sample_dialog(self) -> None:
         prompt, ok = QInputDialog.getMultiLineText(self, "Sample text", "Prompt:", "\n")

@@ -9,7 +9,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
                                QLabel, QLineEdit, QProgressBar, QPushButton, QSlider, QSpinBox, QToolButton,
                                QVBoxLayout, QWidget)
 
-from nanogpt_viz.config import (MODEL_PRESETS, PLAN_PRESETS, SAMPLING_LABELS, SAMPLING_MODES, ModelConfig,
+from nanogpt_viz.config import (DEFAULT_SEED, DEFAULT_SEEDS, MODEL_PRESETS, PLAN_PRESETS, SAMPLING_LABELS, SAMPLING_MODES, ModelConfig,
                                 PlanConfig, TrainConfig)
 
 CUSTOM = "Custom"
@@ -47,7 +47,9 @@ class PlanPanel(QGroupBox):
         for mode in SAMPLING_MODES:
             self.sampling.addItem(SAMPLING_LABELS[mode], mode)
         self.stride = _spin(1, 1 << 20, 1, "Sliding window: rows start every S tokens")
-        self.seed = _spin(0, 2 ** 31 - 1, 1337, "Seed of the random and shuffled orders")
+        self.seed = _spin(0, 2 ** 31 - 1, DEFAULT_SEED, "Seed of the random and shuffled orders (llm.c's "
+                          "shuffle uses 42 + rank, nanoGPT 1337 + rank)")
+        self._mode = "sequential"
         self.split = QComboBox()
         self.split.addItems(["train", "val"])
         self.tokens_label = QLabel()
@@ -90,7 +92,13 @@ class PlanPanel(QGroupBox):
     def config(self) -> PlanConfig:
         return PlanConfig(block_size=self.n.value(), batch_size=self.b.value(), grad_accum=self.k.value(),
                           world_size=self.w.value(), sampling=self.sampling.currentData(),
-                          stride=self.stride.value(), seed=self.seed.value(), split=self.split.currentText())
+                          stride=self.stride.value(), seed=self._seed_value(), split=self.split.currentText())
+
+    def _seed_value(self) -> int | None:
+        """None when the box holds the mode's own default, so presets and defaults compare equal."""
+        mode = self.sampling.currentData()
+        value = self.seed.value()
+        return None if value == DEFAULT_SEEDS.get(mode, DEFAULT_SEED) else value
 
     def set_config(self, pc: PlanConfig) -> None:
         self._updating = True
@@ -101,7 +109,8 @@ class PlanPanel(QGroupBox):
             self.w.setValue(pc.world_size)
             self.sampling.setCurrentIndex(max(0, self.sampling.findData(pc.sampling)))
             self.stride.setValue(pc.stride)
-            self.seed.setValue(pc.seed)
+            self.seed.setValue(pc.effective_seed)
+            self._mode = pc.sampling
             self.split.setCurrentText(pc.split)
             match = next((name for name, p in PLAN_PRESETS.items() if p == pc), CUSTOM)
             self.preset.blockSignals(True)
@@ -120,6 +129,13 @@ class PlanPanel(QGroupBox):
     def _emit(self) -> None:
         if self._updating:
             return
+        mode = self.sampling.currentData()
+        if mode != self._mode:  # a seed left at the old mode's default follows the new mode's default
+            if self.seed.value() == DEFAULT_SEEDS.get(self._mode, DEFAULT_SEED):
+                self._updating = True
+                self.seed.setValue(DEFAULT_SEEDS.get(mode, DEFAULT_SEED))
+                self._updating = False
+            self._mode = mode
         self.preset.blockSignals(True)
         self.preset.setCurrentText(next((n for n, p in PLAN_PRESETS.items() if p == self.config()), CUSTOM))
         self.preset.blockSignals(False)
@@ -138,10 +154,13 @@ class PlanPanel(QGroupBox):
         notes = {
             "random": "nanoGPT's get_batch: every step draws B fresh random offsets per rank, with "
                       "replacement. Blocks overlap and some text is never seen; there are no epochs.",
-            "shuffled": "llm.c: the same non-overlapping blocks as sequential, steps visited in a seeded "
-                        "random order, a new order every epoch.",
-            "sequential": "build-nanogpt / llm.c DataLoaderLite: consecutive non-overlapping blocks; each "
-                          "row starts where the previous row's inputs end.",
+            "shuffled": "llm.c's DataLoader, shuffled: each rank's mt19937 (seed + rank) reorders the shards "
+                        "every epoch and the samples of a shard when it is loaded. Seed 42 is llm.c's own.",
+            "llmc": "llm.c's DataLoader: each shard is cut into samples of W×B×N tokens (rank r reads the r-th "
+                    "B×N of a sample); all ranks move to the next shard together; each shard's tail is dropped.",
+            "sequential": "build-nanogpt's DataLoaderLite: consecutive non-overlapping blocks, shard by shard; "
+                          "each row starts where the previous row's inputs end. Each rank checks the shard's "
+                          "end with its own position, so ranks can drift into different shards.",
         }
         if sliding and pc.stride == 1 and pc.batch_size > 1:
             note = ("Stride 1 with B > 1 is the misconception: rows overlap in N−1 of their N tokens, so a "

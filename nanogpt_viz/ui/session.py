@@ -9,7 +9,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-from nanogpt_viz.batching import BatchPlan, PlanError
+from nanogpt_viz.batching import BatchPlan, PlanError, plan_for
 from nanogpt_viz.config import PlanConfig
 from nanogpt_viz.viewmodel import StreamModel
 
@@ -28,6 +28,21 @@ class Session(QObject):
         self.model: StreamModel | None = None
         self.step = 0
         self.last_problem = ""
+        # a replayed nanoGPT run: its draws and the plan settings they belong to (None: none)
+        self.replay: Any = None
+        self.replay_config: PlanConfig | None = None
+        self.replay_source = ""
+
+    def set_replay(self, draws: Any, config: PlanConfig, source: str) -> None:
+        """Show the batches a nanoGPT run drew: `draws` belong to this corpus and to `config`."""
+        self.replay, self.replay_config, self.replay_source = draws, config, source
+        self.plan_config = config
+        self._rebuild()
+
+    @property
+    def replaying(self) -> bool:
+        """Whether the current plan is the replayed run's (same corpus, same settings)."""
+        return self.replay is not None and self.plan_config == self.replay_config
 
     @property
     def tokens(self) -> Any:
@@ -40,6 +55,7 @@ class Session(QObject):
 
     def set_corpus(self, corpus: Any) -> None:
         self.corpus = corpus
+        self.replay, self.replay_config, self.replay_source = None, None, ""  # a run belongs to its data
         self.corpus_changed.emit()
         self._rebuild()
 
@@ -58,7 +74,7 @@ class Session(QObject):
             problem = f"this corpus has no {self.plan_config.split} split; choose 'train'"
         else:
             try:
-                plan = BatchPlan(self.plan_config, len(self.tokens))
+                plan = plan_for(self.plan_config, self.tokens, draws=self.replay if self.replaying else None)
             except PlanError as exc:
                 problem = str(exc)
         self.plan = plan
