@@ -526,10 +526,11 @@ class BatchPlan:
         latest = max(p[0] for p in parts)
         movers = [p for p in parts if p[0] == latest]
         rest = [p for p in parts if p[0] != latest]
-        mv = ", ".join(f"rank {r}" for _, r, _ in movers)
-        name = self.shard_names[movers[0][2]]
-        still = "; ".join(f"rank {r} is still in {self.shard_names[s]}" for _, r, s in rest)
-        return f"{mv} moved to {name} at step {latest // self.K}; {still}"
+        if rest and len({s for _, _, s in movers}) == 1:
+            mv = ", ".join(f"rank {r}" for _, r, _ in movers)
+            still = "; ".join(f"rank {r} is still in {self.shard_names[s]}" for _, r, s in rest)
+            return f"{mv} moved to {self.shard_names[movers[0][2]]} at step {latest // self.K}; {still}"
+        return "; ".join(f"rank {r} reads {self.shard_names[s]} (since step {t // self.K})" for t, r, s in parts)
 
     def first_drift(self, max_passes: int = 1) -> tuple[int, str] | None:
         """The first step at which DataLoaderLite's ranks read different shards, with its note."""

@@ -168,6 +168,151 @@ def loss_at_targets(sl: StreamSlice, per_token: np.ndarray, ranks: tuple[int, ..
     return out
 
 
+# ---- shards: boundaries, dropped tails, ranks out of step (pure, for the stream view) ----------
+
+def _ranks_text(ranks: list[int]) -> str:
+    """'rank 3', 'ranks 0, 2', 'ranks 0–3' (consecutive runs collapsed)."""
+    if len(ranks) == 1:
+        return f"rank {ranks[0]}"
+    runs, a = [], ranks[0]
+    for prev, r in zip(ranks, ranks[1:] + [None]):
+        if r != prev + 1 if r is not None else True:
+            runs.append(f"{a}" if a == prev else f"{a}–{prev}" if prev > a + 1 else f"{a}, {prev}")
+            a = r
+    return "ranks " + ", ".join(runs)
+
+
+def dropped_tail_note(plan: BatchPlan, shard: int) -> str | None:
+    """Why shard `shard`'s tail is never read, with this plan's numbers; None when it has none.
+
+    sequential: DataLoaderLite moves a rank on when its position + B·N·W + 1 > len(shard);
+    llmc / shuffled: llm.c cuts a shard into (ntok − 1) // (W·B·N) samples; sliding: the rows that
+    would not fill a whole step are not taken.
+    """
+    s = int(shard)
+    if plan.mode == "random" or not (0 <= s < plan.n_shards):
+        return None
+    first = end = None
+    for a, b in plan.dropped_ranges():
+        if plan.shard_starts[s] <= a < plan.shard_ends[s]:
+            first, end = a, b
+            break
+    if first is None:
+        return None
+    name = plan.shard_names[s]
+    n = int(plan.shard_lengths[s])
+    tail = end - first
+    local = first - int(plan.shard_starts[s])
+    toks = "token" if tail == 1 else "tokens"
+    where = f"dropped tail of {name}: {tail:,} {toks} (shard positions {local:,}–{n - 1:,})."
+    B, N, W = plan.B, plan.N, plan.W
+    BN, WBN = B * N, B * N * W
+    if plan.mode == "sequential":
+        calls = plan.calls[:, s]
+        pos = [r * BN + int(calls[r]) * WBN for r in range(W)]
+        if W == 1:
+            why = (f"DataLoaderLite moves to the next shard when position + B·N·W + 1 > shard length "
+                   f"(here {pos[0]:,} + {WBN + 1:,} > {n:,})")
+        else:
+            each = ", ".join(f"rank {r}: {pos[r]:,} + {WBN + 1:,} > {n:,}" for r in range(min(W, 4)))
+            more = f", … (ranks 4–{W - 1} alike)" if W > 4 else ""
+            why = (f"DataLoaderLite moves each rank to the next shard when its own position + B·N·W + 1 "
+                   f"> shard length (here {each}{more})")
+        return f"{where} {why}"
+    if plan.mode in LOADER_MODES:
+        samples = int(plan.calls[0, s])
+        return (f"{where} llm.c cuts a shard into (ntok − 1) // (W·B·N) samples: ({n:,} − 1) // {WBN:,} "
+                f"= {samples:,} samples fit ({samples:,} × {WBN:,} + 1 = {samples * WBN + 1:,} tokens); "
+                f"the remaining {tail:,} {toks} are never read")
+    # sliding: the stream is one run of rows, cut into whole steps
+    return (f"never read: the last {tail:,} {toks} of the stream. Rows start every S = {plan.S:,} tokens "
+            f"and a step takes K·W·B = {plan.R:,} rows; {plan.steps_per_epoch:,} whole steps fit, the "
+            f"rows after them would not fill a step")
+
+
+def dropped_note_at(plan: BatchPlan, position: int) -> str | None:
+    """`dropped_tail_note` of the shard holding `position` if `position` lies in a dropped tail."""
+    p = int(position)
+    for a, b in plan.dropped_ranges():
+        if a <= p < b:
+            s = min(int(plan.shard_of([p])[0]), plan.n_shards - 1)
+            return dropped_tail_note(plan, s)
+    return None
+
+
+def rank_shards_text(plan: BatchPlan, step: int) -> str:
+    """'a: rank 0 · b: rank 1': which ranks read which shard at `step` ('' when all read one)."""
+    shards = plan.rank_shards(step)
+    if len(set(shards)) <= 1:
+        return ""
+    groups: dict[int, list[int]] = {}
+    for r, s in enumerate(shards):
+        groups.setdefault(s, []).append(r)
+    return " · ".join(f"{_ranks_text(rs)} in {plan.shard_names[s]}" for s, rs in groups.items())
+
+
+def drift_banner(plan: BatchPlan, step: int) -> str:
+    """The stream view's banner line when the ranks read different shards at `step`, else ''."""
+    note = plan.drift_note(step)
+    if not note:
+        return ""
+    # with more than two ranks the note lists each rank; the grouped line says it more compactly
+    who = rank_shards_text(plan, step) if plan.W > 2 else ""
+    return f"Ranks out of step at step {int(step):,}: {note}" + (f" ({who})" if who else "")
+
+
+def drift_start(plan: BatchPlan) -> tuple[int, int, str] | None:
+    """(step, stream position, note) where DataLoaderLite's ranks first read different shards: the
+    position is the first row a rank that moved ahead reads in its new shard."""
+    first = plan.first_drift()
+    if first is None:
+        return None
+    step, note = first
+    starts = plan.starts(step)  # (K, W, B)
+    shards = plan.rank_shards(step)
+    ahead = [r for r in range(plan.W) if shards[r] != shards[0]] or list(range(plan.W))
+    return step, int(min(starts[0, r, 0] for r in ahead)), note
+
+
+class ShardMarks:
+    """Boundaries and dropped tails of a plan as arrays, queried per visible range (searchsorted)."""
+
+    def __init__(self, plan: BatchPlan):
+        self.plan = plan
+        self.starts = np.asarray(plan.shard_starts, np.int64)
+        d = plan.dropped_ranges()
+        self.drop_lo = np.array([a for a, _ in d], np.int64)
+        self.drop_hi = np.array([b for _, b in d], np.int64)
+        self._drift: Any = ()
+
+    def boundaries(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """(stream position, shard index) of each shard's first token in [lo, hi) (multi-shard only)."""
+        if self.plan.n_shards <= 1:
+            e = np.zeros(0, np.int64)
+            return e, e
+        i0, i1 = np.searchsorted(self.starts, [int(lo), int(hi)], side="left")
+        idx = np.arange(i0, i1, dtype=np.int64)
+        return self.starts[i0:i1], idx
+
+    def dropped(self, lo: int, hi: int) -> list[tuple[int, int]]:
+        """Dropped-tail ranges clipped to [lo, hi)."""
+        if not len(self.drop_lo):
+            return []
+        i0 = int(np.searchsorted(self.drop_hi, int(lo), side="right"))
+        i1 = int(np.searchsorted(self.drop_lo, int(hi), side="left"))
+        return [(max(int(a), int(lo)), min(int(b), int(hi)))
+                for a, b in zip(self.drop_lo[i0:i1], self.drop_hi[i0:i1])]
+
+    def is_dropped(self, position: int) -> bool:
+        i = int(np.searchsorted(self.drop_hi, int(position), side="right"))
+        return i < len(self.drop_lo) and self.drop_lo[i] <= int(position)
+
+    def drift(self) -> tuple[int, int, str] | None:
+        if self._drift == ():
+            self._drift = drift_start(self.plan)
+        return self._drift
+
+
 def step_summary(plan: BatchPlan, step: int) -> dict[str, Any]:
     """Numbers for the readout of a step."""
     s = plan.starts(step)

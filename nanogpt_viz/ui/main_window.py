@@ -445,8 +445,8 @@ class MainWindow(QMainWindow):
                  "rows at random offsets" if plan.mode == "random" else
                  f"rows t[{info['first']:,}]…t[{info['last']:,}]")
         src = f" ({info['where']})" if info["where"] else ""
-        if info["drift"]:
-            src += f" · <b>ranks out of step</b>: {info['drift']}"
+        if info["drift"]:  # the stream's banner says which rank reads which shard
+            src += " · <b>ranks out of step</b>"
         if self.session.replaying:
             src += f" · the batches the nanoGPT run {Path(self.session.replay_source).name} drew"
         self.controls.set_readout(

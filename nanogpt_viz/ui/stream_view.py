@@ -11,27 +11,35 @@ and chip texts are drawn one string per line and per text style (the font is mon
 integral advance, so every chip's text lands in its cell). Tokens whose glyphs do not fit the
 monospace grid (wide or combining characters) are drawn one by one.
 
-`OverviewBar` shows the whole corpus, one bin per pixel column; `StreamPanel` composes both with a
-legend and zoom buttons.
+Shards: the stream is the split's shards end to end. Each shard's first token gets a staircase line
+(the boundary between the two shards in the flowing layout) and a tag with its file name; each shard's
+dropped tail is tinted and hatched, and its tooltip says why the loader never reads it. Boundaries and
+tails on screen are found with searchsorted (`ShardMarks`), never by a loop over positions.
+
+`OverviewBar` shows the whole corpus, one bin per pixel column, with a tick per shard boundary and a
+marker where DataLoaderLite's ranks first read different shards; `StreamPanel` composes both with a
+drift banner, a legend and zoom buttons.
 
 Positions are 64-bit: signals carrying positions are declared 'qlonglong' (Python receivers get int).
 """
 from __future__ import annotations
 
+import html
 import math
 import time
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QPoint, QPointF, QRect, QSize, Qt, Signal
-from PySide6.QtGui import (QColor, QFont, QFontDatabase, QFontMetricsF, QImage, QPainter, QPen,
-                           QWheelEvent)
+from PySide6.QtCore import QEvent, QPoint, QPointF, QRect, QSize, Qt, Signal
+from PySide6.QtGui import (QBrush, QColor, QFont, QFontDatabase, QFontMetricsF, QImage, QPainter, QPen,
+                           QPolygon, QWheelEvent)
 from PySide6.QtWidgets import (QAbstractScrollArea, QHBoxLayout, QLabel, QSizePolicy, QToolButton,
                                QToolTip, QVBoxLayout, QWidget)
 
 from nanogpt_viz.batching import PlanError
 from nanogpt_viz.ui import palette
-from nanogpt_viz.viewmodel import StreamModel, StreamSlice, loss_at_targets
+from nanogpt_viz.viewmodel import (ShardMarks, StreamModel, StreamSlice, drift_banner, dropped_tail_note,
+                                   loss_at_targets)
 
 # Zoom levels: ("dense", cell pitch px) draw coloured cells without text; an int is the number of
 # characters a chip shows (chip pitch = (chars + 1) * char advance, about 21..119 px).
@@ -43,6 +51,13 @@ _MARGIN_X = 4
 _MARGIN_Y = 2
 _ELLIPSIS = "\u2026"
 _SPACE = 32
+# shards: the boundary line and name tag, the dropped tails' tint and hatch, the ranks' drift marker
+BOUNDARY = QColor("#263238")
+BOUNDARY_TAG_TEXT = QColor("#ffffff")
+DROPPED_BG = QColor("#dcd2cc")
+DROPPED_HATCH = QColor("#9c8577")
+DRIFT = QColor("#8e24aa")
+MAX_TAGS = 200  # shard-name tags drawn per paint at most (boundary lines are always drawn)
 
 
 def _argb(c: QColor, alpha: int = 255) -> int:
@@ -99,6 +114,7 @@ class StreamView(QAbstractScrollArea):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self._model: StreamModel | None = None
+        self._marks: ShardMarks | None = None
         self._model_gen = 0
         self._step = 0
         self._table: list[str] | None = None
@@ -117,7 +133,8 @@ class StreamView(QAbstractScrollArea):
         self._slice_key: tuple | None = None
         self._slice_cov_failed = False
         self._cov_msg_key: tuple | None = None
-        self._stats = {"ms": 0.0, "chips": 0, "lines": 0, "tokens_per_line": 0, "text_runs": 0}
+        self._stats = {"ms": 0.0, "chips": 0, "lines": 0, "tokens_per_line": 0, "text_runs": 0,
+                       "boundaries": 0, "dropped_runs": 0}
         self._last_range: tuple[int, int] | None = None
 
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
@@ -216,6 +233,7 @@ class StreamView(QAbstractScrollArea):
     # ---- public API ------------------------------------------------------------------------------
     def set_model(self, model: StreamModel | None) -> None:
         self._model = model
+        self._marks = ShardMarks(model.plan) if model is not None else None
         self._model_gen += 1
         self._slice = None
         self._slice_key = None
@@ -225,6 +243,10 @@ class StreamView(QAbstractScrollArea):
 
     def model(self) -> StreamModel | None:
         return self._model
+
+    def shard_marks(self) -> ShardMarks | None:
+        """The model's shard boundaries, dropped tails and drift start (None without a model)."""
+        return self._marks
 
     def set_step(self, step: int) -> None:
         step = max(0, int(step))
@@ -535,23 +557,24 @@ class StreamView(QAbstractScrollArea):
                        self._placeholder)
             p.end()
             self._stats = {"ms": (time.perf_counter() - t0) * 1e3, "chips": 0, "lines": 0,
-                           "tokens_per_line": self._layout.tpl, "text_runs": 0}
+                           "tokens_per_line": self._layout.tpl, "text_runs": 0, "boundaries": 0,
+                           "dropped_runs": 0}
             return
         try:
-            chips, runs = self._paint_stream(p)
+            chips, runs, nb, nd = self._paint_stream(p)
         finally:
             p.end()
         self._stats = {"ms": (time.perf_counter() - t0) * 1e3, "chips": chips,
                        "lines": self._drawn_lines(), "tokens_per_line": self._layout.tpl,
-                       "text_runs": runs}
+                       "text_runs": runs, "boundaries": nb, "dropped_runs": nd}
 
-    def _paint_stream(self, p: QPainter) -> tuple[int, int]:
+    def _paint_stream(self, p: QPainter) -> tuple[int, int, int, int]:
         lay = self._layout
         sl = self._ensure_slice()
         lo, hi = self.visible_range()
         n = hi - lo
         if sl is None or n <= 0:
-            return 0, 0
+            return 0, 0, 0, 0
         a, b = lo - sl.lo, hi - sl.lo
         tpl, pitch = lay.tpl, lay.pitch
         nlines = -(-n // tpl)
@@ -569,6 +592,11 @@ class StreamView(QAbstractScrollArea):
             colors = colors.copy()
             colors[odd] = (np.uint32(0xFF000000) | ((r * 7 // 8) << 16) | ((g * 7 // 8) << 8)
                            | (bl * 7 // 8)).astype(np.uint32)
+        dropped = self._marks.dropped(lo, hi) if self._marks is not None else []
+        if dropped:  # each shard's dropped tail: its own tint (hatched below)
+            colors = colors.copy()
+            for da, db in dropped:
+                colors[da - lo:db - lo] = np.uint32(_argb(DROPPED_BG))
         grid = np.zeros(nlines * tpl, np.uint32)  # alpha 0 past the end of the corpus
         grid[:n] = colors
         grid = np.ascontiguousarray(grid.reshape(nlines, tpl))
@@ -582,6 +610,11 @@ class StreamView(QAbstractScrollArea):
         for c in range(1, tpl + 1):
             p.fillRect(QRect(_MARGIN_X + c * pitch - lay.gap, _MARGIN_Y, lay.gap, gap_h),
                        palette.BACKGROUND)
+        drop_rects = self._run_rects(dropped)
+        if drop_rects:
+            brush = QBrush(DROPPED_HATCH, Qt.BDiagPattern)
+            for r in drop_rects:
+                p.fillRect(r, brush)
 
         # 2) texts: one string per line and per style (monospace grid), odd glyphs one by one
         text_runs = 0
@@ -590,7 +623,104 @@ class StreamView(QAbstractScrollArea):
 
         # 3) marks of the current step
         self._paint_marks(p, sl, a, b, lo)
-        return n, text_runs
+
+        # 4) shard boundaries and their names
+        nb = self._paint_boundaries(p, sl, lo, hi)
+        return n, text_runs, nb, len(drop_rects)
+
+    # ---- shards ----------------------------------------------------------------------------------
+    def _run_rects(self, runs: list[tuple[int, int]]) -> list[QRect]:
+        """Chip-row rectangles covering stream runs [a, b) on screen, one per line each run spans."""
+        lay = self._layout
+        tpl, pitch = lay.tpl, lay.pitch
+        out = []
+        for a, b in runs:
+            la, lb = a // tpl, (b - 1) // tpl
+            for line in range(max(la, self._first_line), min(lb, self._first_line + self._drawn_lines() - 1) + 1):
+                c0 = a - line * tpl if line == la else 0
+                c1 = b - 1 - line * tpl if line == lb else tpl - 1
+                y = _MARGIN_Y + (line - self._first_line) * lay.line_h + lay.band
+                out.append(QRect(_MARGIN_X + c0 * pitch, y, (c1 - c0 + 1) * pitch - lay.gap, lay.chip_h))
+        return out
+
+    def shard_boundaries(self) -> list[dict[str, Any]]:
+        """The shard boundaries on screen as painted: for each shard's first token in view (the first
+        shard's too, for its name tag), its position, shard index, file name, the line segments of the
+        boundary (QRects, empty at position 0) and the tag rectangle."""
+        if self._model is None or self._marks is None:
+            return []
+        lo, hi = self.visible_range()
+        lay = self._layout
+        tpl, pitch = lay.tpl, lay.pitch
+        pos, idx = self._marks.boundaries(max(0, lo - tpl), hi)  # a line above: its lower edge shows
+        names = self._model.plan.shard_names
+        S = self._model.plan.n_shards
+        right = _MARGIN_X + tpl * pitch
+        w = 2
+        out = []
+        for q, s in zip(pos.tolist(), idx.tolist()):
+            line, c = divmod(q, tpl)
+            li = line - self._first_line
+            y = _MARGIN_Y + li * lay.line_h
+            x = _MARGIN_X + c * pitch - (lay.gap + w) // 2
+            # horizontal strokes sit in the gap between two lines of chips
+            top = y - (1 if lay.dense else w)
+            bottom = top + lay.line_h
+            segs: list[QRect] = []
+            if q > 0:
+                segs.append(QRect(x, top, right - x, w))  # over the new shard's part of this line
+                if c > 0:
+                    segs.append(QRect(x, top, w, lay.line_h + w))  # before its first chip
+                    segs.append(QRect(_MARGIN_X, bottom, x - _MARGIN_X + w, w))  # under the old part
+            tag = QRect()
+            if q >= lo:
+                label = f"{names[s]}  ({s + 1}/{S})"
+                tw = int(math.ceil(self._label_fm.horizontalAdvance(label))) + 6
+                th = self._label_h + (0 if not lay.dense else 2)
+                # right of the boundary; flush left of the line's end when the boundary is near it
+                left = max(_MARGIN_X, min(x + w, right - tw))
+                tag = QRect(left, y if not lay.dense else y + 1, min(tw, right - left), th)
+            out.append({"position": q, "shard": s, "name": names[s], "segments": segs, "tag": tag})
+        return out
+
+    def _paint_boundaries(self, p: QPainter, sl: StreamSlice, lo: int, hi: int) -> int:
+        marks = self.shard_boundaries()
+        if not marks:
+            return 0
+        lay = self._layout
+        for m in marks:
+            for r in m["segments"]:
+                p.fillRect(r, BOUNDARY)
+        # name tags, after the lines; in text zooms a current row's "r0 m0 b0" label moves right of it
+        p.setFont(self._label_font)
+        last_right: dict[int, int] = {}
+        drawn = 0
+        for m in marks:
+            tag: QRect = m["tag"]
+            if tag.isEmpty() or drawn >= MAX_TAGS:
+                continue
+            if last_right.get(tag.y(), -1) > tag.x():
+                continue  # would cover the previous tag on this line
+            label = f"{m['name']}  ({m['shard'] + 1}/{self._model.plan.n_shards})"
+            p.fillRect(tag, BOUNDARY)
+            p.setPen(BOUNDARY_TAG_TEXT)
+            text = self._label_fm.elidedText(label, Qt.ElideMiddle, tag.width() - 6)
+            p.drawText(tag.adjusted(3, 0, -3, 0), Qt.AlignLeft | Qt.AlignVCenter, text)
+            last_right[tag.y()] = tag.right() + 4
+            drawn += 1
+            i = m["position"] - sl.lo
+            if not lay.dense and 0 <= i < len(sl) and sl.current[i] and sl.col[i] == 0:
+                label = f"r{int(sl.rank[i])} m{int(sl.micro[i])} b{int(sl.brow[i])}"
+                p.setPen(palette.rank_color(int(sl.rank[i])))
+                p.drawText(QRect(tag.right() + 4, tag.y(), lay.pitch * 6, lay.band),
+                           Qt.AlignLeft | Qt.AlignBottom, label)
+        return len(marks)
+
+    def dropped_rects(self) -> list[QRect]:
+        """The hatched rectangles of the dropped tails on screen (one per line a tail spans)."""
+        if self._marks is None:
+            return []
+        return self._run_rects(self._marks.dropped(*self.visible_range()))
 
     def _paint_texts(self, p: QPainter, ids, steps, cur, colors, n: int, nlines: int) -> int:
         lay = self._layout
@@ -706,6 +836,11 @@ class StreamView(QAbstractScrollArea):
             lines.append("bytes " + _tok.token_bytes(tid).hex(" "))
         except Exception:  # noqa: BLE001 - tokenizer missing or id outside GPT-2's vocabulary
             pass
+        plan = self._model.plan
+        if plan.n_shards > 1:
+            s = min(int(plan.shard_of([position])[0]), plan.n_shards - 1)
+            lines.append(f"shard {plan.shard_names[s]} ({s + 1}/{plan.n_shards}), position "
+                         f"{position - int(plan.shard_starts[s]):,} in it")
         lines.append(self._role(position))
         return "\n".join(lines)
 
@@ -726,6 +861,10 @@ class StreamView(QAbstractScrollArea):
                             f"(rank {int(r[j])}, micro {int(m[j])})")
                 return "target only"
             s = int(sl.step[i])
+            if s < 0 and self._marks is not None and self._marks.is_dropped(position):
+                plan = self._model.plan
+                shard = min(int(plan.shard_of([position])[0]), plan.n_shards - 1)
+                return "not read by any step: " + (dropped_tail_note(plan, shard) or "dropped tail")
             if s < 0:
                 return "not read by any step"
             return f"read by step {s}"
@@ -796,10 +935,16 @@ class OverviewBar(QWidget):
 
     jump_requested = Signal("qlonglong")
     MARK = 4  # rows of the current-step marker above and below
+    TICK_GAP = 3  # px: boundary ticks closer than this are thinned out (hundreds of shards)
+    HELP = ("The whole corpus: colour = step that reads it, red marks = current step, box = what the "
+            "stream shows, dark ticks = shard boundaries, purple triangle = ranks out of step. "
+            "Click or drag to jump.")
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self._model: StreamModel | None = None
+        self._marks: ShardMarks | None = None
+        self._ticks = np.zeros(0, np.int64)
         self._model_gen = 0
         self._step = 0
         self._range: tuple[int, int] | None = None
@@ -809,11 +954,11 @@ class OverviewBar(QWidget):
         self.setFixedHeight(28)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
         self.setCursor(Qt.PointingHandCursor)
-        self.setToolTip("The whole corpus: colour = step that reads it, red marks = current step, "
-                        "box = what the stream shows. Click or drag to jump.")
+        self.setToolTip(self.HELP)
 
     def set_model(self, model: StreamModel | None) -> None:
         self._model = model
+        self._marks = ShardMarks(model.plan) if model is not None else None
         self._model_gen += 1
         self._img_key = None
         self.update()
@@ -858,10 +1003,63 @@ class OverviewBar(QWidget):
         mk = min(self.MARK, h // 4)
         buf[:mk, :, :3] = mark[None]
         buf[h - mk:, :, :3] = mark[None]
+        # shard boundaries: a 1 px tick each; when they crowd, thinned to one per TICK_GAP px and
+        # shortened to the lower half, so hundreds of shards read as a comb rather than a dark bar
+        xs = self.boundary_xs(w)
+        self._ticks = xs
+        if len(xs):
+            col = np.array([BOUNDARY.red(), BOUNDARY.green(), BOUNDARY.blue()], np.uint8)
+            crowded = len(xs) > w // (2 * self.TICK_GAP)
+            top = mk + (h - 2 * mk) // 2 if crowded else mk
+            buf[top:h - mk, xs, :3] = col if not crowded else (0.55 * col + 0.45 * body[xs][None]).astype(np.uint8)
         self._img_buf = np.ascontiguousarray(buf)
         self._img = QImage(self._img_buf.data, w, h, w * 4, QImage.Format_RGBA8888)
         self._img_key = key
         return self._img
+
+    def boundary_xs(self, w: int | None = None) -> np.ndarray:
+        """Pixel columns of the shard-boundary ticks (thinned to one per TICK_GAP px when crowded)."""
+        if self._model is None or self._marks is None or self._model.plan.n_shards <= 1:
+            return np.zeros(0, np.int64)
+        w = self.width() if w is None else w
+        L = self._model.L
+        xs = np.unique(self._marks.starts[1:] * w // L)
+        if len(xs) > w // (2 * self.TICK_GAP):  # crowded: snap to a TICK_GAP px comb
+            xs = np.unique(xs // self.TICK_GAP * self.TICK_GAP)
+        return xs[(xs >= 0) & (xs < w)]
+
+    def drift_x(self) -> int | None:
+        """Pixel column of the drift marker (where DataLoaderLite's ranks first read different
+        shards), None when they never do."""
+        if self._marks is None or self._model is None or self._model.L <= 0:
+            return None
+        d = self._marks.drift()
+        if d is None:
+            return None
+        return int(min(self.width() - 1, d[1] * self.width() // self._model.L))
+
+    def describe_x(self, x: int) -> str:
+        """Tooltip text at a pixel column: the shard there and, near its marker, the drift."""
+        if self._model is None:
+            return self.HELP
+        pos = self.position_at_x(x)
+        plan = self._model.plan
+        lines = []
+        if plan.n_shards > 1:
+            s = min(int(plan.shard_of([pos])[0]), plan.n_shards - 1)
+            lines.append(f"{plan.shard_names[s]} (shard {s + 1}/{plan.n_shards}), position {pos:,}")
+        dx = self.drift_x()
+        if dx is not None and abs(x - dx) <= 4:
+            step, _, note = self._marks.drift()
+            lines.append(f"ranks out of step from step {step:,}: {note}")
+        lines.append(self.HELP)
+        return "\n".join(lines)
+
+    def event(self, event) -> bool:  # noqa: D401 - Qt override
+        if event.type() == QEvent.ToolTip and self._model is not None:
+            QToolTip.showText(event.globalPos(), self.describe_x(event.pos().x()), self)
+            return True
+        return super().event(event)
 
     def paintEvent(self, event) -> None:  # noqa: N802
         p = QPainter(self)
@@ -877,6 +1075,14 @@ class OverviewBar(QWidget):
                 p.fillRect(r, QColor(0, 0, 0, 55))
                 p.setPen(QPen(QColor(0, 0, 0, 200), 1))
                 p.drawRect(r)
+            dx = self.drift_x()
+            if dx is not None:  # a purple triangle over the top marker row and a dotted line
+                p.setPen(QPen(DRIFT, 1, Qt.DotLine))
+                p.drawLine(dx, 0, dx, self.height() - 1)
+                p.setPen(Qt.NoPen)
+                p.setBrush(DRIFT)
+                p.drawPolygon(QPolygon([QPoint(dx - 5, 0), QPoint(dx + 5, 0), QPoint(dx, 7)]))
+                p.setBrush(Qt.NoBrush)
         else:
             p.setPen(palette.UNUSED_TEXT)
             p.drawText(self.rect(), Qt.AlignCenter, "no corpus")
@@ -891,15 +1097,27 @@ class OverviewBar(QWidget):
             self.jump_requested.emit(self.position_at_x(event.position().x()))
 
 
-def _legend_html() -> str:
+def _legend_html(shards: bool = False) -> str:
     def sw(color: QColor, border: QColor | None = None) -> str:
         return (f"<span style='background-color:{color.name()};color:{(border or color).name()}'>"
                 f"&nbsp;&nbsp;&nbsp;</span>")
     steps = "".join(sw(palette.step_color(k)) for k in range(4))
     ranks = "".join(f"<b style='color:{palette.rank_color(r).name()}'>&#9635;</b>" for r in range(3))
-    return (f"{steps} step k colours &nbsp;&nbsp; {ranks} current step rows (outline colour = rank)"
-            f" &nbsp;&nbsp; <b style='color:{palette.TARGET_ONLY.darker(115).name()}'>&#9637;</b>"
-            f" target only &nbsp;&nbsp; {sw(palette.UNUSED)} unused")
+    out = (f"{steps} step k colours &nbsp;&nbsp; {ranks} current step rows (outline = rank)"
+           f" &nbsp;&nbsp; <b style='color:{palette.TARGET_ONLY.darker(115).name()}'>&#9637;</b>"
+           f" target only &nbsp;&nbsp; {sw(palette.UNUSED)} unused")
+    if shards:
+        out += (f" &nbsp;&nbsp; <span style='background-color:{DROPPED_BG.name()};"
+                f"color:{DROPPED_HATCH.name()}'>&#9636;&#9636;</span> dropped tail"
+                f" &nbsp;&nbsp; <b style='color:{BOUNDARY.name()}'>&#9475;</b> shard boundary")
+    return out
+
+
+def _banner_style(active: bool = True) -> str:
+    if active:
+        return (f"QLabel {{ background: #f6ecf8; color: #3b1f47; border-left: 4px solid {DRIFT.name()};"
+                f" padding: 2px 6px; }}")
+    return "QLabel { background: #f3f3f3; color: #555555; border-left: 4px solid #bdbdbd; padding: 2px 6px; }"
 
 
 class StreamPanel(QWidget):
@@ -913,8 +1131,22 @@ class StreamPanel(QWidget):
         super().__init__(parent)
         self.overview = OverviewBar(self)
         self.stream = StreamView(self)
+        # DataLoaderLite's ranks reading different shards at the current step: one line, else hidden
+        self.drift_label = QLabel(self)
+        self.drift_label.setObjectName("driftBanner")
+        self.drift_label.setStyleSheet(_banner_style())
+        self.drift_label.setWordWrap(True)
+        self.drift_label.setToolTip("Under DataLoaderLite every rank keeps its own position and moves to "
+                                    "the next shard on its own test, so near a shard's end a higher rank "
+                                    "can move on before rank 0 and the ranks stay out of step.")
+        self.drift_label.hide()
+        self._step = 0
+        self._drift_active = False
+        self._drift_plain = ""
+        self.drift_label.setTextFormat(Qt.RichText)
         self.legend = QLabel(_legend_html(), self)
         self.legend.setTextFormat(Qt.RichText)
+        self.legend.setWordWrap(True)  # narrow windows: a second line rather than a clipped legend
         f = self.legend.font()
         f.setPointSizeF(max(6.0, f.pointSizeF() * 0.85))
         self.legend.setFont(f)
@@ -934,6 +1166,7 @@ class StreamPanel(QWidget):
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(2)
         lay.addWidget(self.overview)
+        lay.addWidget(self.drift_label)
         lay.addWidget(self.stream, 1)
         lay.addLayout(bottom)
 
@@ -955,10 +1188,42 @@ class StreamPanel(QWidget):
         self.overview.set_model(model)
         self.stream.set_model(model)
         self.overview.set_visible_range(*self.stream.visible_range())
+        self.legend.setText(_legend_html(model is not None and model.plan.n_shards > 1))
+        self._update_drift()
 
     def set_step(self, step: int) -> None:
+        self._step = max(0, int(step))
         self.overview.set_step(step)
         self.stream.set_step(step)
+        self._update_drift()
+
+    def drift_text(self) -> str:
+        """The banner's text ('' when it is hidden)."""
+        return self._drift_plain if not self.drift_label.isHidden() else ""
+
+    def drift_active(self) -> bool:
+        """Whether the ranks read different shards at the current step (the banner's alarm state)."""
+        return self._drift_active
+
+    def _update_drift(self) -> None:
+        """The banner shows for every plan whose ranks ever drift (so the stream does not jump when
+        they fall in and out of step): the drift sentence when they differ, else where they all are."""
+        model = self.stream.model()
+        marks = self.stream.shard_marks()
+        first = marks.drift() if marks is not None else None
+        text = drift_banner(model.plan, self._step) if first is not None else ""
+        self._drift_active = bool(text)
+        if first is not None and not text:
+            plan = model.plan
+            s = plan.rank_shards(self._step)[0]
+            when = (f"they first read different shards at step {first[0]:,}" if self._step < first[0]
+                    else f"they first drifted at step {first[0]:,}")
+            text = f"Ranks in step at step {self._step:,}: all read {plan.shard_names[s]} ({when})"
+        self.drift_label.setStyleSheet(_banner_style(self._drift_active))
+        self._drift_plain = text
+        head, sep, rest = text.partition(":")
+        self.drift_label.setText(f"<b>{html.escape(head)}</b>{sep}{html.escape(rest)}" if sep else html.escape(text))
+        self.drift_label.setVisible(bool(text))
 
     def set_display_table(self, table: list[str] | None) -> None:
         self.stream.set_display_table(table)
