@@ -25,8 +25,10 @@ def train_args(corpus: str, plan: PlanConfig, preset: str, model: ModelConfig, t
                out_dir: str | os.PathLike, resume: bool = False) -> list[str]:
     """`nanogpt-viz train` arguments that reproduce these settings (world size comes from torchrun)."""
     args = ["train", str(corpus), "--block-size", str(plan.block_size), "--batch-size", str(plan.batch_size),
-            "--grad-accum", str(plan.grad_accum), "--sampling", plan.sampling, "--seed", str(plan.seed),
+            "--grad-accum", str(plan.grad_accum), "--sampling", plan.sampling,
             "--split", plan.split, "--preset", preset]
+    if plan.seed is not None:  # None: the mode's own seed, which the CLI picks the same way
+        args += ["--seed", str(plan.seed)]
     if plan.sampling == "sliding":
         args += ["--stride", str(plan.stride)]
     base = MODEL_PRESETS.get(preset)
