@@ -18,8 +18,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from nanogpt_viz.corpus import write_nanogpt_bin  # noqa: E402
-from nanogpt_viz.launch import SAFE_ENV, torchrun_command  # noqa: E402
+from nanogpt_viz.data.corpus import write_nanogpt_bin  # noqa: E402
+from nanogpt_viz.run.launch import SAFE_ENV, torchrun_command  # noqa: E402
 
 
 def run(data: str, nproc: int, args, out: str) -> dict:

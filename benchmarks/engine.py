@@ -21,8 +21,8 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from nanogpt_viz.config import MODEL_PRESETS, RESIDUAL_DTYPES, PlanConfig, TrainConfig  # noqa: E402
-from nanogpt_viz.runtime import tune_allocator  # noqa: E402
-from nanogpt_viz.trainer import RunEnd, RunInfo, StepReport, Trainer  # noqa: E402
+from nanogpt_viz.engine.runtime import tune_allocator  # noqa: E402
+from nanogpt_viz.engine.trainer import RunEnd, RunInfo, StepReport, Trainer  # noqa: E402
 
 tune_allocator()  # as the CLI and the window do
 

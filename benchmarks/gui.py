@@ -37,7 +37,7 @@ os.environ.setdefault("NANOGPT_VIZ_CACHE", os.path.join(_TMP, "cache"))
 
 from PySide6.QtCore import QElapsedTimer, QEventLoop, QSettings, QTimer  # noqa: E402
 
-from nanogpt_viz.runtime import tune_allocator  # noqa: E402
+from nanogpt_viz.engine.runtime import tune_allocator  # noqa: E402
 from nanogpt_viz.ui.app import make_app  # noqa: E402
 
 tune_allocator()  # as `nanogpt-viz` does at start-up (both the window and the headless runs get it)
@@ -106,7 +106,7 @@ def throughput(recv: list[tuple[float, int]], tokens_per_step: int, warmup: int)
 def gui_run(app, win, steps: int, warmup: int, with_probe: bool = False) -> dict:
     """One training run started from the window. The latency probe wakes the GUI thread 200 times
     a second, which on 2 cores costs the model CPU time, so throughput rounds run without it."""
-    from nanogpt_viz.trainer import StepReport
+    from nanogpt_viz.engine.trainer import StepReport
 
     recv: list[tuple[float, int]] = []
     reports: list[StepReport] = []
@@ -162,7 +162,7 @@ def headless_run(corpus_path: str, pc, preset: str, mc, tc, warmup: int) -> dict
     import json
     import subprocess
 
-    from nanogpt_viz.launch import train_args
+    from nanogpt_viz.run.launch import train_args
 
     args = train_args(corpus_path, pc, preset, mc, tc, os.path.join(_TMP, f"headless-{time.time_ns()}"))
     proc = subprocess.Popen([sys.executable, "-m", "nanogpt_viz", *args], stdout=subprocess.PIPE,
@@ -242,10 +242,10 @@ def bench_training(app, args) -> dict:
 
 # ---- 3: stream paint -------------------------------------------------------------------------
 def bench_paint(app, target: int = 5000, frames: int = 30) -> dict:
-    from nanogpt_viz.batching import BatchPlan
+    from nanogpt_viz.data.batching import BatchPlan
     from nanogpt_viz.config import PlanConfig
-    from nanogpt_viz.corpus import default_corpus
-    from nanogpt_viz.tokenizer import display_table
+    from nanogpt_viz.data.corpus import default_corpus
+    from nanogpt_viz.data.tokenizer import display_table
     from nanogpt_viz.ui.stream_view import ZOOM_LEVELS, StreamView
     from nanogpt_viz.viewmodel import StreamModel
 

@@ -38,9 +38,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from nanogpt_viz.batching import BatchPlan
+from nanogpt_viz.data.batching import BatchPlan
 from nanogpt_viz.config import SAMPLING_MODES, PlanConfig
-from nanogpt_viz.corpus import open_corpus
+from nanogpt_viz.data.corpus import open_corpus
 
 STEP = 10**9
 
@@ -75,7 +75,7 @@ def wall(cmd: list[str], env: dict[str, str], repeats: int = 3) -> tuple[float, 
 def shards_and_replay() -> None:
     import numpy as np
 
-    from nanogpt_viz.nanogpt_replay import NanoGPTReplay
+    from nanogpt_viz.data.nanogpt_replay import NanoGPTReplay
 
     shards = [(f"fineweb_train_{i:06d}.bin", 100_000_000) for i in range(100)]
     print("\nllm.c DataLoader, shuffled, 100 shards x 10^8 tokens; epoch 3, ms per starts(step):")

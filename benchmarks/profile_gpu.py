@@ -25,8 +25,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from nanogpt_viz.config import MODEL_PRESETS, PlanConfig, TrainConfig  # noqa: E402
-from nanogpt_viz.runtime import tune_allocator  # noqa: E402
-from nanogpt_viz.trainer import StepReport, Trainer  # noqa: E402
+from nanogpt_viz.engine.runtime import tune_allocator  # noqa: E402
+from nanogpt_viz.engine.trainer import StepReport, Trainer  # noqa: E402
 
 tune_allocator()
 
@@ -90,8 +90,8 @@ def attention(b: int) -> None:
 
 def check_fused(bt: int) -> None:
     """The Triton row kernel against the torch reference, then its speed at a few launch shapes."""
-    from nanogpt_viz import fused_loss
-    from nanogpt_viz.model import GPT
+    from nanogpt_viz.engine.kernels import fused_loss
+    from nanogpt_viz.engine.model import GPT
 
     V = 50304
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -137,7 +137,7 @@ def check_kernels(bt: int) -> None:
     """gelu.py's Triton kernels and the row-kernel variants: correctness, then speed side by side."""
     import math
 
-    from nanogpt_viz import fused_loss, gelu
+    from nanogpt_viz.engine.kernels import fused_loss, gelu
 
     n4 = bt * 4 * 768
     g = torch.Generator(device="cuda").manual_seed(0)

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from nanogpt_viz.nanogpt_replay import NanoGPTReplay  # noqa: E402
+from nanogpt_viz.data.nanogpt_replay import NanoGPTReplay  # noqa: E402
 
 GPT2 = dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304, bias=False,
             dropout=0.0)

@@ -5,7 +5,7 @@
 1. Builds ~N MB of text (CPython's pydoc topics, repeated with varied numbering), writes
    it to a temp file, and measures in the same run:
    * bare ``enc.encode_ordinary(text)`` on the text already in memory;
-   * ``nanogpt_viz.corpus.tokenize_text_file`` from the file, with a progress callback,
+   * ``nanogpt_viz.data.corpus.tokenize_text_file`` from the file, with a progress callback,
      writing the uint16 .bin (read + decode + split + encode + write).
    It prints both MB/s (MB = 10^6 UTF-8 bytes) and their ratio, and checks the tokens match.
 2. Opens a sparse 20 GB nanoGPT .bin (10^10 tokens, made with truncate) and prints the
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nanogpt_viz import corpus as C
-from nanogpt_viz import tokenizer as T
+from nanogpt_viz.data import corpus as C
+from nanogpt_viz.data import tokenizer as T
 
 
 def build_text(target_mb: float) -> str:

@@ -20,13 +20,11 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from nanogpt_viz.config import (DEFAULT_SEED, DEVICES, DTYPES, MODEL_PRESETS, RESIDUAL_DTYPES, SAMPLING_HELP,
-                                SAMPLING_MODES, ModelConfig,
-                                PlanConfig, TrainConfig)
-from nanogpt_viz.config import EVAL_PROTOCOLS
+from nanogpt_viz.config import (DEFAULT_SEED, DEVICES, DTYPES, EVAL_PROTOCOLS, MODEL_PRESETS, RESIDUAL_DTYPES,
+                                SAMPLING_HELP, SAMPLING_MODES, ModelConfig, PlanConfig, TrainConfig)
+from nanogpt_viz.run.record import STOP_REQUEST  # the run directory's protocol
 
 SUBCOMMANDS = ("gui", "prepare", "plan", "train", "sample")
-STOP_REQUEST = "stop-request"  # created in a run directory to stop its training processes
 EXIT_USAGE = 2
 
 
@@ -196,7 +194,7 @@ def _progress_printer(label: str):
 
 
 def _open(path: str, val_fraction: float = 0.1):
-    from nanogpt_viz.corpus import open_corpus
+    from nanogpt_viz.data.corpus import open_corpus
 
     if not os.path.exists(path):
         raise CliError(f"{path}: no such file or directory")
@@ -211,8 +209,8 @@ def _plan_config(args: argparse.Namespace, world_size: int | None = None) -> Pla
 
 def _nanogpt_draws(args: argparse.Namespace, corpus: Any) -> Any:
     """The replayed draws of the nanoGPT run in args.from_nanogpt; fills N, B, K and sampling in args."""
-    from nanogpt_viz.checkpoint import load_checkpoint
-    from nanogpt_viz.nanogpt_replay import NanoGPTReplay, RunDraws, plan_settings
+    from nanogpt_viz.engine.checkpoint import load_checkpoint
+    from nanogpt_viz.data.nanogpt_replay import NanoGPTReplay, RunDraws, plan_settings
 
     ckpt = load_checkpoint(args.from_nanogpt)
     W = args.world_size or 1
@@ -239,7 +237,7 @@ def _nanogpt_draws(args: argparse.Namespace, corpus: Any) -> Any:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from nanogpt_viz.corpus import write_nanogpt_bin
+    from nanogpt_viz.data.corpus import write_nanogpt_bin
 
     corpus = _open(args.corpus, args.val_fraction)
     out = Path(args.out)
@@ -258,7 +256,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from nanogpt_viz.batching import gather_rows, plan_for
+    from nanogpt_viz.data.batching import gather_rows, plan_for
 
     corpus = _open(args.corpus, args.val_fraction)
     tokens = corpus.split(args.split)
@@ -338,7 +336,7 @@ def _resume_settings(args: argparse.Namespace, world: int):
     global `gradient_accumulation_steps` (over all ranks) in `config`. The model is always the
     checkpoint's (`model_args`): the weights fix it.
     """
-    from nanogpt_viz.checkpoint import load_checkpoint
+    from nanogpt_viz.engine.checkpoint import load_checkpoint
 
     path = Path(args.out) / "ckpt.pt"
     if not path.exists():
@@ -371,9 +369,9 @@ def _resume_settings(args: argparse.Namespace, world: int):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from nanogpt_viz.runlog import RunLog, format_eta
-    from nanogpt_viz.evaluation import default_protocol
-    from nanogpt_viz.trainer import DistInfo, EvalReport, RunEnd, RunInfo, StepReport, TrainControl, Trainer
+    from nanogpt_viz.run.record import RunLog, format_eta
+    from nanogpt_viz.data.evaluation import default_protocol
+    from nanogpt_viz.engine.trainer import DistInfo, EvalReport, RunEnd, RunInfo, StepReport, TrainControl, Trainer
 
     dist_info = DistInfo.from_env()
     if args.world_size is not None and dist_info.world_size > 1 and args.world_size != dist_info.world_size:
@@ -408,7 +406,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CliError(f"cannot resume: {Path(args.out) / 'ckpt.pt'} does not exist")
     corpus = _open(args.corpus, args.val_fraction) if dist_info.is_master else None
     if corpus is None:  # other ranks: the master has built any cache; opening is then instant
-        from nanogpt_viz.corpus import open_corpus
+        from nanogpt_viz.data.corpus import open_corpus
         corpus = open_corpus(args.corpus, val_fraction=args.val_fraction)
     train_tokens = corpus.split(args.split)
     val_tokens = corpus.split("val") if corpus.has_split("val") and args.split == "train" else None
@@ -564,9 +562,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from nanogpt_viz.checkpoint import load_checkpoint, model_from_checkpoint
-    from nanogpt_viz.tokenizer import decode, encode
-    from nanogpt_viz.trainer import detect_device, sample_text
+    from nanogpt_viz.engine.checkpoint import load_checkpoint, model_from_checkpoint
+    from nanogpt_viz.data.tokenizer import decode, encode
+    from nanogpt_viz.engine.trainer import detect_device, sample_text
 
     prompt = args.prompt
     if "\\" in prompt:  # `--prompt 'To be\n'`: escapes; non-ASCII text survives (backslashreplace)
@@ -608,9 +606,9 @@ def cmd_gui(args: argparse.Namespace) -> int:
 # The engine's user-facing error classes. Looked up only in modules the command has already
 # imported (an error class of a module never imported cannot have been raised), so that `plan`
 # and `prepare` never pay for importing torch just to name CheckpointError / TrainError.
-_ERROR_CLASSES = (("nanogpt_viz.batching", "PlanError"), ("nanogpt_viz.corpus", "CorpusError"),
-                  ("nanogpt_viz.corpus", "Cancelled"), ("nanogpt_viz.checkpoint", "CheckpointError"),
-                  ("nanogpt_viz.tokenizer", "TokenizerError"), ("nanogpt_viz.trainer", "TrainError"))
+_ERROR_CLASSES = (("nanogpt_viz.data.batching", "PlanError"), ("nanogpt_viz.data.corpus", "CorpusError"),
+                  ("nanogpt_viz.data.corpus", "Cancelled"), ("nanogpt_viz.engine.checkpoint", "CheckpointError"),
+                  ("nanogpt_viz.data.tokenizer", "TokenizerError"), ("nanogpt_viz.engine.trainer", "TrainError"))
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
@@ -623,7 +621,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from nanogpt_viz.runtime import tune_allocator
+    from nanogpt_viz.engine.runtime import tune_allocator
 
     tune_allocator()  # before the engine allocates anything (see runtime.py)
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from nanogpt_viz.batching import BatchPlan, gather_rows
+from nanogpt_viz.data.batching import BatchPlan, gather_rows
 from nanogpt_viz.config import LOADER_MODES
 
 

@@ -1,7 +1,7 @@
 """Shared by the tests: twin models computing two ways; a checkpoint as nanoGPT's train.py writes one."""
 import torch
 
-from nanogpt_viz.model import GPT
+from nanogpt_viz.engine.model import GPT
 
 
 def twin_runs(config, change, idx, targets, autocast: bool, **forward_kw):

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from nanogpt_viz.batching import BatchPlan, PlanError, fisher_yates
-from nanogpt_viz.mt19937 import mt19937
+from nanogpt_viz.data.batching import BatchPlan, PlanError, fisher_yates
+from nanogpt_viz.data.mt19937 import mt19937
 from nanogpt_viz.config import PlanConfig
 
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from nanogpt_viz import checkpoint as ck
-from nanogpt_viz.checkpoint import (CheckpointError, capture_rng_state, load_checkpoint,
+from nanogpt_viz.engine import checkpoint as ck
+from nanogpt_viz.engine.checkpoint import (CheckpointError, capture_rng_state, load_checkpoint,
                                     model_from_checkpoint, restore_rng_state, save_checkpoint)
 from nanogpt_viz.config import ModelConfig
-from nanogpt_viz.model import GPT
+from nanogpt_viz.engine.model import GPT
 
 TINY = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=128, dropout=0.0, bias=True)
 

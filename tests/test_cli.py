@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nanogpt_viz.corpus import write_llmc_shard, write_nanogpt_bin
-from nanogpt_viz.tokenizer import get_encoding
+from nanogpt_viz.data.corpus import write_llmc_shard, write_nanogpt_bin
+from nanogpt_viz.data.tokenizer import get_encoding
 
 from helpers import write_nanogpt_checkpoint
 
@@ -304,7 +304,7 @@ def test_bad_input_is_one_error_line_and_exit_2(files, tmp_path):
 
 
 def test_resume_a_nanogpt_checkpoint_takes_n_b_k_and_the_model_from_it(files, tmp_path):
-    from nanogpt_viz.checkpoint import load_checkpoint
+    from nanogpt_viz.engine.checkpoint import load_checkpoint
     from nanogpt_viz.config import ModelConfig
 
     # as nanoGPT's train.py on a CPU writes it (fused: None in the AdamW groups), block size 32 (not our 64)
@@ -344,7 +344,7 @@ def test_sample_bad_escape_is_checked_on_a_real_checkpoint(trained):
 
 @pytest.fixture(scope="module")
 def trained(files):
-    from nanogpt_viz.checkpoint import load_checkpoint
+    from nanogpt_viz.engine.checkpoint import load_checkpoint
 
     out = files["dir"] / "run"
     res = ok(cli(files["cache"], "train", files["txt"], "--preset", "tiny", "--block-size", 16, "--batch-size", 4,
@@ -356,7 +356,7 @@ def trained(files):
 
 
 def test_train_json_then_resume_then_sample(trained):
-    from nanogpt_viz.checkpoint import load_checkpoint
+    from nanogpt_viz.engine.checkpoint import load_checkpoint
 
     out, recs = trained["out"], trained["recs"]
     assert [r["step"] for r in recs] == list(range(6))
@@ -403,7 +403,7 @@ def test_train_progress_mode(files, tmp_path):
 
 
 def test_ctrl_c_stops_and_writes_a_checkpoint(files, tmp_path):
-    from nanogpt_viz.checkpoint import load_checkpoint
+    from nanogpt_viz.engine.checkpoint import load_checkpoint
 
     out = tmp_path / "run"
     p = subprocess.Popen([sys.executable, "-m", "nanogpt_viz", "train", str(files["txt"]), "--preset", "tiny",

@@ -11,9 +11,9 @@ import time
 import numpy as np
 import pytest
 
-from nanogpt_viz import corpus as C
-from nanogpt_viz import tokenizer as T
-from nanogpt_viz.corpus import CorpusError, TokenArray, open_corpus
+from nanogpt_viz.data import corpus as C
+from nanogpt_viz.data import tokenizer as T
+from nanogpt_viz.data.corpus import CorpusError, TokenArray, open_corpus
 
 
 @pytest.fixture(autouse=True)

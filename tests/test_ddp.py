@@ -8,12 +8,12 @@ import sys
 import numpy as np
 import pytest
 
-from nanogpt_viz.batching import BatchPlan
-from nanogpt_viz.checkpoint import load_checkpoint, model_from_checkpoint
+from nanogpt_viz.data.batching import BatchPlan
+from nanogpt_viz.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from nanogpt_viz.config import MODEL_PRESETS, PlanConfig, TrainConfig
-from nanogpt_viz.corpus import open_corpus, write_nanogpt_bin
-from nanogpt_viz.runlog import read_metrics
-from nanogpt_viz.trainer import StepReport, Trainer
+from nanogpt_viz.data.corpus import open_corpus, write_nanogpt_bin
+from nanogpt_viz.run.record import read_metrics
+from nanogpt_viz.engine.trainer import StepReport, Trainer
 
 pytestmark = pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(
     os.path.join(os.path.dirname(sys.executable), "torchrun")), reason="torchrun is not installed")
@@ -84,7 +84,7 @@ def test_stop_ends_the_whole_torchrun_group_and_keeps_a_checkpoint(data_dir, tmp
     import time
 
     from nanogpt_viz.config import PlanConfig
-    from nanogpt_viz.launch import RunProcess, torchrun_command, train_args
+    from nanogpt_viz.run.launch import RunProcess, torchrun_command, train_args
 
     out = tmp_path / "run"
     args = train_args(str(data_dir), PlanConfig(block_size=16, batch_size=2), "tiny", MODEL_PRESETS["tiny"],
@@ -108,7 +108,7 @@ def test_stop_ends_the_whole_torchrun_group_and_keeps_a_checkpoint(data_dir, tmp
 def test_resume_under_torchrun_continues_the_uninterrupted_run(data_dir, tmp_path):
     import time
 
-    from nanogpt_viz.launch import RunProcess, torchrun_command
+    from nanogpt_viz.run.launch import RunProcess, torchrun_command
 
     # the schedule must not depend on --steps, so that a longer run and a resumed one agree
     common = ["--preset", "tiny", "--block-size", "16", "--batch-size", "2", "--sampling", "random",

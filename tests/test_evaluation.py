@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from nanogpt_viz.config import MODEL_PRESETS, PlanConfig, TrainConfig
-from nanogpt_viz.evaluation import (EvalError, build_nanogpt_batches, default_protocol, eval_plan, llmc_batches,
+from nanogpt_viz.data.evaluation import (EvalError, build_nanogpt_batches, default_protocol, eval_plan, llmc_batches,
                                     nanogpt_batches, whole_batches)
-from nanogpt_viz.model import GPT
-from nanogpt_viz.trainer import EvalReport, RunEnd, StepReport, Trainer
+from nanogpt_viz.engine.model import GPT
+from nanogpt_viz.engine.trainer import EvalReport, RunEnd, StepReport, Trainer
 
 TINY = MODEL_PRESETS["tiny"].with_(vocab_size=97, n_embd=32, block_size=8)
 
@@ -236,7 +236,7 @@ def test_default_protocol_follows_sampling():
 
 
 def test_evaluation_module_is_pure():
-    code = ("import sys, nanogpt_viz.evaluation; "
+    code = ("import sys, nanogpt_viz.data.evaluation; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'PySide6', 'pyqtgraph')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -250,7 +250,7 @@ def _cli_train(tmp_path, *args):
     import json
     import os
 
-    from nanogpt_viz.corpus import write_nanogpt_bin
+    from nanogpt_viz.data.corpus import write_nanogpt_bin
 
     d = tmp_path / "data"
     d.mkdir(exist_ok=True)
@@ -266,7 +266,7 @@ def _cli_train(tmp_path, *args):
 
 
 def test_cli_model_context_follows_N_and_val_records_name_their_protocol(tmp_path):
-    from nanogpt_viz.checkpoint import load_checkpoint
+    from nanogpt_viz.engine.checkpoint import load_checkpoint
 
     # the tiny preset's context is 64; -N 128 used to stop with "larger than the model's context"
     res, recs = _cli_train(tmp_path, "-N", 128, "-B", 2, "--eval-interval", 2, "--sampling", "random",
@@ -281,7 +281,7 @@ def test_cli_model_context_follows_N_and_val_records_name_their_protocol(tmp_pat
 
 
 def test_cli_explicit_model_block_size_stays_apart(tmp_path):
-    from nanogpt_viz.checkpoint import load_checkpoint
+    from nanogpt_viz.engine.checkpoint import load_checkpoint
 
     res, recs = _cli_train(tmp_path, "-N", 32, "-B", 2, "--model-block-size", 96, "--eval-interval", 2,
                            "--eval-protocol", "whole")
@@ -297,7 +297,7 @@ def test_cli_explicit_model_block_size_stays_apart(tmp_path):
 
 def test_window_protocol_is_whole_for_teaching_plans_and_the_codes_own_for_their_presets():
     from nanogpt_viz.config import PLAN_PRESETS
-    from nanogpt_viz.evaluation import window_protocol
+    from nanogpt_viz.data.evaluation import window_protocol
 
     for name, pc in PLAN_PRESETS.items():
         want = default_protocol(pc.sampling) if name.startswith(("nanoGPT", "build-nanogpt", "llm.c")) else "whole"

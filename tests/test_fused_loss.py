@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from nanogpt_viz.config import ModelConfig
-from nanogpt_viz.fused_loss import linear_cross_entropy
+from nanogpt_viz.engine.kernels.fused_loss import linear_cross_entropy
 from helpers import twin_runs
 
 TINY = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=128, dropout=0.0, bias=True)

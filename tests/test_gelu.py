@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from nanogpt_viz.config import ModelConfig
-from nanogpt_viz.gelu import gelu, gelu_reference
+from nanogpt_viz.engine.kernels.gelu import gelu, gelu_reference
 from helpers import twin_runs
 
 TINY = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=128, dropout=0.0, bias=False)

@@ -1,7 +1,7 @@
 """The torchrun command the window shows reproduces the window's settings exactly."""
 from nanogpt_viz.cli import build_parser
 from nanogpt_viz.config import MODEL_PRESETS, PlanConfig, TrainConfig
-from nanogpt_viz.launch import parse_hosts, shell_line, torchrun_command, train_args
+from nanogpt_viz.run.launch import parse_hosts, shell_line, torchrun_command, train_args
 
 import pytest
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from nanogpt_viz.config import MODEL_PRESETS, ModelConfig
-from nanogpt_viz.model import GPT, build_model, flops_per_token
+from nanogpt_viz.engine.model import GPT, build_model, flops_per_token
 
 TINY = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=128, dropout=0.0, bias=True)
 

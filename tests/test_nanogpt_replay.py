@@ -14,9 +14,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from nanogpt_viz import mt19937 as M
-from nanogpt_viz import nanogpt_replay as R
-from nanogpt_viz.nanogpt_replay import NanoGPTReplay, model_init_draws
+from nanogpt_viz.data import mt19937 as M
+from nanogpt_viz.data import nanogpt_replay as R
+from nanogpt_viz.data.nanogpt_replay import NanoGPTReplay, model_init_draws
 
 
 # --------------------------------------------------------------------------- reference model
@@ -199,7 +199,7 @@ def test_model_init_draws_match_construction(args):
 
 
 def test_project_gpt_consumes_like_nanogpt():
-    from nanogpt_viz.model import GPT
+    from nanogpt_viz.engine.model import GPT
 
     args = dict(n_layer=2, n_head=3, n_embd=24, block_size=20, vocab_size=101, bias=True,
                 dropout=0.0)
@@ -371,7 +371,7 @@ def test_cli_plan_from_nanogpt_gives_the_draws_of_a_train_py_loop(tmp_path):
     import sys
 
     from nanogpt_viz.config import ModelConfig
-    from nanogpt_viz.corpus import write_nanogpt_bin
+    from nanogpt_viz.data.corpus import write_nanogpt_bin
     from helpers import write_nanogpt_checkpoint
 
     data = tmp_path / "data"

@@ -12,13 +12,13 @@ import sys
 
 import numpy as np
 
-from nanogpt_viz.corpus import write_nanogpt_bin
+from nanogpt_viz.data.corpus import write_nanogpt_bin
 
 QT_PREFIXES = ("PySide6", "pyqtgraph", "shiboken")
-PURE_MODULES = ("nanogpt_viz.config", "nanogpt_viz.tokenizer", "nanogpt_viz.corpus", "nanogpt_viz.batching",
-                "nanogpt_viz.model", "nanogpt_viz.trainer", "nanogpt_viz.checkpoint", "nanogpt_viz.viewmodel",
-                "nanogpt_viz.runlog", "nanogpt_viz.cli", "nanogpt_viz.fused_loss", "nanogpt_viz.gelu", "nanogpt_viz.launch",
-                "nanogpt_viz.runtime")
+PURE_MODULES = ("nanogpt_viz.config", "nanogpt_viz.data.tokenizer", "nanogpt_viz.data.corpus", "nanogpt_viz.data.batching",
+                "nanogpt_viz.engine.model", "nanogpt_viz.engine.trainer", "nanogpt_viz.engine.checkpoint", "nanogpt_viz.viewmodel",
+                "nanogpt_viz.run.record", "nanogpt_viz.cli", "nanogpt_viz.engine.kernels.fused_loss", "nanogpt_viz.engine.kernels.gelu", "nanogpt_viz.run.launch",
+                "nanogpt_viz.engine.runtime")
 
 
 def _run(code: str, tmp_path) -> subprocess.CompletedProcess:

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from nanogpt_viz import tokenizer as T
+from nanogpt_viz.data import tokenizer as T
 
 
 def test_constants():

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from nanogpt_viz.batching import BatchPlan
-from nanogpt_viz.checkpoint import load_checkpoint
+from nanogpt_viz.data.batching import BatchPlan
+from nanogpt_viz.engine.checkpoint import load_checkpoint
 from nanogpt_viz.config import MODEL_PRESETS, PlanConfig, TrainConfig
-from nanogpt_viz.trainer import RunEnd, RunInfo, StepReport, Trainer, lr_at
+from nanogpt_viz.engine.trainer import RunEnd, RunInfo, StepReport, Trainer, lr_at
 
 from helpers import write_nanogpt_checkpoint
 
@@ -228,7 +228,7 @@ def test_lr_schedule_warms_up_then_decays_to_min():
 
 
 def test_snapshot_and_checkpoint_requests_are_served_between_steps(tmp_path):
-    from nanogpt_viz.trainer import CheckpointSaved, ModelSnapshot
+    from nanogpt_viz.engine.trainer import CheckpointSaved, ModelSnapshot
 
     tr = Trainer(tokens(), None, PlanConfig(block_size=16, batch_size=4), TINY, TrainConfig(steps=5, eval_interval=0),
                  out_dir=tmp_path)
@@ -247,7 +247,7 @@ def test_snapshot_and_checkpoint_requests_are_served_between_steps(tmp_path):
 
 
 def test_allocator_tuning_is_applied_once_and_training_still_matches():
-    from nanogpt_viz.runtime import tune_allocator
+    from nanogpt_viz.engine.runtime import tune_allocator
 
     first = tune_allocator()
     assert tune_allocator() is first  # idempotent

@@ -13,8 +13,8 @@ import pytest
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QMessageBox
 
-from nanogpt_viz.checkpoint import load_checkpoint
-from nanogpt_viz.corpus import write_nanogpt_bin
+from nanogpt_viz.engine.checkpoint import load_checkpoint
+from nanogpt_viz.data.corpus import write_nanogpt_bin
 from nanogpt_viz.ui.main_window import MainWindow
 
 

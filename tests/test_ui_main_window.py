@@ -17,7 +17,7 @@ from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
-from nanogpt_viz.checkpoint import load_checkpoint
+from nanogpt_viz.engine.checkpoint import load_checkpoint
 from nanogpt_viz.ui.main_window import MainWindow
 
 LOAD_TIMEOUT = 30_000
@@ -407,8 +407,8 @@ def test_open_nanogpt_run_replays_its_batches(qtbot, win, tmp_path, monkeypatch)
     from helpers import write_nanogpt_checkpoint
 
     from nanogpt_viz.config import ModelConfig
-    from nanogpt_viz.corpus import write_nanogpt_bin
-    from nanogpt_viz.nanogpt_replay import NanoGPTReplay
+    from nanogpt_viz.data.corpus import write_nanogpt_bin
+    from nanogpt_viz.data.nanogpt_replay import NanoGPTReplay
 
     data = tmp_path / "shakespeare"
     data.mkdir()

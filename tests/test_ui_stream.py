@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, Qt
 
-from nanogpt_viz.batching import BatchPlan
+from nanogpt_viz.data.batching import BatchPlan
 from nanogpt_viz.config import PlanConfig
 from nanogpt_viz.ui.stream_view import (BOUNDARY, DEFAULT_ZOOM, DRIFT, DROPPED_BG, DROPPED_HATCH, SCROLL_CAP,
                                        OverviewBar, StreamPanel, StreamView)
@@ -16,7 +16,7 @@ N, B = 16, 4
 
 def _table() -> list[str]:
     try:
-        from nanogpt_viz.tokenizer import display_table
+        from nanogpt_viz.data.tokenizer import display_table
         return display_table()
     except Exception:  # noqa: BLE001 - tokenizer files unavailable: a stand-in table
         return [f"t{i}" for i in range(50257)]

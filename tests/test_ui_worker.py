@@ -4,7 +4,7 @@ import threading
 import numpy as np
 
 from nanogpt_viz.config import MODEL_PRESETS, PlanConfig, TrainConfig
-from nanogpt_viz.trainer import Trainer
+from nanogpt_viz.engine.trainer import Trainer
 from nanogpt_viz.ui.worker import TrainController
 
 TINY = MODEL_PRESETS["tiny"].with_(vocab_size=256, n_embd=32, block_size=16)

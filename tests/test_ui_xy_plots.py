@@ -13,7 +13,7 @@ pytest.importorskip("pyqtgraph")
 from PySide6.QtCore import QPoint  # noqa: E402
 from PySide6.QtGui import QImage  # noqa: E402
 
-from nanogpt_viz.batching import BatchPlan  # noqa: E402
+from nanogpt_viz.data.batching import BatchPlan  # noqa: E402
 from nanogpt_viz.config import PlanConfig  # noqa: E402
 from nanogpt_viz.ui.plots import (LossPlot, PlotCoalescer, PositionLossPlot, RingSeries,  # noqa: E402
                                   TokenLossHeatmap)

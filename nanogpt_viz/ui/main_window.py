@@ -25,7 +25,7 @@ from nanogpt_viz.ui.session import Session
 from nanogpt_viz.ui.stream_view import StreamPanel
 from nanogpt_viz.ui.worker import CorpusLoader, FunctionRunner, TrainController
 from nanogpt_viz.ui.xy_panel import XYPanel
-from nanogpt_viz.runlog import format_eta
+from nanogpt_viz.run.record import format_eta
 from nanogpt_viz.viewmodel import step_summary
 
 ORG, APP = "nanogpt-viz", "nanogpt-viz"
@@ -62,11 +62,11 @@ class MainWindow(QMainWindow):
         self._t_start = 0.0
         self._closing = False
         self.monitor = None  # RunMonitor of a torchrun (multi-GPU) run or an attached run directory
-        from nanogpt_viz.tokenizer import display_table
+        from nanogpt_viz.data.tokenizer import display_table
 
         self.display_table = display_table()
         if device_name is None:
-            from nanogpt_viz.trainer import detect_device
+            from nanogpt_viz.engine.trainer import detect_device
 
             device_name = detect_device("auto")[1]
         self.device_name = device_name
@@ -494,7 +494,7 @@ class MainWindow(QMainWindow):
 
     # ---- training ----------------------------------------------------------------------------
     def build_trainer(self, preset: str, mc, tc):
-        from nanogpt_viz.trainer import Trainer
+        from nanogpt_viz.engine.trainer import Trainer
 
         s = self.session
         corpus = s.corpus
@@ -522,7 +522,7 @@ class MainWindow(QMainWindow):
             self.session.set_plan_config(pc)
 
     def _distributed_args(self, preset: str, mc, tc, out_dir: Path, resume: bool) -> list[str]:
-        from nanogpt_viz.launch import train_args
+        from nanogpt_viz.run.launch import train_args
 
         s = self.session
         source = self.corpus_path or str(s.corpus.path)
@@ -532,7 +532,7 @@ class MainWindow(QMainWindow):
     def _run_configs(self, mc, tc):
         """One block size unless the panel sets the model's context apart; 'auto' validation resolved."""
         from nanogpt_viz.config import PLAN_PRESETS
-        from nanogpt_viz.evaluation import window_protocol
+        from nanogpt_viz.data.evaluation import window_protocol
 
         pc = self.session.plan_config
         mc = mc.with_(block_size=self.train_panel.context.value() or pc.block_size)
@@ -550,7 +550,7 @@ class MainWindow(QMainWindow):
         if not tp.distributed() or self.session.corpus is None:
             tp.set_command([])
             return
-        from nanogpt_viz.launch import shell_line, torchrun_command
+        from nanogpt_viz.run.launch import shell_line, torchrun_command
 
         try:
             lr = float(tp.lr.text())
@@ -593,7 +593,7 @@ class MainWindow(QMainWindow):
 
     def start_distributed(self, preset: str, mc, tc) -> None:
         """More than one GPU: run torchrun in its own process group and follow its run directory."""
-        from nanogpt_viz.launch import RunProcess, torchrun_command
+        from nanogpt_viz.run.launch import RunProcess, torchrun_command
         from nanogpt_viz.ui.run_monitor import RunMonitor
 
         if self.session.plan_config.world_size != self._world():
@@ -622,7 +622,7 @@ class MainWindow(QMainWindow):
             self.attach_run(path)
 
     def attach_run(self, path: str) -> None:
-        from nanogpt_viz.runlog import read_status
+        from nanogpt_viz.run.record import read_status
         from nanogpt_viz.ui.run_monitor import RunMonitor
 
         run = Path(path)
@@ -836,7 +836,7 @@ class MainWindow(QMainWindow):
             self.load_checkpoint(path)
 
     def load_checkpoint(self, path: str) -> None:
-        from nanogpt_viz.checkpoint import load_checkpoint
+        from nanogpt_viz.engine.checkpoint import load_checkpoint
 
         if self.trainer_ctl.is_running():
             self.error("Training in progress", "Stop the current run before loading a checkpoint.")
@@ -877,7 +877,7 @@ class MainWindow(QMainWindow):
 
     def open_nanogpt_run(self, path: str, resumed_at: int | None = None) -> None:
         """Replay the batches the nanoGPT run of `path` drew over the open corpus (its data folder)."""
-        from nanogpt_viz.checkpoint import load_checkpoint
+        from nanogpt_viz.engine.checkpoint import load_checkpoint
 
         if self.trainer_ctl.is_running():
             self.error("Training in progress", "Stop the current run before opening a nanoGPT run.")
@@ -891,7 +891,7 @@ class MainWindow(QMainWindow):
         W = self.plan_panel.config().world_size
 
         def work():
-            from nanogpt_viz.nanogpt_replay import NanoGPTReplay, RunDraws, plan_settings
+            from nanogpt_viz.data.nanogpt_replay import NanoGPTReplay, RunDraws, plan_settings
 
             ckpt = load_checkpoint(path)
             settings = plan_settings(ckpt, W)
@@ -959,9 +959,9 @@ class MainWindow(QMainWindow):
     def _sample_from(self, model_args: dict, state: dict, prompt: str) -> None:
         def work() -> str:
             from nanogpt_viz.config import ModelConfig
-            from nanogpt_viz.model import GPT
-            from nanogpt_viz.tokenizer import decode, encode
-            from nanogpt_viz.trainer import sample_text
+            from nanogpt_viz.engine.model import GPT
+            from nanogpt_viz.data.tokenizer import decode, encode
+            from nanogpt_viz.engine.trainer import sample_text
 
             model = GPT(ModelConfig.from_dict(model_args))
             model.load_state_dict(state)

@@ -293,7 +293,7 @@ class TrainPanel(QGroupBox):
         self.lr = QLineEdit("1e-3")
         self.lr.setToolTip("Peak learning rate (warmup then cosine decay to lr/10)")
         self.eval_interval = _spin(0, 1_000_000, 50, "Evaluate on the val split every this many steps (0: never)")
-        from nanogpt_viz.evaluation import EVAL_PROTOCOL_LABELS
+        from nanogpt_viz.data.evaluation import EVAL_PROTOCOL_LABELS
 
         self.eval_protocol = QComboBox()
         self.eval_protocol.addItem("auto: as the plan's code (whole split for teaching plans)", "auto")
@@ -408,7 +408,7 @@ class TrainPanel(QGroupBox):
         self._update_distributed_rows()
 
     def hosts_list(self) -> list[str]:
-        from nanogpt_viz.launch import parse_hosts
+        from nanogpt_viz.run.launch import parse_hosts
 
         try:
             return parse_hosts(self.hosts.text())

@@ -19,7 +19,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QObject, QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from nanogpt_viz.runlog import atomic_write_text
+from nanogpt_viz.run.record import atomic_write_text
 from nanogpt_viz.ui import palette
 
 __all__ = ["RingSeries", "LossPlot", "TokenLossHeatmap", "PositionLossPlot", "PlotCoalescer",

@@ -11,9 +11,9 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from nanogpt_viz.cli import STOP_REQUEST
-from nanogpt_viz.launch import RunProcess
-from nanogpt_viz.runlog import read_metrics, read_status
+from nanogpt_viz.run.record import STOP_REQUEST
+from nanogpt_viz.run.launch import RunProcess
+from nanogpt_viz.run.record import read_metrics, read_status
 
 FINAL_STATES = ("finished", "stopped", "nonfinite", "oom", "error")
 

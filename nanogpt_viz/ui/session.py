@@ -9,7 +9,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-from nanogpt_viz.batching import BatchPlan, PlanError, plan_for
+from nanogpt_viz.data.batching import BatchPlan, PlanError, plan_for
 from nanogpt_viz.config import PlanConfig
 from nanogpt_viz.viewmodel import StreamModel
 

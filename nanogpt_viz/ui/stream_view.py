@@ -36,7 +36,7 @@ from PySide6.QtGui import (QBrush, QColor, QFont, QFontDatabase, QFontMetricsF, 
 from PySide6.QtWidgets import (QAbstractScrollArea, QHBoxLayout, QLabel, QSizePolicy, QToolButton,
                                QToolTip, QVBoxLayout, QWidget)
 
-from nanogpt_viz.batching import PlanError
+from nanogpt_viz.data.batching import PlanError
 from nanogpt_viz.ui import palette
 from nanogpt_viz.viewmodel import (ShardMarks, StreamModel, StreamSlice, drift_banner, dropped_tail_note,
                                    loss_at_targets)
@@ -832,7 +832,7 @@ class StreamView(QAbstractScrollArea):
         tid = int(np.asarray(self._model.tokens[position:position + 1])[0])
         lines = [f"position {position:,}", f"token id {tid}", f"text {self._display(tid)!r}"]
         try:
-            from nanogpt_viz import tokenizer as _tok
+            from nanogpt_viz.data import tokenizer as _tok
             lines.append("bytes " + _tok.token_bytes(tid).hex(" "))
         except Exception:  # noqa: BLE001 - tokenizer missing or id outside GPT-2's vocabulary
             pass

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal, Slot
 
-from nanogpt_viz.trainer import (CheckpointSaved, EvalReport, ModelSnapshot, RunEnd, RunInfo, StepReport,
+from nanogpt_viz.engine.trainer import (CheckpointSaved, EvalReport, ModelSnapshot, RunEnd, RunInfo, StepReport,
                                  TrainControl, Trainer)
 
 
@@ -194,8 +194,8 @@ class CorpusLoader(QObject):
         self._path = path or ""
 
         def items():
-            from nanogpt_viz.corpus import Cancelled, CorpusError, default_corpus, open_corpus
-            from nanogpt_viz.tokenizer import TokenizerError
+            from nanogpt_viz.data.corpus import Cancelled, CorpusError, default_corpus, open_corpus
+            from nanogpt_viz.data.tokenizer import TokenizerError
 
             try:
                 if path is None:

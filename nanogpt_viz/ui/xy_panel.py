@@ -688,7 +688,7 @@ class XYPanel(QWidget):
         if self._table is None:
             return ""
         try:
-            from nanogpt_viz.tokenizer import token_bytes
+            from nanogpt_viz.data.tokenizer import token_bytes
 
             return token_bytes(tid).hex(" ")
         except Exception:

@@ -18,7 +18,7 @@ Token ids are checked against the vocabulary on open only in a bounded sample (t
 first and last ``OPEN_VALIDATE_TOKENS // 2`` tokens of each split);
 ``TokenCorpus.validate(max_tokens=None)`` scans everything.
 
-Pure module: numpy + tiktoken (via ``nanogpt_viz.tokenizer``) only.
+Pure module: numpy + tiktoken (via ``nanogpt_viz.data.tokenizer``) only.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from . import tokenizer as _tok
+from nanogpt_viz.data import tokenizer as _tok
 
 __all__ = [
     "CorpusError", "Cancelled", "TokenArray", "TokenCorpus", "open_corpus", "tokenize_text_file",

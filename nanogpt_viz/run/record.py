@@ -12,6 +12,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+# the run directory's files
+CKPT_FILE = "ckpt.pt"
+METRICS_FILE = "metrics.jsonl"
+STATUS_FILE = "status.json"
+STOP_REQUEST = "stop-request"  # created in a run directory to stop its training processes
+
 
 def atomic_write_text(path: Path, text: str) -> None:
     path = Path(path)
@@ -38,8 +44,8 @@ class RunLog:
     def __init__(self, run_dir: str | os.PathLike):
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.metrics_path = self.dir / "metrics.jsonl"
-        self.status_path = self.dir / "status.json"
+        self.metrics_path = self.dir / METRICS_FILE
+        self.status_path = self.dir / STATUS_FILE
         self._metrics = open(self.metrics_path, "a", encoding="utf-8")
 
     def metric(self, record: dict[str, Any]) -> None:

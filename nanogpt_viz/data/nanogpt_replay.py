@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from nanogpt_viz.mt19937 import _N, advance, bitgen, get_state, seed_key
+from nanogpt_viz.data.mt19937 import _N, advance, bitgen, get_state, seed_key
 
 __all__ = ["NanoGPTReplay", "RunDraws", "plan_settings", "model_init_draws", "replay_from_files",
            "torch_state_to_mt", "installed_randint_64bit_from", "BASE_SEED"]
@@ -463,7 +463,7 @@ def replay_from_files(ckpt_path: str | os.PathLike, *, train_bin: str | os.PathL
 
     The checkpoint is opened with the project's weights-only loader.
     """
-    from .checkpoint import load_checkpoint  # raises CheckpointError (a ValueError)
+    from nanogpt_viz.engine.checkpoint import load_checkpoint  # raises CheckpointError (a ValueError)
 
     ckpt = load_checkpoint(ckpt_path)
     lengths = []

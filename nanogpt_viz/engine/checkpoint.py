@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from .config import ModelConfig
+from nanogpt_viz.config import ModelConfig
 
 FORMAT_VERSION = 1
 EXTRA_KEY = "nanogpt_viz"
@@ -341,7 +341,7 @@ def model_from_checkpoint(ckpt: Checkpoint | str | os.PathLike):
 
     Accepts a Checkpoint or a path. Move it with .to(device); call .eval() to sample.
     """
-    from .model import GPT  # keep `import checkpoint` cheap for callers that only inspect files
+    from nanogpt_viz.engine.model import GPT  # keep `import checkpoint` cheap for callers that only inspect files
 
     if not isinstance(ckpt, Checkpoint):
         ckpt = load_checkpoint(ckpt)

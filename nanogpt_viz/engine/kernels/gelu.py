@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .fused_loss import triton
+from nanogpt_viz.engine.kernels import triton
 
 if triton is not None:
     import triton.language as tl

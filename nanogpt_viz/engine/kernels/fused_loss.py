@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import torch
 
-try:  # Triton comes with the CUDA builds of torch; the CPU build has none
-    import triton
+from nanogpt_viz.engine.kernels import triton
+
+if triton is not None:
     import triton.language as tl
-except ImportError:  # pragma: no cover - depends on the torch build
-    triton = None
 
 ROW_BLOCK = 2048  # columns a program handles per loop iteration (fastest of 2048..8192 on an H200)
 ROW_WARPS = 8

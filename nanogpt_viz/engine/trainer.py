@@ -26,10 +26,10 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from nanogpt_viz import fused_loss
-from nanogpt_viz.batching import BatchPlan, gather_rows, plan_for
+from nanogpt_viz.engine.kernels import fused_loss
+from nanogpt_viz.data.batching import BatchPlan, gather_rows, plan_for
 from nanogpt_viz.config import ModelConfig, PlanConfig, TrainConfig
-from nanogpt_viz.evaluation import (WHOLE_MAX_TARGETS, WHOLE_MAX_TARGETS_CPU, EvalPlan, EvalResult, eval_plan,
+from nanogpt_viz.data.evaluation import (WHOLE_MAX_TARGETS, WHOLE_MAX_TARGETS_CPU, EvalPlan, EvalResult, eval_plan,
                                     resolve_protocol)
 
 # Dense bf16 ceilings used for MFU. H100/H200: the measured matmul ceiling on this project's H200
@@ -278,8 +278,8 @@ class Trainer:
 
     # ---- set-up ---------------------------------------------------------------------------
     def _setup(self) -> None:
-        from nanogpt_viz import checkpoint as ckpt_mod
-        from nanogpt_viz.model import GPT
+        from nanogpt_viz.engine import checkpoint as ckpt_mod
+        from nanogpt_viz.engine.model import GPT
 
         tc, mc = self.train_config, self.model_config
         problems = tc.problems() + mc.problems()
@@ -397,7 +397,7 @@ class Trainer:
         self.local_ranks = (tuple(range(pc.world_size)) if self.dist.world_size == 1 else (self.dist.rank,))
         self.n_micro = pc.grad_accum * len(self.local_ranks)
         self.peak_flops = peak_flops_for(self.device, self.device_name)
-        from nanogpt_viz.model import flops_per_token
+        from nanogpt_viz.engine.model import flops_per_token
 
         self.flops_per_token = flops_per_token(mc, self.raw_model.get_num_params())
         pin = self.device == "cuda"
@@ -732,7 +732,7 @@ class Trainer:
     # ---- checkpoints ------------------------------------------------------------------------
     def save_checkpoint(self) -> str | None:
         """Write `out_dir/ckpt.pt` (rank 0 only): nanoGPT's keys plus what exact resume needs."""
-        from nanogpt_viz.checkpoint import save_checkpoint
+        from nanogpt_viz.engine.checkpoint import save_checkpoint
 
         if self.out_dir is None or not self.dist.is_master:
             return None

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from nanogpt_viz.cli import STOP_REQUEST
+from nanogpt_viz.run.record import STOP_REQUEST
 from nanogpt_viz.config import MODEL_PRESETS, ModelConfig, PlanConfig, TrainConfig
 
 # Never let a launched job turn on NVLink multicast (it can take a shared host's GPUs down).

@@ -40,7 +40,7 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from nanogpt_viz.config import LOADER_MODES, PlanConfig
-from nanogpt_viz.mt19937 import mt19937, skip
+from nanogpt_viz.data.mt19937 import mt19937, skip
 
 
 class PlanError(ValueError):

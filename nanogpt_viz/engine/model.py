@@ -19,9 +19,9 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from .config import MODEL_PRESETS, ModelConfig
-from .fused_loss import linear_cross_entropy
-from .gelu import gelu as gelu_op
+from nanogpt_viz.config import MODEL_PRESETS, ModelConfig
+from nanogpt_viz.engine.kernels.fused_loss import linear_cross_entropy
+from nanogpt_viz.engine.kernels.gelu import gelu as gelu_op
 
 _CONFIG_FIELDS = tuple(f.name for f in fields(ModelConfig))
 

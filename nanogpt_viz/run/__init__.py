@@ -1,0 +1,1 @@
+"""The run record: a run directory's files, the per-token loss history, torchrun launch (no Qt)."""
