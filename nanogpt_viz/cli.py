@@ -24,7 +24,7 @@ from nanogpt_viz.config import (DEFAULT_SEED, DEVICES, DTYPES, EVAL_PROTOCOLS, M
                                 SAMPLING_HELP, SAMPLING_MODES, ModelConfig, PlanConfig, TrainConfig)
 from nanogpt_viz.run.record import STOP_REQUEST  # the run directory's protocol
 
-SUBCOMMANDS = ("gui", "prepare", "plan", "train", "sample")
+SUBCOMMANDS = ("gui", "prepare", "plan", "train", "sample", "topk")
 EXIT_USAGE = 2
 
 
@@ -168,10 +168,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("dir", help="a run directory holding ckpt.pt (or the .pt file itself)")
     s.add_argument("--prompt", default="\n")
     s.add_argument("--tokens", type=_positive("tokens"), default=200)
-    s.add_argument("--temperature", type=float, default=0.8)
+    s.add_argument("--temperature", type=_number("temperature", strict=True), default=0.8)
     s.add_argument("--top-k", type=_positive("top k"), default=200)
-    s.add_argument("--seed", type=_nonneg("seed"), default=None)
+    s.add_argument("--seed", type=_seed, default=None)
     s.add_argument("--device", choices=DEVICES, default="auto")
+    k = sub.add_parser("topk", help="the model's top next-token predictions at one position of a corpus")
+    k.add_argument("dir", help="a run directory holding ckpt.pt (or the .pt file itself)")
+    k.add_argument("--corpus", required=True, help="the corpus the position refers to")
+    k.add_argument("--offset", type=_nonneg("offset"), required=True,
+                   help="the position p (0-based, in the split's stream); the target is t[p+1]")
+    k.add_argument("--split", choices=("train", "val"), default="train")
+    k.add_argument("--context-start", type=_nonneg("context start"), default=None,
+                   help="first token of the context (default: the longest the model allows, p - block_size + 1; "
+                        "give a row's start to see exactly what training saw)")
+    k.add_argument("-k", "--top", type=_positive("top"), default=10)
+    k.add_argument("--device", choices=DEVICES, default="auto")
+    k.add_argument("--json", action="store_true")
     return ap
 
 
@@ -588,6 +600,35 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_topk(args: argparse.Namespace) -> int:
+    from nanogpt_viz.data.tokenizer import decode, display_text as display_token
+    from nanogpt_viz.engine.checkpoint import model_from_checkpoint
+    from nanogpt_viz.engine.topk import top_k_at
+    from nanogpt_viz.engine.trainer import detect_device
+
+    corpus = _open(args.corpus)
+    tokens = corpus.split(args.split)
+    model = model_from_checkpoint(args.dir)
+    device, _ = detect_device(args.device)
+    model.to(device)
+    try:
+        res = top_k_at(model, tokens, args.offset, k=args.top, context_start=args.context_start)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        print(json.dumps(res.to_dict(decode)))
+        return 0
+    ctx = tokens[max(res.context_start, res.position - 12):res.position + 1]
+    print(f"t[{res.position:,}] after …{''.join(display_token(int(i)) for i in ctx)} "
+          f"(context t[{res.context_start:,}..{res.position:,}], {res.position - res.context_start + 1:,} tokens)")
+    print(f"target t[{res.position + 1:,}] = {display_token(res.target)!s}: rank {res.target_rank:,}, "
+          f"p = {res.target_prob:.4f}, loss = {res.target_loss:.4f} nats")
+    for n, (i, p) in enumerate(zip(res.ids, res.probs), 1):
+        mark = "  <- target" if int(i) == res.target else ""
+        print(f"{n:>3}. {p:8.4f}  {display_token(int(i))}{mark}")
+    return 0
+
+
 def cmd_gui(args: argparse.Namespace) -> int:
     if (sys.platform.startswith("linux") and not os.environ.get("QT_QPA_PLATFORM")
             and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")):
@@ -633,7 +674,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"nanogpt-viz {__version__}")
         return 0
     args = build_parser().parse_args(argv)
-    handlers = {"gui": cmd_gui, "prepare": cmd_prepare, "plan": cmd_plan, "train": cmd_train, "sample": cmd_sample}
+    handlers = {"gui": cmd_gui, "prepare": cmd_prepare, "plan": cmd_plan, "train": cmd_train, "sample": cmd_sample,
+                "topk": cmd_topk}
     try:
         return handlers[args.command](args)
     except _known_errors() as exc:
