@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-compile", dest="compile", action="store_false")
     t.add_argument("--no-per-token", dest="per_token", action="store_false", default=True,
                    help="skip the per-token loss readout")
+    t.add_argument("--no-divide-by-k", dest="divide_by_k", action="store_false", default=True,
+                   help="EXPERIMENT, the classic accumulation bug: sum the K micro-batch losses without dividing "
+                        "by K, so every gradient is K times too large (grad_norm shows it; clipping hides it)")
     t.add_argument("--global-grad-accum", type=_positive("global gradient accumulation"), default=None,
                    help="nanoGPT's gradient_accumulation_steps (summed over ranks); converted to K = value / W")
     t.add_argument("--out", default="out", help="run directory for ckpt.pt, metrics.jsonl, status.json")
@@ -410,7 +413,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                      eval_interval=args.eval_interval, eval_batches=args.eval_batches or 0,
                      eval_protocol=args.eval_protocol or default_protocol(args.sampling), device=args.device,
                      dtype=args.dtype, compile=args.compile, seed=DEFAULT_SEED if args.seed is None else args.seed, per_token=args.per_token,
-                     checkpoint_interval=args.checkpoint_interval, residual_dtype=args.residual_dtype)
+                     checkpoint_interval=args.checkpoint_interval, residual_dtype=args.residual_dtype,
+                     divide_by_k=args.divide_by_k)
     for problems in (pc.problems(), mc.problems(), tc.problems()):
         if problems:
             raise CliError("; ".join(problems))

@@ -187,6 +187,9 @@ class TrainConfig(_Record):
     per_token: bool = True  # copy the (B, N) per-token loss off the device each step
     checkpoint_interval: int = 0  # 0: only at the end / on stop
     residual_dtype: str = "float32"  # one of RESIDUAL_DTYPES
+    # The experiment of the classic accumulation bug: False sums the K micro-batch losses without dividing
+    # by K, so every gradient is K times too large (and clipping, if on, fires every step)
+    divide_by_k: bool = True
 
     def problems(self) -> list[str]:
         out = []

@@ -254,3 +254,26 @@ def test_allocator_tuning_is_applied_once_and_training_still_matches():
     pc = PlanConfig(block_size=16, batch_size=2)
     reports, end = run(Trainer(tokens(), None, pc, TINY, TrainConfig(steps=3, eval_interval=0)))
     assert end.reason == "finished" and len(reports) == 3
+
+
+def test_forgetting_to_divide_by_k_makes_the_gradient_k_times_larger(tmp_path):
+    """The divide_by_k experiment: the same weights and batch, the gradient norm before clipping is K times
+    the correct one (grad_norm is clip_grad_norm_'s return, taken before the clip)."""
+    import numpy as np
+
+    from nanogpt_viz.config import MODEL_PRESETS, PlanConfig, TrainConfig
+    from nanogpt_viz.engine.trainer import StepReport, Trainer
+
+    tokens = np.random.default_rng(0).integers(0, 50257, 4000)
+    K = 4
+    pc = PlanConfig(block_size=16, batch_size=2, grad_accum=K)
+    norms = {}
+    for divide in (True, False):
+        tc = TrainConfig(steps=1, eval_interval=0, device="cpu", seed=3, warmup_steps=0, grad_clip=1.0,
+                         divide_by_k=divide)
+        reps = [e for e in Trainer(tokens, None, pc, MODEL_PRESETS["tiny"].with_(block_size=16), tc).run()
+                if isinstance(e, StepReport)]
+        norms[divide] = reps[0].grad_norm
+        assert np.isfinite(reps[0].loss)
+    assert norms[False] == pytest.approx(K * norms[True], rel=1e-4)
+    assert norms[True] > 1.0  # so with grad_clip=1.0 the clip was active in both runs

@@ -584,8 +584,9 @@ class Trainer:
             with sync_ctx:
                 with self.autocast:
                     _, loss, per_token = self.model(x, y, return_logits=False)  # per_token: (B, N) float32
-                # mean over K micro-batches (and W simulated ranks): same gradient as one big batch
-                scaled = loss / self.n_micro
+                # mean over K micro-batches (and W simulated ranks): same gradient as one big batch;
+                # the divide_by_k experiment leaves out the K (DDP still averages the ranks)
+                scaled = loss / (self.n_micro if tc.divide_by_k else len(self.local_ranks))
                 if self.scaler is not None:
                     self.scaler.scale(scaled).backward()
                 else:
