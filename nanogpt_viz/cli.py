@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start-step", type=_nonneg("start step"), default=0)
     p.add_argument("--steps", type=_positive("steps"), default=1)
     p.add_argument("--tokens", action="store_true", help="include the x and y token ids of each row")
+    p.add_argument("--documents", action="store_true",
+                   help="count, per step, the rows that read across an <|endoftext|> document boundary and the "
+                        "targets that follow one (the first token of a document)")
     p.add_argument("--json", action="store_true", help="one JSON object per optimizer step")
 
     t = sub.add_parser("train", help="train GPT-2 on the plan's batches (headless)")
@@ -272,6 +275,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from nanogpt_viz.data.batching import gather_rows, plan_for
+    from nanogpt_viz.data.documents import step_documents
 
     corpus = _open(args.corpus, args.val_fraction)
     tokens = corpus.split(args.split)
@@ -316,12 +320,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
                     rec["y"] = xy[i, 1:].tolist()
                 recs.append(rec)
             rec_step: dict[str, Any] = {"step": step, "epoch": epoch, "rows": recs}
+            if args.documents:
+                rec_step["documents"] = step_documents(tokens, plan, step).to_dict()
             if draws is not None:  # nanoGPT's estimate_loss at this iteration (rank 0), before micro-step 1
                 ev = {split: draws.eval_starts(step, split) for split in ("train", "val")}
                 if ev["train"] is not None:
                     rec_step["eval"] = {k: v.tolist() for k, v in ev.items()}
             out.write(json.dumps(rec_step) + "\n")
         else:
+            if args.documents:
+                d = step_documents(tokens, plan, step)
+                out.write(f"# step {step}: {d.rows_across} of {d.rows} rows read across a document boundary; "
+                          f"{d.targets_after_eot} of {d.targets:,} targets follow <|endoftext|>\n")
             for r in rows:
                 x = f"[{r.start:,}, {r.start + plan.N:,})"
                 y = f"[{r.start + 1:,}, {r.start + plan.N + 1:,})"
