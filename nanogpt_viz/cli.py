@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from nanogpt_viz.config import (DEFAULT_SEED, DEVICES, DTYPES, EVAL_PROTOCOLS, MODEL_PRESETS, RESIDUAL_DTYPES,
+from nanogpt_viz.config import (DEFAULT_SEED, DEVICES, SEED_MAX, DTYPES, EVAL_PROTOCOLS, MODEL_PRESETS, RESIDUAL_DTYPES,
                                 SAMPLING_HELP, SAMPLING_MODES, ModelConfig, PlanConfig, TrainConfig)
 from nanogpt_viz.run.record import STOP_REQUEST  # the run directory's protocol
 
@@ -56,6 +56,39 @@ _positive = _at_least(1)
 _nonneg = _at_least(0)
 
 
+def _number(name: str, *, minimum: float = 0.0, strict: bool = False):
+    """A finite float >= minimum (> minimum when strict): nan, inf and negatives are refused at parse time."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number (got {text!r})") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{name} must be a finite number (got {text!r})")
+        if value < minimum or (strict and value == minimum):
+            raise argparse.ArgumentTypeError(f"{name} must be {'>' if strict else '>='} {minimum:g} (got {text!r})")
+        return value
+    return parse
+
+
+def _seed(text: str) -> int:
+    """One range for seeds everywhere (config.SEED_MAX): llm.c's unsigned 32-bit seed."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seed must be a whole number (got {text!r})") from None
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"seed must be in 0..{SEED_MAX} (got {text})")
+    return value
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_bytes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -79,7 +112,7 @@ def _add_plan_options(p: argparse.ArgumentParser, *, required: bool) -> None:
     g.add_argument("--sampling", choices=SAMPLING_MODES, default="sequential",
                    help="; ".join(f"{k}: {v}" for k, v in SAMPLING_HELP.items()))
     g.add_argument("--stride", type=_positive("stride S"), default=1, help="row stride S for --sampling sliding")
-    g.add_argument("--seed", type=_nonneg("seed"), default=None,
+    g.add_argument("--seed", type=_seed, default=None,
                    help="sampling seed (default: 42 for shuffled, llm.c's own order; 1337 otherwise, nanoGPT's)")
     g.add_argument("--split", choices=("train", "val"), default="train")
     g.add_argument("--val-fraction", type=_fraction, default=0.1,
@@ -101,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=_fraction, default=0.1,
                    help="fraction held out as val.bin (default 0.1); text is cut at character int(n*(1-F)) and "
                         "each part tokenized on its own, byte for byte as nanoGPT's data/shakespeare/prepare.py")
+    _add_undecodable(p)
 
     p = sub.add_parser("plan", help="print which tokens every row of every step reads")
     p.add_argument("corpus")
@@ -118,12 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="count, per step, the rows that read across an <|endoftext|> document boundary and the "
                         "targets that follow one (the first token of a document)")
     p.add_argument("--json", action="store_true", help="one JSON object per optimizer step")
+    _add_undecodable(p)
 
     t = sub.add_parser("train", help="train GPT-2 on the plan's batches (headless)")
     t.add_argument("corpus")
     _add_plan_options(t, required=False)
-    t.set_defaults(grad_accum=None)  # K: 1, or on --resume the checkpoint's
-    t.add_argument("--preset", choices=tuple(MODEL_PRESETS), default="tiny")
+    # None = not given: K 1 (or on --resume the checkpoint's), the others their defaults, and on --resume
+    # a value given that differs from the checkpoint's plan is refused (a resumed run keeps its plan)
+    t.set_defaults(grad_accum=None, sampling=None, stride=None, split=None)
+    t.add_argument("--preset", choices=tuple(MODEL_PRESETS), default=None,
+                   help="model size (default tiny; on --resume the checkpoint's model)")
     for name in ("n_layer", "n_head", "n_embd", "model_block_size", "vocab_size"):
         t.add_argument("--" + name.replace("_", "-"), type=_positive(name), default=None)
     t.add_argument("--dropout", type=_fraction, default=None)
@@ -132,12 +170,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="optimizer steps in all, numbered 0..steps-1 (a resumed run continues to the same total). "
                         "nanoGPT's max_iters=M runs M+1 steps (iterations 0..M; it stops once iter_num > "
                         "max_iters): --steps M+1 matches it")
-    t.add_argument("--lr", type=float, default=TrainConfig.learning_rate)
-    t.add_argument("--min-lr", type=float, default=TrainConfig.min_lr)
-    t.add_argument("--warmup-steps", type=_nonneg("warmup steps"), default=TrainConfig.warmup_steps)
-    t.add_argument("--lr-decay-steps", type=_positive("lr decay steps"), default=None)
-    t.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay)
-    t.add_argument("--grad-clip", type=float, default=TrainConfig.grad_clip)
+    # the recipe: None = not given (the default, or on --resume the checkpoint's: see _RECIPE_FLAGS)
+    t.add_argument("--lr", type=_number("lr", strict=True), default=None,
+                   help=f"peak learning rate (default {TrainConfig.learning_rate:g})")
+    t.add_argument("--min-lr", type=_number("min lr"), default=None,
+                   help=f"learning rate at the end of the cosine decay (default {TrainConfig.min_lr:g})")
+    t.add_argument("--warmup-steps", type=_nonneg("warmup steps"), default=None,
+                   help=f"linear warmup steps (default {TrainConfig.warmup_steps})")
+    t.add_argument("--lr-decay-steps", type=_positive("lr decay steps"), default=None,
+                   help="the step the cosine decay reaches min-lr (default: --steps of the run that started "
+                        "it; a resumed run keeps its checkpoint's schedule, --steps then only moves the end)")
+    t.add_argument("--weight-decay", type=_number("weight decay"), default=None,
+                   help=f"AdamW weight decay (default {TrainConfig.weight_decay:g})")
+    t.add_argument("--grad-clip", type=_number("grad clip"), default=None,
+                   help=f"clip the gradient norm to this (default {TrainConfig.grad_clip:g}; 0 turns it off)")
     t.add_argument("--eval-interval", type=_nonneg("eval interval"), default=TrainConfig.eval_interval)
     t.add_argument("--eval-protocol", choices=EVAL_PROTOCOLS, default=None,
                    help="how the val loss is measured (default: follows --sampling): nanogpt = nanoGPT's "
@@ -169,14 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue from OUT/ckpt.pt (ours or nanoGPT's) to --steps; N, B, K and the model come "
                         "from the checkpoint unless given")
     t.add_argument("--json", action="store_true", help="one JSON object per step on stdout")
+    _add_undecodable(t)
 
     s = sub.add_parser("sample", help="generate text from a checkpoint")
     s.add_argument("dir", help="a run directory holding ckpt.pt (or the .pt file itself)")
     s.add_argument("--prompt", default="\n")
     s.add_argument("--tokens", type=_positive("tokens"), default=200)
-    s.add_argument("--temperature", type=float, default=0.8)
+    s.add_argument("--temperature", type=_number("temperature", strict=True), default=0.8)
     s.add_argument("--top-k", type=_positive("top k"), default=200)
-    s.add_argument("--seed", type=_nonneg("seed"), default=None)
+    s.add_argument("--seed", type=_seed, default=None)
     s.add_argument("--device", choices=DEVICES, default="auto")
     k = sub.add_parser("topk", help="the model's top next-token predictions at one position of a corpus")
     k.add_argument("dir", help="a run directory holding ckpt.pt (or the .pt file itself)")
@@ -211,12 +258,24 @@ def _progress_printer(label: str):
     return progress
 
 
-def _open(path: str, val_fraction: float = 0.1):
-    from nanogpt_viz.data.corpus import open_corpus
+def _open(path: str, val_fraction: float = 0.1, accept_undecodable: bool = False):
+    from nanogpt_viz.data.corpus import open_corpus, path_problem
 
-    if not os.path.exists(path):
-        raise CliError(f"{path}: no such file or directory")
-    return open_corpus(path, val_fraction=val_fraction, progress=_progress_printer("tokenizing"))
+    problem = path_problem(path)  # a symlink loop, a FIFO, a /proc file: named for what it is
+    if problem:
+        raise CliError(problem)
+    corpus = open_corpus(path, val_fraction=val_fraction, progress=_progress_printer("tokenizing"),
+                         accept_undecodable=accept_undecodable)
+    if corpus.undecodable_bytes:  # on every open, cached or not
+        sys.stderr.write(f"note: {corpus.path}: {corpus.undecodable_bytes:,} of {corpus.source_bytes:,} bytes "
+                         f"({100 * corpus.undecodable_bytes / max(corpus.source_bytes, 1):.2g}%) are not UTF-8 and "
+                         f"were read as U+FFFD\n")
+    return corpus
+
+
+def _add_undecodable(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--accept-undecodable", action="store_true",
+                   help="use a text file even when more than 2%% of its bytes are not UTF-8 (they become U+FFFD)")
 
 
 def _plan_config(args: argparse.Namespace, world_size: int | None = None) -> PlanConfig:
@@ -257,7 +316,7 @@ def _nanogpt_draws(args: argparse.Namespace, corpus: Any) -> Any:
 def cmd_prepare(args: argparse.Namespace) -> int:
     from nanogpt_viz.data.corpus import write_nanogpt_bin
 
-    corpus = _open(args.corpus, args.val_fraction)
+    corpus = _open(args.corpus, args.val_fraction, args.accept_undecodable)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     train = corpus.split("train")
@@ -277,7 +336,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from nanogpt_viz.data.batching import gather_rows, plan_for
     from nanogpt_viz.data.documents import step_documents
 
-    corpus = _open(args.corpus, args.val_fraction)
+    corpus = _open(args.corpus, args.val_fraction, args.accept_undecodable)
     tokens = corpus.split(args.split)
     draws = None
     if args.from_nanogpt is not None:
@@ -369,6 +428,40 @@ def _resume_settings(args: argparse.Namespace, world: int):
     ckpt = load_checkpoint(path)
     plan = ckpt.extra.get("plan") if isinstance(ckpt.extra.get("plan"), dict) else {}
     config = ckpt.config
+    # The weights fix the model: a model flag that asks for another one is a conflict, not a wish.
+    model = ckpt.model_args
+    saved_preset = ckpt.extra.get("model_preset")
+    if args.preset is not None:
+        want = MODEL_PRESETS[args.preset].with_(block_size=model["block_size"]).to_dict()
+        differs = [k for k in ("n_layer", "n_head", "n_embd", "vocab_size", "bias", "dropout") if want[k] != model[k]]
+        if differs:
+            shape = ", ".join(f"{k}={model[k]}" for k in ("n_layer", "n_head", "n_embd"))
+            raise CliError(f"--preset {args.preset} conflicts with the checkpoint's model "
+                           f"({saved_preset + ': ' if isinstance(saved_preset, str) else ''}{shape}) in {path}; "
+                           f"a resumed run keeps its model: leave --preset out (or train a new run in another "
+                           f"--out directory)")
+    for flag, key in (("--n-layer", "n_layer"), ("--n-head", "n_head"), ("--n-embd", "n_embd"),
+                      ("--model-block-size", "block_size"), ("--vocab-size", "vocab_size"),
+                      ("--dropout", "dropout")):
+        given = getattr(args, key if key != "block_size" else "model_block_size")
+        if given is not None and given != model[key]:
+            raise CliError(f"{flag} {given} differs from the checkpoint's {key}={model[key]} in {path}; "
+                           f"a resumed run keeps its model: leave {flag} out")
+    if args.bias is not None and (args.bias == "true") != bool(model["bias"]):
+        raise CliError(f"--bias {args.bias} differs from the checkpoint's bias={str(model['bias']).lower()} in "
+                       f"{path}; a resumed run keeps its model: leave --bias out")
+    if plan:  # ours: the plan is part of the run (the batches it reads next)
+        for flag, key in (("-N", "block_size"), ("-B", "batch_size"), ("-K", "grad_accum"), ("-W", "world_size"),
+                          ("--sampling", "sampling"), ("--stride", "stride"), ("--seed", "seed"),
+                          ("--split", "split")):
+            given = getattr(args, key)
+            if given is not None and key in plan and given != plan[key] and not (
+                    key == "stride" and plan.get("sampling") != "sliding"):
+                raise CliError(f"{flag} {given} differs from the checkpoint's {key}={plan[key]} in {path}; a resumed "
+                               f"run reads the batches its plan reads next: leave {flag} out")
+        for key in ("sampling", "stride", "seed", "split", "world_size"):
+            if getattr(args, key) is None and plan.get(key) is not None:
+                setattr(args, key, plan[key])
 
     def whole(*values):  # the first whole number >= 1
         return next((v for v in values if isinstance(v, int) and not isinstance(v, bool) and v >= 1), None)
@@ -393,6 +486,11 @@ def _resume_settings(args: argparse.Namespace, world: int):
     return ckpt
 
 
+# train flags of the optimisation recipe -> TrainConfig fields (a resumed run keeps the checkpoint's unless given)
+_RECIPE_FLAGS = (("lr", "learning_rate"), ("min_lr", "min_lr"), ("warmup_steps", "warmup_steps"),
+                 ("lr_decay_steps", "lr_decay_steps"), ("weight_decay", "weight_decay"), ("grad_clip", "grad_clip"))
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from nanogpt_viz.run.record import RunLog, format_eta
     from nanogpt_viz.data.evaluation import default_protocol
@@ -410,6 +508,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.grad_accum = args.global_grad_accum // world
     if args.grad_accum is None:
         args.grad_accum = 1
+    for key, default in (("sampling", "sequential"), ("stride", 1), ("split", "train")):
+        if getattr(args, key) is None:
+            setattr(args, key, default)
+    if args.preset is None:
+        args.preset = (resume_ckpt.extra.get("model_preset") if resume_ckpt is not None else None) or "tiny"
+        if args.preset not in MODEL_PRESETS:
+            args.preset = "tiny"
+    # the recipe flags given (None: not given); on --resume these win over the checkpoint's, with a note
+    recipe = {field: getattr(args, flag) for flag, field in _RECIPE_FLAGS if getattr(args, flag) is not None}
     mc = _model_config(args)
     if args.block_size is None:
         args.block_size = min(mc.block_size, 64)
@@ -418,9 +525,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.batch_size is None:
         args.batch_size = 4
     pc = _plan_config(args, world_size=world)
-    tc = TrainConfig(steps=args.steps, learning_rate=args.lr, min_lr=args.min_lr, warmup_steps=args.warmup_steps,
-                     lr_decay_steps=args.lr_decay_steps, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
-                     eval_interval=args.eval_interval, eval_batches=args.eval_batches or 0,
+    tc = TrainConfig(steps=args.steps, **recipe, eval_interval=args.eval_interval, eval_batches=args.eval_batches or 0,
                      eval_protocol=args.eval_protocol or default_protocol(args.sampling), device=args.device,
                      dtype=args.dtype, compile=args.compile, seed=DEFAULT_SEED if args.seed is None else args.seed, per_token=args.per_token,
                      checkpoint_interval=args.checkpoint_interval, residual_dtype=args.residual_dtype,
@@ -430,10 +535,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise CliError("; ".join(problems))
     if args.resume and not (Path(args.out) / "ckpt.pt").exists():
         raise CliError(f"cannot resume: {Path(args.out) / 'ckpt.pt'} does not exist")
-    corpus = _open(args.corpus, args.val_fraction) if dist_info.is_master else None
+    corpus = _open(args.corpus, args.val_fraction, args.accept_undecodable) if dist_info.is_master else None
     if corpus is None:  # other ranks: the master has built any cache; opening is then instant
         from nanogpt_viz.data.corpus import open_corpus
-        corpus = open_corpus(args.corpus, val_fraction=args.val_fraction)
+        corpus = open_corpus(args.corpus, val_fraction=args.val_fraction, accept_undecodable=args.accept_undecodable)
     train_tokens = corpus.split(args.split)
     val_tokens = corpus.split("val") if corpus.has_split("val") and args.split == "train" else None
 
@@ -479,6 +584,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     old_term = signal.signal(signal.SIGTERM, on_signal)
     trainer = Trainer(train_tokens, val_tokens, pc, mc, tc, out_dir=args.out, resume=args.resume,
                       control=control, dist=dist_info, model_preset=args.preset, resume_checkpoint=resume_ckpt,
+                      train_overrides=recipe,
                       corpus_info={"path": str(Path(args.corpus).resolve()), "name": corpus.name,
                                    "tokens": len(train_tokens), "vocab_size": corpus.vocab_size})
     log = RunLog(args.out) if dist_info.is_master else None
@@ -648,8 +754,12 @@ def cmd_gui(args: argparse.Namespace) -> int:
             and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")):
         raise CliError("no display to open the window on (DISPLAY is not set); run it on a desktop, or use the "
                        "subcommands: nanogpt-viz plan / train / prepare / sample")
-    if args.corpus is not None and not os.path.exists(args.corpus):
-        raise CliError(f"{args.corpus}: no such file or directory")
+    if args.corpus is not None:
+        from nanogpt_viz.data.corpus import path_problem
+
+        problem = path_problem(args.corpus)
+        if problem:
+            raise CliError(problem)
     try:
         from nanogpt_viz.ui.app import run_app
     except ImportError as exc:

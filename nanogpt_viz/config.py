@@ -29,10 +29,19 @@ SAMPLING_HELP = {
 # the seed each mode uses when none is given: llm.c seeds its shuffle with 42 + rank, nanoGPT 1337 + rank
 DEFAULT_SEEDS = {"shuffled": 42}
 DEFAULT_SEED = 1337
+# one range for every seed (plan, train, sample, window): llm.c's manual_seed takes an unsigned 32-bit
+# seed, torch.manual_seed at most 2**64-1; 0..2**32-1 is what all of them read the same way
+SEED_MAX = 2**32 - 1
 SPLITS = ("train", "val")
 
 GPT2_VOCAB_SIZE = 50257  # what the tokenizer emits
 GPT2_PADDED_VOCAB = 50304  # nanoGPT pads to a multiple of 64 for speed
+
+
+def _finite_number(value: Any) -> bool:
+    """A real, finite int or float (not bool, not NaN, not +-inf)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and value - value == 0)  # inf - inf and nan - nan are nan
 
 
 class _Record:
@@ -94,8 +103,9 @@ class PlanConfig(_Record):
             out.append(f"stride S must be a whole number >= 1 (got {self.stride!r})")
         if self.split not in SPLITS:
             out.append(f"split must be 'train' or 'val' (got {self.split!r})")
-        if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
-            out.append(f"seed must be a whole number >= 0 (got {self.seed!r})")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)
+                                      or not 0 <= self.seed <= SEED_MAX):
+            out.append(f"seed must be a whole number in 0..{SEED_MAX} (got {self.seed!r})")
         return out
 
 
@@ -195,10 +205,23 @@ class TrainConfig(_Record):
         out = []
         if not isinstance(self.steps, int) or self.steps < 1:
             out.append("steps must be a whole number >= 1")
-        if not self.learning_rate > 0:
+        # NaN compares false both ways: `not x >= 0` catches it, `x < 0` would not
+        for name, label, value in (("learning_rate", "learning rate", self.learning_rate),
+                                   ("min_lr", "min lr", self.min_lr), ("weight_decay", "weight decay", self.weight_decay),
+                                   ("grad_clip", "grad clip", self.grad_clip)):
+            if not _finite_number(value):
+                out.append(f"{label} must be a finite number (got {value!r})")
+        if _finite_number(self.learning_rate) and not self.learning_rate > 0:
             out.append("learning rate must be > 0")
-        if self.min_lr < 0:
+        if _finite_number(self.min_lr) and not self.min_lr >= 0:
             out.append("min lr must be >= 0")
+        if _finite_number(self.weight_decay) and not self.weight_decay >= 0:
+            out.append("weight decay must be >= 0")
+        for label, value in (("beta1", self.beta1), ("beta2", self.beta2)):
+            if not _finite_number(value) or not 0.0 <= value < 1.0:
+                out.append(f"{label} must be in [0, 1) (got {value!r})")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed <= SEED_MAX:
+            out.append(f"seed must be a whole number in 0..{SEED_MAX} (got {self.seed!r})")
         if self.warmup_steps < 0:
             out.append("warmup steps must be >= 0")
         if self.lr_decay_steps is not None and self.lr_decay_steps < 1:
@@ -213,8 +236,8 @@ class TrainConfig(_Record):
             out.append(f"device must be one of {', '.join(DEVICES)}")
         if self.dtype not in DTYPES:
             out.append(f"dtype must be one of {', '.join(DTYPES)}")
-        if self.grad_clip < 0:
-            out.append("grad clip must be >= 0")
+        if _finite_number(self.grad_clip) and not self.grad_clip >= 0:
+            out.append("grad clip must be >= 0 (0 turns clipping off)")
         if self.residual_dtype not in RESIDUAL_DTYPES:
             out.append(f"residual dtype must be one of {', '.join(RESIDUAL_DTYPES)}")
         elif self.residual_dtype == "bfloat16" and self.dtype not in ("auto", "bfloat16"):
@@ -224,7 +247,7 @@ class TrainConfig(_Record):
 
 
 __all__ = [
-    "SAMPLING_MODES", "LOADER_MODES", "SAMPLING_LABELS", "SAMPLING_HELP", "DEFAULT_SEEDS", "DEFAULT_SEED", "SPLITS", "GPT2_VOCAB_SIZE", "GPT2_PADDED_VOCAB",
+    "SAMPLING_MODES", "LOADER_MODES", "SAMPLING_LABELS", "SAMPLING_HELP", "DEFAULT_SEEDS", "DEFAULT_SEED", "SEED_MAX", "SPLITS", "GPT2_VOCAB_SIZE", "GPT2_PADDED_VOCAB",
     "PlanConfig", "PLAN_PRESETS", "ModelConfig", "MODEL_PRESETS", "DEVICES", "DTYPES", "RESIDUAL_DTYPES",
     "EVAL_PROTOCOLS", "TrainConfig",
 ]

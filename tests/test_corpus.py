@@ -347,8 +347,12 @@ def test_text_invalid_utf8_counted(tmp_path):
     raw = b"good \xff\xfe bytes \xe2\x82 cut euro \xe2\x82\xac end"
     p = tmp_path / "bad.txt"
     p.write_bytes(raw)
-    c = open_corpus(p, val_fraction=0)
-    assert any("replaced 4 invalid UTF-8 bytes" in n for n in c.notes)  # \xff, \xfe, \xe2\x82
+    with pytest.raises(C.UndecodableText) as info:  # 12% is more than a few percent: refused unless accepted
+        open_corpus(p, val_fraction=0)
+    assert (info.value.replaced, info.value.total) == (4, 33)
+    c = open_corpus(p, val_fraction=0, accept_undecodable=True)
+    assert any("4 of 33 bytes (12%) are not UTF-8" in n for n in c.notes)  # \xff, \xfe, \xe2\x82
+    assert (c.undecodable_bytes, c.source_bytes) == (4, 33)
     assert np.array_equal(c.train[:], T.encode(raw.decode("utf-8", errors="replace")))
     n, rep = C.tokenize_text_file(p, tmp_path / "out.bin", read_bytes=3, chunk_chars=2)
     assert rep == 4  # same count when the stream is cut inside multi-byte sequences

@@ -46,7 +46,7 @@ from nanogpt_viz.data import tokenizer as _tok
 __all__ = [
     "CorpusError", "Cancelled", "TokenArray", "TokenCorpus", "open_corpus", "tokenize_text_file",
     "default_corpus", "default_cache_dir", "write_nanogpt_bin", "write_llmc_shard", "write_npy_shard",
-    "FORMATS", "DEFAULT_CORPUS_NAME", "OPEN_VALIDATE_TOKENS",
+    "FORMATS", "DEFAULT_CORPUS_NAME", "OPEN_VALIDATE_TOKENS", "UndecodableText", "UNDECODABLE_MAX", "path_problem",
 ]
 
 FORMATS = ("text", "nanogpt-bin", "nanogpt-dir", "llmc", "llmc-dir", "npy", "npy-dir")
@@ -71,6 +71,74 @@ Cancel = Callable[[], bool]
 
 class CorpusError(ValueError):
     """A path cannot be used as a corpus. The message is a complete user-facing sentence."""
+
+
+class UndecodableText(CorpusError):
+    """More of a text file than UNDECODABLE_MAX is not UTF-8 (probably Latin-1, UTF-16 or binary data).
+
+    ``fraction`` and ``replaced`` say how much; opening again with ``accept_undecodable=True`` uses the
+    tokens anyway (they are cached by then, so that second open is instant).
+    """
+
+    def __init__(self, message: str, *, path: Path, replaced: int, total: int):
+        super().__init__(message)
+        self.path, self.replaced, self.total = path, replaced, total
+
+    @property
+    def fraction(self) -> float:
+        return self.replaced / self.total if self.total else 0.0
+
+
+# above this share of bytes that are not UTF-8, a text is refused unless the caller accepts it
+UNDECODABLE_MAX = 0.02
+
+
+def path_problem(path) -> str | None:
+    """Why `path` cannot be read as a corpus file or folder, in a sentence; None when it can be tried.
+
+    Names what the thing is: missing, a symlink loop, a dangling symlink, a named pipe, a device, a
+    socket, a virtual file (its size reads 0 but it has content: /proc, /sys), or empty.
+    """
+    import stat as _stat
+
+    p = Path(os.fspath(path)).expanduser()
+    try:
+        st = os.stat(p)
+    except OSError as e:
+        if e.errno == getattr(__import__("errno"), "ELOOP", 40):
+            return f"{p} is a symlink loop (following its links leads back to itself); point at the file itself."
+        if os.path.islink(p):
+            return f"{p} is a symlink to {os.readlink(p)}, which does not exist."
+        if isinstance(e, FileNotFoundError) or e.errno == 2:
+            return f"There is no file or folder at {p}."
+        if isinstance(e, PermissionError):
+            return f"{p} cannot be read: permission denied."
+        return f"Cannot read {p}: {e.strerror or e}."
+    mode = st.st_mode
+    if _stat.S_ISDIR(mode):
+        if not os.access(p, os.R_OK | os.X_OK):
+            return f"The folder {p} cannot be read: permission denied."
+        return None
+    kinds = ((_stat.S_ISFIFO, "a named pipe (FIFO)"), (_stat.S_ISCHR, "a character device"),
+             (_stat.S_ISBLK, "a block device"), (_stat.S_ISSOCK, "a socket"))
+    for test, what in kinds:
+        if test(mode):
+            return f"{p} is {what}, not a regular file; a corpus must be a file or a folder of files."
+    if not _stat.S_ISREG(mode):
+        return f"{p} is not a regular file; a corpus must be a file or a folder of files."
+    if not os.access(p, os.R_OK):
+        return f"{p} cannot be read: permission denied."
+    if st.st_size == 0:
+        try:
+            with open(p, "rb") as f:
+                has_content = bool(f.read(1))
+        except OSError:
+            has_content = False
+        if has_content:
+            return (f"{p} is a virtual file (its size reads 0 but it has content, as files under /proc and /sys "
+                    f"do), not a corpus; copy it into a regular file first.")
+        return f"{p} is empty."
+    return None
 
 
 class Cancelled(Exception):
@@ -275,6 +343,8 @@ class TokenCorpus:
         self.notes: list[str] = list(notes or [])
         self.files: list[Path] = list(files or [self.path])
         self._splits = dict(splits)
+        self.undecodable_bytes = 0  # text: bytes that were not UTF-8 (replaced with U+FFFD)
+        self.source_bytes = 0  # text: the file's size
 
     def split(self, name: str) -> TokenArray:
         if name not in ("train", "val"):
@@ -700,7 +770,8 @@ def _text_splits(digest: str, cache_dir: Path, source: str, total: int, make_str
                                indent=1).encode("utf-8"))
         notes = [f"tokenized {n_train + n_val:,} tokens, cached at {train_path}"]
     if n_rep:
-        notes.append(f"replaced {n_rep} invalid UTF-8 byte{'s' if n_rep != 1 else ''} with U+FFFD")
+        notes.append(f"{n_rep:,} of {total:,} bytes ({100 * n_rep / max(total, 1):.2g}%) are not UTF-8 and were "
+                     f"replaced with U+FFFD")
     splits = {"train": TokenArray([_map_tokens(train_path, n_train)])}
     if n_val:
         splits["val"] = TokenArray([_map_tokens(val_path, n_val)])
@@ -708,7 +779,7 @@ def _text_splits(digest: str, cache_dir: Path, source: str, total: int, make_str
                      f"text, cut as nanoGPT's prepare.py cuts it), {n_val:,} tokens")
     elif val_fraction:
         notes.append("too little text for a val split")
-    return splits, notes
+    return splits, notes, n_rep
 
 
 def _split_fraction(arr: TokenArray, val_fraction: float, notes: list[str]) -> dict[str, TokenArray]:
@@ -724,13 +795,20 @@ def _split_fraction(arr: TokenArray, val_fraction: float, notes: list[str]) -> d
 
 
 def _text_corpus(path: Path, val_fraction: float, cache_dir, progress, cancel,
-                 extra_notes: list[str]) -> TokenCorpus:
+                 extra_notes: list[str], accept_undecodable: bool = False) -> TokenCorpus:
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     digest = _hash_file(path, cancel)
     total = path.stat().st_size
-    splits, notes = _text_splits(digest, cache, str(path), total, lambda: open(path, "rb"), val_fraction,
-                                 progress, cancel)
-    return TokenCorpus(path, path.name, "text", splits, notes=extra_notes + notes, files=[path])
+    splits, notes, n_rep = _text_splits(digest, cache, str(path), total, lambda: open(path, "rb"), val_fraction,
+                                        progress, cancel)
+    if n_rep > UNDECODABLE_MAX * total and not accept_undecodable:
+        raise UndecodableText(
+            f"{path}: {n_rep:,} of {total:,} bytes ({100 * n_rep / total:.1f}%) are not UTF-8, so this is probably "
+            f"not UTF-8 text (Latin-1? UTF-16? binary data?); convert it to UTF-8, or accept the replaced bytes "
+            f"(--accept-undecodable)", path=path, replaced=n_rep, total=total)
+    corpus = TokenCorpus(path, path.name, "text", splits, notes=extra_notes + notes, files=[path])
+    corpus.undecodable_bytes, corpus.source_bytes = n_rep, total
+    return corpus
 
 
 # ---------------------------------------------------------------------------------------------
@@ -982,7 +1060,8 @@ def _dir_corpus(path: Path, val_fraction: float) -> TokenCorpus:
 
 
 def open_corpus(path, *, val_fraction: float = 0.1, cache_dir=None, progress: Progress | None = None,
-                cancel: Cancel | None = None, vocab_size: int | None = None) -> TokenCorpus:
+                cancel: Cancel | None = None, vocab_size: int | None = None,
+                accept_undecodable: bool = False) -> TokenCorpus:
     """Open any supported corpus file or folder (see the module docstring).
 
     ``val_fraction`` (0 <= f < 1) is used only where the data has no val file/shards: the last
@@ -991,7 +1070,10 @@ def open_corpus(path, *, val_fraction: float = 0.1, cache_dir=None, progress: Pr
     tokenized once into ``cache_dir``
     (default: ``default_cache_dir()``). Token ids are checked in a bounded sample
     (``OPEN_VALIDATE_TOKENS`` per split); call ``validate(None)`` for a full scan.
-    ``vocab_size`` overrides the default / meta.pkl vocabulary size.
+    ``vocab_size`` overrides the default / meta.pkl vocabulary size. Text of which more than
+    ``UNDECODABLE_MAX`` of the bytes are not UTF-8 raises ``UndecodableText`` (its ``fraction`` says how
+    much) unless ``accept_undecodable``; the corpus's ``undecodable_bytes`` / ``source_bytes`` say how
+    much was replaced in any text it opens (0 for token files).
     """
     try:
         f = float(val_fraction)
@@ -1002,16 +1084,17 @@ def open_corpus(path, *, val_fraction: float = 0.1, cache_dir=None, progress: Pr
     if vocab_size is not None and (not isinstance(vocab_size, int) or vocab_size < 1):
         raise CorpusError(f"The vocab size must be a whole number >= 1 (got {vocab_size!r}).")
     p = Path(os.fspath(path)).expanduser()
+    problem = path_problem(p)
+    if problem:
+        raise CorpusError(problem)
     try:
-        if not p.exists():
-            raise CorpusError(f"There is no file or folder at {p}.")
         if p.is_dir():
             corpus = _dir_corpus(p, f)
         else:
             kind, head, size = _classify(p)
             if kind == "text":
                 extra = [f"read as UTF-8 text although named {p.suffix}"] if p.suffix.lower() == ".bin" else []
-                corpus = _text_corpus(p, f, cache_dir, progress, cancel, extra)
+                corpus = _text_corpus(p, f, cache_dir, progress, cancel, extra, accept_undecodable)
             else:
                 corpus = _single_file_corpus(p, kind, head, size, f)
     except OSError as e:
@@ -1055,7 +1138,7 @@ def default_corpus(cache_dir=None, progress: Progress | None = None) -> TokenCor
         data = _default_text().encode("utf-8")
         digest = hashlib.blake2b(data, digest_size=16).hexdigest()
         try:
-            splits, notes = _text_splits(digest, cache, "pydoc_data.topics", len(data), lambda: io.BytesIO(data),
+            splits, notes, _ = _text_splits(digest, cache, "pydoc_data.topics", len(data), lambda: io.BytesIO(data),
                                          0.1, progress, None)
         except OSError as e:  # pragma: no cover
             raise CorpusError(f"Could not cache the built-in corpus in {cache}: {e.strerror or e}.") from None

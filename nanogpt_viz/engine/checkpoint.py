@@ -20,8 +20,10 @@ restriction up front, so we never write a file we would later refuse.
 """
 from __future__ import annotations
 
+import errno
 import os
 import pickle
+import re
 import random
 import tempfile
 from dataclasses import dataclass, field, fields
@@ -41,6 +43,10 @@ _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 
 class CheckpointError(ValueError):
     """A checkpoint cannot be used; the message is a full sentence for the user."""
+
+
+class NonFiniteWeights(CheckpointError):
+    """save_checkpoint refuses weights holding NaN or inf: such a file could only mislead."""
 
 
 @dataclass
@@ -166,6 +172,10 @@ def save_checkpoint(path: str | os.PathLike, *, model_state: dict, optimizer_sta
     path = Path(path)
     if not isinstance(model_state, dict) or not all(isinstance(v, torch.Tensor) for v in model_state.values()):
         raise TypeError("model_state must be a dict of tensors (model.state_dict()).")
+    bad = nonfinite_tensors(model_state)
+    if bad:
+        raise NonFiniteWeights(f"refusing to write {path}: {len(bad)} of {len(model_state)} weight tensors hold NaN "
+                               f"or inf (e.g. {bad[0]}); the file on disk, if any, is left as it was.")
     payload = {
         # Tensors are saved as they are (any device); load_checkpoint maps them to the CPU.
         "model": {k: v.detach() for k, v in strip_wrapper_prefixes(model_state).items()},
@@ -180,22 +190,117 @@ def save_checkpoint(path: str | os.PathLike, *, model_state: dict, optimizer_sta
     }
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    # same directory, so os.replace is an atomic rename on one filesystem
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # same directory, so os.replace is an atomic rename on one filesystem; the pid in the name tells
+    # remove_stale_temps which partial files no live process is still writing
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())  # data on disk before the rename makes it visible
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp_name)
         except FileNotFoundError:
             pass
+        if isinstance(exc, (RuntimeError, OSError)) and not isinstance(exc, (FileNotFoundError, PermissionError)):
+            # torch's zip writer reports a failed write as "[enforce fail at inline_container.cc] ... file write
+            # failed": say what it was (a full disk, judged by the free space against the file's size)
+            need = payload_bytes(payload)
+            try:
+                st = os.statvfs(path.parent)
+                full = st.f_bavail * st.f_frsize < need
+            except (OSError, AttributeError):
+                full = False
+            if full or getattr(exc, "errno", None) == errno.ENOSPC:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path.parent)) from None
+            if isinstance(exc, OSError):
+                raise
+            raise OSError(errno.EIO, f"writing {path} failed ({str(exc).strip().splitlines()[0][:200]})",
+                          str(path.parent)) from None
         raise
     _fsync_dir(path.parent)  # make the rename itself durable
     return path.resolve()
+
+
+def payload_bytes(obj: Any) -> int:
+    """The bytes of every tensor in a nested checkpoint payload (about the file's size)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(payload_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(payload_bytes(v) for v in obj)
+    return 0
+
+
+def nonfinite_tensors(state: dict) -> list[str]:
+    """Names of the floating-point tensors of a state dict holding NaN or inf."""
+    return [k for k, v in state.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+_TEMP_RE = re.compile(r"^\.ckpt\.pt\.(?:(\d+)-)?[^/]*\.tmp$")
+
+
+def remove_stale_temps(directory: str | os.PathLike) -> list[tuple[str, int]]:
+    """Remove the partial `.ckpt.pt.*.tmp` files an interrupted save left in `directory`; [(name, bytes)].
+
+    A file whose name carries the pid of a live process other than this one is left alone (that process
+    may be writing it); older names without a pid are stale by definition once a new run starts.
+    """
+    out: list[tuple[str, int]] = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return out
+    for e in entries:
+        m = _TEMP_RE.match(e.name)
+        if m is None or not e.is_file(follow_symlinks=False):
+            continue
+        pid = int(m.group(1)) if m.group(1) else None
+        if pid is not None and pid != os.getpid() and _alive(pid):
+            continue
+        try:
+            size = e.stat(follow_symlinks=False).st_size
+            os.unlink(e.path)
+        except OSError:
+            continue
+        out.append((e.name, size))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def describe_mismatch(saved: dict, expected: dict) -> str:
+    """'' when the saved weights fit the model's state dict, else one sentence naming what differs."""
+    missing = [k for k in expected if k not in saved]
+    unexpected = [k for k in saved if k not in expected]
+    shapes = [(k, tuple(saved[k].shape), tuple(v.shape)) for k, v in expected.items()
+              if k in saved and tuple(saved[k].shape) != tuple(v.shape)]
+    parts = []
+
+    def some(names: list[str]) -> str:
+        return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+    if shapes:
+        k, got, want = shapes[0]
+        parts.append(f"{k} has shape {got} where the model needs {want}"
+                     + (f" ({len(shapes) - 1} more tensors differ in shape)" if len(shapes) > 1 else ""))
+    if missing:
+        parts.append(f"{len(missing)} weight(s) missing ({some(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} weight(s) the model does not have ({some(unexpected)})")
+    return "; ".join(parts)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -346,6 +451,14 @@ def model_from_checkpoint(ckpt: Checkpoint | str | os.PathLike):
     if not isinstance(ckpt, Checkpoint):
         ckpt = load_checkpoint(ckpt)
     model = GPT(ModelConfig(**ckpt.model_args))
+    where = f" {ckpt.path}" if ckpt.path else ""
+    problem = describe_mismatch(ckpt.model_state, model.state_dict())
+    if problem:
+        raise CheckpointError(f"The checkpoint{where} does not fit the model its model_args describe: {problem}.")
+    bad = nonfinite_tensors(ckpt.model_state)
+    if bad:
+        raise CheckpointError(f"The checkpoint{where} holds non-finite weights ({len(bad)} of "
+                              f"{len(ckpt.model_state)} tensors hold NaN or inf, e.g. {bad[0]}); it cannot be used.")
     try:
         model.load_state_dict(ckpt.model_state, strict=True)
     except RuntimeError as e:
@@ -396,6 +509,7 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 __all__ = [
     "FORMAT_VERSION", "EXTRA_KEY", "MODEL_ARGS_FIELDS", "CheckpointError", "Checkpoint",
-    "save_checkpoint", "load_checkpoint", "model_from_checkpoint", "strip_wrapper_prefixes",
+    "save_checkpoint", "load_checkpoint", "model_from_checkpoint", "strip_wrapper_prefixes", "NonFiniteWeights",
+    "remove_stale_temps", "describe_mismatch", "nonfinite_tensors", "payload_bytes",
     "capture_rng_state", "restore_rng_state",
 ]

@@ -14,6 +14,8 @@ kept without a host sync.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import errno
 from collections import deque
 import math
 import os
@@ -42,6 +44,14 @@ HISTORY_MAX = 100_000  # loss-history entries kept for checkpoints
 
 class TrainError(RuntimeError):
     """A run that cannot start; the message is a user-facing sentence."""
+
+
+class _SaveFailed(Exception):
+    """save_checkpoint could not write the file (the previous one, if any, is intact)."""
+
+    def __init__(self, cause: BaseException, directory: str, needed: int):
+        super().__init__(str(cause))
+        self.cause, self.directory, self.needed = cause, directory, needed
 
 
 # ----------------------------------------------------------------------------------------------
@@ -121,6 +131,11 @@ class RunEnd:
     step: int  # steps completed (nanoGPT's iter_num)
     checkpoint: str | None = None
     best_val_loss: float | None = None
+    # the checkpoint could not be written (the run has then failed: reason "error"): where it was to go and
+    # about how many bytes it needs, so that a window can offer to save it elsewhere
+    save_failed: bool = False
+    save_dir: str | None = None
+    save_needed_bytes: int = 0
 
 
 class TrainControl:
@@ -275,6 +290,9 @@ class Trainer:
     # the nanogpt protocol then evaluates the very batches the replayed nanoGPT run drew
     eval_replay: Any = None
     resume_checkpoint: Any = None  # with resume: the checkpoint.Checkpoint of OUT/ckpt.pt, when already read
+    # with resume: TrainConfig fields the caller set on purpose (the CLI's --lr, --min-lr, ...); they win over
+    # the checkpoint's recipe and the run says so in a note. Everything else comes from the checkpoint.
+    train_overrides: dict[str, Any] | None = None
 
     # ---- set-up ---------------------------------------------------------------------------
     def _setup(self) -> None:
@@ -287,6 +305,14 @@ class Trainer:
             raise TrainError("; ".join(problems))
         self.start_step = self.steps_done = 0
         self.best_val_loss = math.inf
+        self.notes: list[str] = []
+        self._weights_bad = False  # an update made the weights non-finite: they must never be saved
+        self._saved_step: int | None = None  # the step the checkpoint on disk holds (None: none of this run)
+        if self.out_dir is not None and self.dist.is_master:
+            removed = ckpt_mod.remove_stale_temps(self.out_dir)
+            if removed:
+                self.notes.append(f"removed {len(removed)} partial checkpoint file(s) left by an interrupted save "
+                                  f"({sum(n for _, n in removed) / 1e6:.1f} MB) from {self.out_dir}")
         # (step, train loss, val loss) for the checkpoint; bounded, O(1) per step
         self.history: deque[tuple[int, float, float]] = deque(maxlen=HISTORY_MAX)
         resume_ckpt = None
@@ -307,9 +333,9 @@ class Trainer:
             if "plan" in extra:
                 self.plan_config = PlanConfig.from_dict(extra["plan"])
             if "train" in extra:
-                tc = self.train_config = TrainConfig.from_dict({**extra["train"], "steps": tc.steps,
-                                                                "device": tc.device})
+                tc = self.train_config = self._resumed_recipe(TrainConfig.from_dict(extra["train"]), tc)
             self.start_step = self.steps_done = int(resume_ckpt.iter_num)
+            self._saved_step = self.start_step
             self.best_val_loss = float(resume_ckpt.best_val_loss)
             hist = extra.get("history")
             if hist is not None:
@@ -354,7 +380,7 @@ class Trainer:
         self.raw_model = GPT(mc).to(self.dev)
         self.optimizer = self._make_optimizer()
         if resume_ckpt is not None:
-            self.raw_model.load_state_dict(resume_ckpt.model_state)
+            self._load_weights(resume_ckpt)
             if resume_ckpt.optimizer_state:
                 self._load_optimizer_state(resume_ckpt.optimizer_state)
             rng = (resume_ckpt.extra or {}).get("torch_rng")
@@ -405,14 +431,59 @@ class Trainer:
         # two slots: step k's numbers land in one while step k+1 writes the other
         self.host_tok = [torch.empty(shape, dtype=torch.float32, pin_memory=pin) for _ in range(2)] \
             if tc.per_token else None
-        self.host_stats = [torch.empty(4, dtype=torch.float32, pin_memory=pin) for _ in range(2)]
+        self.host_stats = [torch.empty(5, dtype=torch.float32, pin_memory=pin) for _ in range(2)]
+        self._params = [p for p in self.raw_model.parameters()]
         self.skip = torch.zeros((), dtype=torch.float32, device=self.dev)  # sticky non-finite flag
         # made once: a tensor built from host values every step would be a pageable copy, and
         # such a copy waits for the device (a sync per step)
         w = float(self.dist.world_size)
-        self._reduce_div = torch.tensor([w, w, 1.0, 1.0], device=self.dev)
+        self._reduce_div = torch.tensor([w, w, 1.0, 1.0, 1.0], device=self.dev)
         self._zero = torch.zeros((), dtype=torch.float32, device=self.dev)
         self._one = torch.ones((), dtype=torch.float32, device=self.dev)
+
+    # the recipe fields that make the lr schedule (lr_at)
+    _SCHEDULE_FIELDS = ("learning_rate", "min_lr", "warmup_steps", "lr_decay_steps")
+
+    def _resumed_recipe(self, saved: TrainConfig, asked: TrainConfig) -> TrainConfig:
+        """The checkpoint's recipe with this run's steps and device, and the caller's train_overrides.
+
+        The lr schedule is part of the run: a checkpoint that decayed over its own `steps` (lr_decay_steps
+        None) keeps that horizon, so `--steps 20` then `--resume --steps 40` trains under the schedule the
+        first run set (lr stays at min_lr after the decay, as nanoGPT's past lr_decay_iters); `steps` only
+        says where to stop. A schedule field the caller overrides is used, and a note says what changed.
+        """
+        if saved.lr_decay_steps is None:
+            saved = saved.with_(lr_decay_steps=saved.steps)
+        over = {k: v for k, v in (self.train_overrides or {}).items() if k in TrainConfig.__dataclass_fields__}
+        tc = saved.with_(steps=asked.steps, device=asked.device, **over)
+        changed = [f"{k.replace('_', ' ')} {getattr(saved, k)} -> {v}" for k, v in over.items()
+                   if getattr(saved, k) != v]
+        if changed:
+            self.notes.append(f"the recipe differs from the checkpoint's ({', '.join(changed)}): from "
+                              f"the resume on, this run trains under the new values")
+        elif tc.steps > saved.lr_decay_steps and "lr_decay_steps" not in over:
+            self.notes.append(f"the checkpoint's lr schedule is kept: cosine decay to {saved.min_lr:g} by step "
+                              f"{saved.lr_decay_steps}, then {saved.min_lr:g} to step {tc.steps}; "
+                              f"--lr-decay-steps sets another")
+        return tc
+
+    def _load_weights(self, ckpt: Any) -> None:
+        """The checkpoint's weights into the model, or one TrainError naming what does not fit."""
+        from nanogpt_viz.engine.checkpoint import describe_mismatch
+
+        problem = describe_mismatch(ckpt.model_state, self.raw_model.state_dict())
+        where = f" {ckpt.path}" if getattr(ckpt, "path", None) else ""
+        if problem:
+            raise TrainError(f"the checkpoint{where} does not fit the model its model_args describe: {problem}")
+        try:
+            self.raw_model.load_state_dict(ckpt.model_state)
+        except RuntimeError as exc:  # dtype or anything describe_mismatch does not know
+            first = " ".join(x.strip() for x in str(exc).strip().splitlines()[:3])[:400]
+            raise TrainError(f"the checkpoint{where} does not fit the model its model_args describe ({first})") from None
+        bad = [k for k, v in ckpt.model_state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise TrainError(f"the checkpoint{where} holds non-finite weights ({len(bad)} of "
+                             f"{len(ckpt.model_state)} tensors, e.g. {bad[0]}); it cannot be trained from")
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         tc = self.train_config
@@ -446,6 +517,8 @@ class Trainer:
                              f"{sizes} tensors, the model's AdamW groups (decayed, not decayed) hold "
                              f"{[len(o['params']) for o in ours]}")
         fixed = [{**g, **{k: o[k] for k in self._ADAMW_IMPL_KEYS if k in o}} for g, o in zip(groups, ours)]
+        if "weight_decay" in (self.train_overrides or {}):  # asked for on purpose: the decayed group takes it
+            fixed[0]["weight_decay"] = self.train_config.weight_decay
         self.optimizer.load_state_dict({**state, "param_groups": fixed})
         for group in self.optimizer.param_groups:
             for p in group["params"]:
@@ -466,12 +539,15 @@ class Trainer:
         except torch.OutOfMemoryError:
             yield RunEnd("oom", self._oom_message(), 0)
             return
+        except Exception as exc:  # never a traceback out of run(): the window's thread must see a RunEnd
+            yield RunEnd("error", f"the run could not start: {type(exc).__name__}: {exc}", 0)
+            return
         tc = self.train_config
         yield RunInfo(self.device, self.device_name, self.dtype, self.compiled,
                       self.raw_model.get_num_params(), self.start_step, tc.steps, self.plan.tokens_per_step,
                       self.plan_config.world_size, str(self.out_dir) if self.out_dir else None,
                       residual_dtype=tc.residual_dtype, history=tuple(self.history),
-                      notes=self._eval_fixed.notes if self._eval_fixed is not None else ())
+                      notes=tuple(self.notes) + (self._eval_fixed.notes if self._eval_fixed is not None else ()))
         step = self.start_step
         pending: _Pending | None = None
         self._t_last = time.perf_counter()
@@ -528,6 +604,17 @@ class Trainer:
         except torch.OutOfMemoryError:
             self._free_memory()
             end = RunEnd("oom", self._oom_message(), self.steps_done)
+        except _SaveFailed as exc:  # a checkpoint_interval save: the run has failed, the last good file stays
+            end = self._save_failed_end(RunEnd("error", f"stopped after step {self.steps_done - 1}",
+                                               self.steps_done), exc)
+            self._save_attempted = True
+        except TrainError as exc:  # a sentence for the user (a token id the model cannot embed, ...)
+            if pending is not None:  # CUDA: the step before was applied; count it, so the file says so
+                try:
+                    self._finish(pending)
+                except Exception:
+                    pass
+            end = RunEnd("error", str(exc), self.steps_done)
         except Exception as exc:  # a bug or a device failure: report it, keep the process alive
             end = RunEnd("error", f"training failed at step {step}: {type(exc).__name__}: {exc}", self.steps_done)
         if end is None:
@@ -536,13 +623,16 @@ class Trainer:
                    else f"stopped after step {self.steps_done - 1}")
             end = RunEnd(reason, msg, self.steps_done)
         ckpt_path = None
-        if self.out_dir is not None and (self.steps_done > self.start_step or end.reason != "error"):
+        if self._weights_bad:  # never write non-finite weights: the file on disk (if any) stays as it was
+            end = RunEnd(end.reason, end.message + "; " + self._kept_message(), end.step)
+        elif (self.out_dir is not None and not getattr(self, "_save_attempted", False)
+              and (self.steps_done > self.start_step or end.reason != "error")):
             try:
                 ckpt_path = self.save_checkpoint()
-            except Exception as exc:  # a full disk must not take the run's report with it
-                end = RunEnd(end.reason, f"{end.message}; the checkpoint could not be written: {exc}", end.step)
+            except _SaveFailed as exc:  # a full disk: the run has failed, and says where and how much
+                end = self._save_failed_end(end, exc)
         best = self.best_val_loss if math.isfinite(self.best_val_loss) else None
-        yield RunEnd(end.reason, end.message, end.step, ckpt_path, best)
+        yield dataclasses.replace(end, checkpoint=ckpt_path, best_val_loss=best)
 
     _stop_agreed = False
     steps_done = 0
@@ -559,13 +649,43 @@ class Trainer:
         pc = self.plan_config
         for m in range(pc.grad_accum):
             for j, r in enumerate(self.local_ranks):
-                xy = gather_rows(self.train_tokens, self.plan.micro_starts(step, m, r), pc.block_size + 1)
+                starts = self.plan.micro_starts(step, m, r)
+                xy = gather_rows(self.train_tokens, starts, pc.block_size + 1)
+                self._check_ids(xy, starts, self.train_tokens, "train")
                 t = torch.from_numpy(xy)
                 if self.device == "cuda":
                     t = t.pin_memory().to(self.dev, non_blocking=True)
                 else:
                     t = t.to(self.dev)
                 yield m, j, t[:, :-1].contiguous(), t[:, 1:].contiguous()
+
+    def _check_ids(self, xy: np.ndarray, starts: Any, tokens: Any, split: str) -> None:
+        """A batch's ids must index the embedding: a max (and min) over the batch, one TrainError naming where.
+
+        Opening a corpus checks a bounded sample of its ids; this sees every id the model is fed.
+        """
+        vocab = self.model_config.vocab_size
+        if xy.size == 0 or (int(xy.max()) < vocab and int(xy.min()) >= 0):
+            return
+        flat = int(np.argmax((xy >= vocab) | (xy < 0)))
+        row, col = divmod(flat, xy.shape[1])
+        pos = int(np.asarray(starts).reshape(-1)[row]) + col
+        bad = int(xy[row, col])
+        where = f"token {pos:,} of the {split} split"
+        locate = getattr(tokens, "_locate", None)
+        names = getattr(tokens, "part_names", None)
+        if locate is not None and names:
+            part, off = locate(pos)
+            name = names[part]
+            dtype = getattr(tokens, "dtype", None)
+            path = self.corpus_info.get("path")
+            shown = (str(Path(path) / name) if path and Path(path).is_dir() else
+                     (path if path and Path(path).name == name else name))
+            byte = f", byte {off * dtype.itemsize:,} of the token data" if dtype is not None else ""
+            where = f"{shown}, token {off:,}{byte} ({split} split)"
+        what = "negative" if bad < 0 else f">= the model's vocabulary of {vocab:,}"
+        raise TrainError(f"token id {bad} at {where} is {what}; the file does not hold token ids this model "
+                         f"can read (a corrupt or foreign file?). Nothing was trained on that batch")
 
     def _launch_step(self, step: int) -> _Pending:
         """Queue one optimizer step on the device; nothing here waits for the device."""
@@ -612,8 +732,14 @@ class Trainer:
             torch.maximum(self.skip, bad, out=self.skip)
             self.optimizer.found_inf = self.skip
             self.optimizer.step()
+        # A finite gradient can still make a non-finite update (a huge lr or weight decay): one fused
+        # max-abs over the parameters, read with this step's other numbers (no extra sync). A NaN
+        # propagates through max; the sticky flag then skips every later update, and a step found bad
+        # here is never saved (run() writes no checkpoint of such weights).
+        wbad = (~torch.isfinite(torch.stack(torch._foreach_norm(self._params, float("inf"))).max())).float()
+        torch.maximum(self.skip, wbad, out=self.skip)
         self.optimizer.zero_grad(set_to_none=True)
-        stats = torch.stack([loss_sum / self.n_micro, norm.float(), stop_flag, bad])
+        stats = torch.stack([loss_sum / self.n_micro, norm.float(), stop_flag, bad, wbad])
         if self.dist.world_size > 1:
             import torch.distributed as dist
 
@@ -638,7 +764,13 @@ class Trainer:
             self._last_event = p.event
         else:
             dt = p.t_end
-        loss, norm, stop, bad = (float(v) for v in self.host_stats[p.slot].tolist())
+        loss, norm, stop, bad, wbad = (float(v) for v in self.host_stats[p.slot].tolist())
+        if wbad > 0 and not bad > 0 and math.isfinite(loss):
+            self._weights_bad = True
+            tc = self.train_config
+            return RunEnd("nonfinite", f"the update of step {p.step} made the weights non-finite (loss {loss:.4f} and "
+                          f"gradient norm {norm:.4g} were finite; lr {p.lr:g}, weight decay {tc.weight_decay:g}): "
+                          f"those weights were not saved. Lower the learning rate or the weight decay", p.step)
         if bad > 0 or not math.isfinite(loss):
             return RunEnd("nonfinite", f"the loss became non-finite ({loss}) at step {p.step}; the weights "
                           f"from before that step are kept. Lower the learning rate or check the data",
@@ -710,7 +842,9 @@ class Trainer:
                 if world > 1 and (b.rank if per_rank else i % world) != me:
                     continue
                 data = self.val_tokens if b.split == "val" else self.train_tokens
-                xy = torch.from_numpy(gather_rows(data, b.starts, N + 1))
+                xy_np = gather_rows(data, b.starts, N + 1)
+                self._check_ids(xy_np, b.starts, data, b.split)
+                xy = torch.from_numpy(xy_np)
                 x, y = xy[:, :-1].contiguous(), xy[:, 1:].clone()
                 if b.skip is not None:  # targets an earlier row already counted (whole's last row)
                     y[cols[None, :] < torch.from_numpy(b.skip)[:, None]] = -1
@@ -733,7 +867,7 @@ class Trainer:
     # ---- checkpoints ------------------------------------------------------------------------
     def save_checkpoint(self) -> str | None:
         """Write `out_dir/ckpt.pt` (rank 0 only): nanoGPT's keys plus what exact resume needs."""
-        from nanogpt_viz.engine.checkpoint import save_checkpoint
+        from nanogpt_viz.engine.checkpoint import NonFiniteWeights, save_checkpoint
 
         if self.out_dir is None or not self.dist.is_master:
             return None
@@ -751,12 +885,47 @@ class Trainer:
         }
         if self.device == "cuda":
             extra["cuda_rng"] = torch.cuda.get_rng_state()
-        path = save_checkpoint(Path(self.out_dir) / "ckpt.pt", model_state=self.raw_model.state_dict(),
-                               optimizer_state=self.optimizer.state_dict(),
-                               model_args=self.model_config.to_dict(), iter_num=self.steps_done,
-                               best_val_loss=self.best_val_loss if math.isfinite(self.best_val_loss) else 1e9,
-                               config=config, extra=extra)
+        if self._weights_bad:
+            raise TrainError("the weights are non-finite and are never saved; " + self._kept_message())
+        try:
+            path = save_checkpoint(Path(self.out_dir) / "ckpt.pt", model_state=self.raw_model.state_dict(),
+                                   optimizer_state=self.optimizer.state_dict(),
+                                   model_args=self.model_config.to_dict(), iter_num=self.steps_done,
+                                   best_val_loss=self.best_val_loss if math.isfinite(self.best_val_loss) else 1e9,
+                                   config=config, extra=extra)
+        except NonFiniteWeights:  # the last line of defence: found at the file, not by the step check
+            self._weights_bad = True
+            raise TrainError("the weights became non-finite and were not saved; " + self._kept_message()) from None
+        except OSError as exc:  # full disk, quota, permissions: the previous file is intact
+            raise _SaveFailed(exc, str(self.out_dir), self._checkpoint_bytes()) from None
+        self._saved_step = self.steps_done
         return str(path)
+
+    def _checkpoint_bytes(self) -> int:
+        """About how large ckpt.pt is: the weights, AdamW's two moments, and a little for the rest."""
+        seen: dict[int, int] = {}  # storages once (the output layer shares the embedding's)
+        tensors = list(self.raw_model.state_dict().values())
+        for st in self.optimizer.state.values():
+            tensors += [v for v in st.values() if isinstance(v, torch.Tensor)]
+        for t in tensors:
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return sum(seen.values()) + (1 << 20)
+
+    def _kept_message(self) -> str:
+        where = Path(self.out_dir) / "ckpt.pt" if self.out_dir is not None else None
+        if where is not None and self._saved_step is not None and where.exists():
+            return f"{where} still holds the weights after {self._saved_step} steps"
+        return "no checkpoint was written"
+
+    def _save_failed_end(self, end: RunEnd, exc: "_SaveFailed") -> RunEnd:
+        """A run whose checkpoint could not be written has failed: say why, where, and what is kept."""
+        cause = exc.cause
+        if getattr(cause, "errno", None) in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            why = f"no space left on {exc.directory} (needed about {max(1, round(exc.needed / 1e6))} MB)"
+        else:
+            why = f"could not write to {exc.directory} ({getattr(cause, 'strerror', None) or cause})"
+        return RunEnd("error", f"{end.message}, but the checkpoint was not saved: {why}; {self._kept_message()}",
+                      end.step, save_failed=True, save_dir=exc.directory, save_needed_bytes=exc.needed)
 
     # ---- failure handling -------------------------------------------------------------------
     def _free_memory(self) -> None:
