@@ -246,14 +246,56 @@ def test_snapshot_and_checkpoint_requests_are_served_between_steps(tmp_path):
     assert all(v.device.type == "cpu" for v in snap.state.values())
 
 
+_UNTUNED_RUN = """
+import json, sys
+import numpy as np, torch
+sys.path[:0] = json.loads(sys.argv[1])
+import nanogpt_viz.engine.runtime as runtime
+from nanogpt_viz.config import MODEL_PRESETS, PlanConfig, TrainConfig
+from nanogpt_viz.engine.trainer import StepReport, Trainer
+torch.set_num_threads(1)
+tiny = MODEL_PRESETS["tiny"].with_(vocab_size=512, n_embd=32, block_size=32)
+toks = np.random.default_rng(0).integers(0, 512, 20_000).astype(np.uint16)
+tr = Trainer(toks, None, PlanConfig(block_size=16, batch_size=2), tiny, TrainConfig(steps=3, eval_interval=0))
+reps = [e for e in tr.run() if isinstance(e, StepReport)]
+weights = {n: p.detach().double().sum().item() for n, p in tr.raw_model.named_parameters()}
+print(json.dumps({"tuned": runtime._TUNED, "losses": [r.loss for r in reps],
+                  "grad_norms": [r.grad_norm for r in reps], "weights": weights}))
+"""
+
+
 def test_allocator_tuning_is_applied_once_and_training_still_matches():
+    """Training after tune_allocator gives, step by step, the losses, gradient norms and final weights of
+    the same run in a fresh interpreter where the allocator was never tuned (one thread in both, so the
+    CPU kernels add in the same order: bit for bit)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
     from nanogpt_viz.engine.runtime import tune_allocator
 
     first = tune_allocator()
     assert tune_allocator() is first  # idempotent
-    pc = PlanConfig(block_size=16, batch_size=2)
-    reports, end = run(Trainer(tokens(), None, pc, TINY, TrainConfig(steps=3, eval_interval=0)))
+    root = str(Path(__file__).resolve().parents[1])
+    res = subprocess.run([sys.executable, "-c", _UNTUNED_RUN, json.dumps([root])], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    untuned = json.loads(res.stdout.strip().splitlines()[-1])
+    assert untuned["tuned"] is None  # the reference run never touched the allocator
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        pc = PlanConfig(block_size=16, batch_size=2)
+        tr = Trainer(tokens(), None, pc, TINY, TrainConfig(steps=3, eval_interval=0))
+        reports, end = run(tr)
+    finally:
+        torch.set_num_threads(threads)
     assert end.reason == "finished" and len(reports) == 3
+    assert [r.loss for r in reports] == untuned["losses"]
+    assert [r.grad_norm for r in reports] == untuned["grad_norms"]
+    weights = {n: p.detach().double().sum().item() for n, p in tr.raw_model.named_parameters()}
+    assert weights == untuned["weights"]
 
 
 def test_forgetting_to_divide_by_k_makes_the_gradient_k_times_larger(tmp_path):
