@@ -22,7 +22,8 @@ from typing import Any, Sequence
 
 from nanogpt_viz.config import (DEFAULT_SEED, DEVICES, SEED_MAX, DTYPES, EVAL_PROTOCOLS, MODEL_PRESETS, RESIDUAL_DTYPES,
                                 SAMPLING_HELP, SAMPLING_MODES, ModelConfig, PlanConfig, TrainConfig)
-from nanogpt_viz.run.record import STOP_REQUEST  # the run directory's protocol
+from nanogpt_viz.run.record import (DEFAULT_HISTORY_BUDGET, RUNS_ROOT, STOP_REQUEST,  # the run directory's protocol
+                                    parse_bytes)
 
 SUBCOMMANDS = ("gui", "prepare", "plan", "train", "sample", "topk")
 EXIT_USAGE = 2
@@ -126,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", parser_class=_Parser)
 
     g = sub.add_parser("gui", help="open the window (the default)")
-    g.add_argument("corpus", nargs="?", help="a text file, nanoGPT .bin, llm.c shard(s), .npy shard(s) or a directory")
+    g.add_argument("corpus", nargs="?", help="a text file, nanoGPT .bin, llm.c shard(s), .npy shard(s) or a directory; "
+                   "a run directory (one holding run.json) opens that run on its corpus")
 
     p = sub.add_parser("prepare", help="tokenize a corpus into nanoGPT's train.bin / val.bin")
     p.add_argument("corpus")
@@ -210,7 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "by K, so every gradient is K times too large (grad_norm shows it; clipping hides it)")
     t.add_argument("--global-grad-accum", type=_positive("global gradient accumulation"), default=None,
                    help="nanoGPT's gradient_accumulation_steps (summed over ranks); converted to K = value / W")
-    t.add_argument("--out", default="out", help="run directory for ckpt.pt, metrics.jsonl, status.json")
+    t.add_argument("--out", default=None,
+                   help="run directory for run.json, metrics.jsonl, status.json, history/ and ckpt.pt (default: a "
+                        "new runs/<timestamp>-<corpus>); one that holds a run is refused unless --resume or --overwrite")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace the run in --out (its run.json, metrics, history and checkpoint are removed first)")
+    t.add_argument("--history-budget", type=_size, default=DEFAULT_HISTORY_BUDGET, metavar="BYTES",
+                   help="disk for every step's per-token losses (float16, with K/M/G suffixes; default 2G); past "
+                        "it the per-token rows of a thinning subset of steps are kept, and the loss by position of all")
     t.add_argument("--resume", action="store_true",
                    help="continue from OUT/ckpt.pt (ours or nanoGPT's) to --steps; N, B, K and the model come "
                         "from the checkpoint unless given")
@@ -413,6 +422,27 @@ def _model_config(args: argparse.Namespace) -> ModelConfig:
     return mc.with_(**over)
 
 
+def _run_manifest(args: argparse.Namespace, corpus: Any, pc: PlanConfig, mc: ModelConfig, tc: TrainConfig,
+                  world: int, resume_ckpt: Any):
+    """run.json's manifest for this run (the trainer writes it once set up): a resumed run keeps its own and
+    must be on its own corpus; a new one (or one resumed from a checkpoint that has no run.json) gets one."""
+    from nanogpt_viz.run.record import check_corpus, is_run_dir, make_manifest, read_manifest
+
+    if resume_ckpt is not None and is_run_dir(args.out):
+        m = read_manifest(args.out)
+        problem = check_corpus(m.corpus, corpus)
+        if problem is not None:
+            raise CliError(f"{problem} A resumed run continues on its own corpus; give {m.corpus.path}")
+        m.notes.append(f"resumed at step {int(resume_ckpt.iter_num):,}")
+        return m
+    parent = None
+    if resume_ckpt is not None:
+        parent = {"checkpoint": str(Path(args.out).resolve() / "ckpt.pt"), "step": int(resume_ckpt.iter_num)}
+    return make_manifest(args.out, corpus, args.split, pc, mc, tc, world_size=world, parent=parent,
+                         history_budget=args.history_budget, val_fraction=args.val_fraction,
+                         model_preset=args.preset)
+
+
 def _resume_settings(args: argparse.Namespace, world: int):
     """Read OUT/ckpt.pt for --resume; N, B and K not given on the command line come from it.
 
@@ -500,6 +530,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.world_size is not None and dist_info.world_size > 1 and args.world_size != dist_info.world_size:
         raise CliError(f"--world-size {args.world_size} disagrees with torchrun's {dist_info.world_size} processes")
     world = dist_info.world_size if dist_info.world_size > 1 else (args.world_size or 1)
+    if args.resume and args.out is None:
+        raise CliError("--resume continues a run where it is: give its directory with --out RUN_DIR")
+    if args.resume and args.overwrite:
+        raise CliError("--resume continues the run in --out and --overwrite replaces it: give one of them")
     resume_ckpt = _resume_settings(args, world) if args.resume else None
     if args.global_grad_accum is not None:
         if args.global_grad_accum % world:
@@ -535,6 +569,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise CliError("; ".join(problems))
     if args.resume and not (Path(args.out) / "ckpt.pt").exists():
         raise CliError(f"cannot resume: {Path(args.out) / 'ckpt.pt'} does not exist")
+    if args.out is not None:  # refused before anything is read or written: nothing of the run there is lost
+        from nanogpt_viz.run.record import prepare_run_dir
+
+        prepare_run_dir(args.out, resume=args.resume, overwrite=args.overwrite, clear=dist_info.is_master)
     corpus = _open(args.corpus, args.val_fraction, args.accept_undecodable) if dist_info.is_master else None
     if corpus is None:  # other ranks: the master has built any cache; opening is then instant
         from nanogpt_viz.data.corpus import open_corpus
@@ -548,6 +586,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         backend = "nccl" if torch.cuda.is_available() and args.device in ("auto", "cuda") else "gloo"
         tdist.init_process_group(backend=backend)
+    if args.out is None:  # a fresh run directory, runs/<timestamp>-<corpus>: rank 0 names it for every rank
+        from nanogpt_viz.run.record import new_run_dir
+
+        out = str(new_run_dir(RUNS_ROOT, corpus.name)) if dist_info.is_master else None
+        if dist_info.world_size > 1:
+            box = [out]
+            dev = None
+            if backend == "nccl":
+                torch.cuda.set_device(dist_info.local_rank)
+                dev = torch.device("cuda", dist_info.local_rank)
+            tdist.broadcast_object_list(box, src=0, device=dev)
+            out = box[0]
+        args.out = out
+        if dist_info.is_master:
+            sys.stderr.write(f"run directory: {out}\n")
+    manifest = _run_manifest(args, corpus, pc, mc, tc, world, resume_ckpt) if dist_info.is_master else None
     control = TrainControl()
 
     first_signal = [0.0]
@@ -587,6 +641,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       train_overrides=recipe,
                       corpus_info={"path": str(Path(args.corpus).resolve()), "name": corpus.name,
                                    "tokens": len(train_tokens), "vocab_size": corpus.vocab_size})
+    trainer.manifest, trainer.history_budget = manifest, args.history_budget  # run.json and history/
     log = RunLog(args.out) if dist_info.is_master else None
     master = dist_info.is_master
     code = 0
@@ -760,18 +815,26 @@ def cmd_gui(args: argparse.Namespace) -> int:
         problem = path_problem(args.corpus)
         if problem:
             raise CliError(problem)
+    run_dir = None
+    if args.corpus is not None and os.path.isfile(os.path.join(args.corpus, "run.json")):
+        from nanogpt_viz.run.record import read_manifest
+
+        read_manifest(args.corpus)  # a damaged run.json is one error line here, not a dialog later
+        run_dir, args.corpus = args.corpus, None  # a run directory: the window opens the run (and its corpus)
     try:
         from nanogpt_viz.ui.app import run_app
     except ImportError as exc:
         raise CliError(f"the window needs PySide6 and pyqtgraph ({exc}); install them with "
                        f"`pip install nanogpt-viz` or use the subcommands") from None
+    if run_dir is not None:
+        return run_app(corpus=None, run_dir=run_dir)
     return run_app(args.corpus)
 
 
 # The engine's user-facing error classes. Looked up only in modules the command has already
 # imported (an error class of a module never imported cannot have been raised), so that `plan`
 # and `prepare` never pay for importing torch just to name CheckpointError / TrainError.
-_ERROR_CLASSES = (("nanogpt_viz.data.batching", "PlanError"), ("nanogpt_viz.data.corpus", "CorpusError"),
+_ERROR_CLASSES = (("nanogpt_viz.run.record", "RunError"), ("nanogpt_viz.data.batching", "PlanError"), ("nanogpt_viz.data.corpus", "CorpusError"),
                   ("nanogpt_viz.data.corpus", "Cancelled"), ("nanogpt_viz.engine.checkpoint", "CheckpointError"),
                   ("nanogpt_viz.data.tokenizer", "TokenizerError"), ("nanogpt_viz.engine.trainer", "TrainError"))
 

@@ -53,10 +53,23 @@ def test_two_process_gloo_run_matches_the_single_process_plan(data_dir, tmp_path
     corpus = open_corpus(data_dir)
     pc = PlanConfig(block_size=16, batch_size=3, grad_accum=2, world_size=2, seed=5)
     # the CLI's model context follows -N (one block size, as nanoGPT): the same model here
-    ref = [e.loss for e in Trainer(corpus.train, None, pc, MODEL_PRESETS["tiny"].with_(block_size=16),
-                                   TrainConfig(steps=5, eval_interval=0, device="cpu", seed=5)).run()
-           if isinstance(e, StepReport)]
+    reports = [e for e in Trainer(corpus.train, None, pc, MODEL_PRESETS["tiny"].with_(block_size=16),
+                                  TrainConfig(steps=5, eval_interval=0, device="cpu", seed=5)).run()
+               if isinstance(e, StepReport)]
+    ref = [e.loss for e in reports]
     assert [r["loss"] for r in lines] == pytest.approx(ref, abs=2e-4)
+
+    # each rank wrote its own per-token history; read back, the W=2 ranks' rows are the single process's
+    from nanogpt_viz.run.reader import RunReader
+
+    reader = RunReader(out)
+    assert reader.manifest.world_size == 2 and reader.manifest.status == "finished"
+    assert (reader.history.K, reader.history.W, reader.history.B, reader.history.N) == (2, 2, 3, 16)
+    got = reader.poll()
+    assert [g.step for g in got] == [0, 1, 2, 3, 4]
+    for g, r in zip(got, reports):
+        assert g.per_token.shape == r.per_token.shape == (2, 2, 3, 16)
+        np.testing.assert_allclose(g.per_token, r.per_token, atol=2e-2)
 
     # sequential sampling: the ranks read disjoint blocks
     plan = BatchPlan(pc, len(corpus.train))

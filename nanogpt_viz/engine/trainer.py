@@ -31,6 +31,7 @@ import torch
 from nanogpt_viz.engine.kernels import fused_loss
 from nanogpt_viz.data.batching import BatchPlan, gather_rows, plan_for
 from nanogpt_viz.config import ModelConfig, PlanConfig, TrainConfig
+from nanogpt_viz.run.record import DEFAULT_HISTORY_BUDGET, EndReason
 from nanogpt_viz.data.evaluation import (WHOLE_MAX_TARGETS, WHOLE_MAX_TARGETS_CPU, EvalPlan, EvalResult, eval_plan,
                                     resolve_protocol)
 
@@ -126,7 +127,13 @@ class CheckpointSaved:
 
 @dataclass(frozen=True)
 class RunEnd:
-    reason: str  # "finished", "stopped", "nonfinite", "oom", "error"
+    """How a run ended. `reason` is an EndReason (a str Enum: comparing with "finished" still works);
+    a plain string given here is converted."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", EndReason(self.reason))
+
+    reason: EndReason  # finished, stopped, nonfinite, oom, error
     message: str
     step: int  # steps completed (nanoGPT's iter_num)
     checkpoint: str | None = None
@@ -286,6 +293,10 @@ class Trainer:
     dist: DistInfo = field(default_factory=DistInfo)
     corpus_info: dict[str, Any] = field(default_factory=dict)
     model_preset: str | None = None
+    # the run record (run/record.py): with out_dir, rank 0 writes this RunManifest to run.json once set up
+    # (with the settings the run really uses) and again at the end; every rank writes its history/ files
+    manifest: Any = None
+    history_budget: int = DEFAULT_HISTORY_BUDGET  # bytes of per-token rows before the history thins
     # an object with eval_starts(iteration, split) -> (eval_iters, B) | None (nanogpt_replay.NanoGPTReplay):
     # the nanogpt protocol then evaluates the very batches the replayed nanoGPT run drew
     eval_replay: Any = None
@@ -548,6 +559,7 @@ class Trainer:
                       self.plan_config.world_size, str(self.out_dir) if self.out_dir else None,
                       residual_dtype=tc.residual_dtype, history=tuple(self.history),
                       notes=tuple(self.notes) + (self._eval_fixed.notes if self._eval_fixed is not None else ()))
+        self._open_record()
         step = self.start_step
         pending: _Pending | None = None
         self._t_last = time.perf_counter()
@@ -631,6 +643,7 @@ class Trainer:
                 ckpt_path = self.save_checkpoint()
             except _SaveFailed as exc:  # a full disk: the run has failed, and says where and how much
                 end = self._save_failed_end(end, exc)
+        self._close_record(end)
         best = self.best_val_loss if math.isfinite(self.best_val_loss) else None
         yield dataclasses.replace(end, checkpoint=ckpt_path, best_val_loss=best)
 
@@ -781,6 +794,7 @@ class Trainer:
         per_token = position = None
         if self.host_tok is not None:
             per_token = self.host_tok[p.slot].numpy().copy()  # (K, ranks, B, N)
+            self._record_step(p.step, per_token)
             position = per_token.mean(axis=(0, 1, 2))
         tokens = self.plan.tokens_per_step
         tps = tokens / dt if dt > 0 else 0.0
@@ -804,6 +818,76 @@ class Trainer:
             tokens_seen=self.steps_done * tokens, world_size=self.plan_config.world_size,
             finished_at=time.perf_counter(), val_protocol=res.protocol if res else None,
             val_tokens=res.val_tokens if res else 0, train_loss_est=res.train_loss_est if res else None)
+
+    # ---- the run record (run/record.py, run/history.py) -----------------------------------------
+    _writers = ()  # this process's HistoryWriters (set in _open_record)
+
+    def _open_record(self) -> None:
+        """run.json (rank 0) and this process's history writers, once the run's settings are known."""
+        from nanogpt_viz.run import record
+        from nanogpt_viz.run.history import HistoryWriter
+
+        self._writers = []
+        if self.out_dir is None:
+            return
+        pc, mc, tc = self.plan_config, self.model_config, self.train_config
+        if tc.per_token:  # each rank its own files: nothing crosses the process group per step
+            self._writers = [HistoryWriter(self.out_dir, rank=r, world_size=pc.world_size, K=pc.grad_accum,
+                                           B=pc.batch_size, N=pc.block_size, budget_bytes=self.history_budget,
+                                           start_step=self.start_step) for r in self.local_ranks]
+        if not self.dist.is_master:
+            return
+        m = self.manifest
+        if m is None and record.is_run_dir(self.out_dir):
+            m = self.manifest = record.update_manifest(self.out_dir)
+        if m is None:
+            return
+        m.plan, m.model, m.train = pc.to_dict(), mc.to_dict(), tc.to_dict()
+        m.world_size = pc.world_size
+        m.status, m.end_reason, m.message, m.ended = "running", None, None, None
+        m.history = {**(m.history or {}), "budget_bytes": int(self.history_budget), "dtype": "float16",
+                     "N": pc.block_size, "K": pc.grad_accum, "W": pc.world_size, "B": pc.batch_size,
+                     "rows_per_step": pc.grad_accum * pc.world_size * pc.batch_size if tc.per_token else 0,
+                     "bytes_per_step": 2 * pc.grad_accum * pc.world_size * pc.batch_size * pc.block_size
+                     if tc.per_token else 0,
+                     "thinned_from_step": m.history.get("thinned_from_step") if m.history else None}
+        record.write_manifest(self.out_dir, m)
+
+    def _record_step(self, step: int, per_token: np.ndarray) -> None:
+        """Append this step's (K, ranks, B, N) losses to the history: each local rank its own rows."""
+        if not self._writers:
+            return
+        try:
+            for j, w in enumerate(self._writers):
+                w.append(step, per_token[:, j])
+        except OSError as exc:  # a full disk stops the history, not the training
+            for w in self._writers:
+                w.close()
+            self._writers = []
+            self._history_note = (f"the per-token history stopped at step {step:,}: "
+                                  f"{getattr(exc, 'strerror', None) or exc}")
+
+    def _close_record(self, end: RunEnd) -> None:
+        """Close the history and write the end into run.json (rank 0)."""
+        from nanogpt_viz.run import record
+
+        writers, self._writers = self._writers, []
+        for w in writers:
+            w.close()
+        if self.out_dir is None or not self.dist.is_master or self.manifest is None:
+            return
+        m = self.manifest
+        m.status, m.end_reason, m.message = str(end.reason), str(end.reason), end.message
+        m.ended, m.steps_done = record.now_iso(), int(self.steps_done)
+        notes = [getattr(self, "_history_note", None)]
+        if writers:
+            m.history["thinned_from_step"] = writers[0].thinned_from_step
+            notes.append(writers[0].note)
+        m.notes = [*m.notes, *(n for n in notes if n and n not in m.notes)]
+        try:
+            record.write_manifest(self.out_dir, m)
+        except OSError:  # a full disk: status.json (the CLI's) and the RunEnd still say how it ended
+            pass
 
     def _eval_plan(self, iteration: int) -> EvalPlan:
         if self._eval_fixed is not None:

@@ -25,12 +25,18 @@ def make_app(argv: list[str] | None = None) -> QApplication:
     return app
 
 
-def run_app(corpus: str | None = None) -> int:
+def run_app(corpus: str | None = None, run_dir: str | None = None) -> int:
+    """The window on `corpus` (None: the last one, or the built-in one), or on the run in `run_dir`."""
     app = make_app()
     from nanogpt_viz.ui.main_window import MainWindow
 
     win = MainWindow()
     win.show()
     # open the first corpus once the event loop runs, so the window paints before any work starts
-    QTimer.singleShot(0, lambda: win.startup(corpus))
+    if run_dir is not None and hasattr(win, "open_run"):
+        QTimer.singleShot(0, lambda: win.open_run(run_dir))
+    else:
+        QTimer.singleShot(0, lambda: win.startup(corpus))
+        if run_dir is not None and hasattr(win, "attach_run"):
+            QTimer.singleShot(0, lambda: win.attach_run(run_dir))
     return app.exec()
