@@ -804,11 +804,32 @@ def cmd_topk(args: argparse.Namespace) -> int:
     return 0
 
 
+# Debian package -> the library Qt's xcb platform plugin loads (without it Qt aborts with exit 134)
+_XCB_LIBRARIES = (("libxcb-cursor0", "xcb-cursor"),)
+
+
+def missing_window_libraries(find=None) -> list[str]:
+    """Debian packages Qt's X11 plugin needs that this Linux machine lacks ([] elsewhere or under Wayland)."""
+    platform = os.environ.get("QT_QPA_PLATFORM", "")
+    if not sys.platform.startswith("linux") or (platform and not platform.startswith("xcb")):
+        return []
+    if not platform and os.environ.get("WAYLAND_DISPLAY"):
+        return []
+    if find is None:
+        import ctypes.util
+        find = ctypes.util.find_library
+    return [pkg for pkg, lib in _XCB_LIBRARIES if find(lib) is None]
+
+
 def cmd_gui(args: argparse.Namespace) -> int:
     if (sys.platform.startswith("linux") and not os.environ.get("QT_QPA_PLATFORM")
             and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")):
         raise CliError("no display to open the window on (DISPLAY is not set); run it on a desktop, or use the "
                        "subcommands: nanogpt-viz plan / train / prepare / sample")
+    missing = missing_window_libraries()
+    if missing:
+        raise CliError(f"the window needs the system librar{'y' if len(missing) == 1 else 'ies'} "
+                       f"{', '.join(missing)} (Qt on X11); install with: sudo apt-get install {' '.join(missing)}")
     if args.corpus is not None:
         from nanogpt_viz.data.corpus import path_problem
 

@@ -456,3 +456,21 @@ def test_window_without_a_display_explains_instead_of_aborting(tmp_path):
     res = subprocess.run([sys.executable, "-m", "nanogpt_viz", str(tmp_path / "missing.txt")], capture_output=True,
                          text=True, env=env, timeout=60)
     assert res.returncode == 2 and res.stderr.startswith("error: ") and "missing.txt" in res.stderr
+
+
+def test_a_missing_qt_library_is_named_with_its_install_line(monkeypatch):
+    """On Linux without libxcb-cursor0 Qt aborts (exit 134); the CLI names the package instead."""
+    from nanogpt_viz import cli as cli_mod
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.delenv("QT_QPA_PLATFORM", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert cli_mod.missing_window_libraries(lambda lib: None) == ["libxcb-cursor0"]
+    assert cli_mod.missing_window_libraries(lambda lib: f"lib{lib}.so.0") == []
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    assert cli_mod.missing_window_libraries(lambda lib: None) == []  # not X11: not needed
+    monkeypatch.delenv("QT_QPA_PLATFORM")
+    monkeypatch.setenv("DISPLAY", ":99")
+    monkeypatch.setattr(cli_mod, "missing_window_libraries", lambda find=None: ["libxcb-cursor0"])
+    with pytest.raises(cli_mod.CliError, match="sudo apt-get install libxcb-cursor0"):
+        cli_mod.cmd_gui(cli_mod.build_parser().parse_args(["gui"]))
