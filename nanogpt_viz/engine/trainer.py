@@ -746,10 +746,11 @@ class Trainer:
             self.optimizer.found_inf = self.skip
             self.optimizer.step()
         # A finite gradient can still make a non-finite update (a huge lr or weight decay): one fused
-        # max-abs over the parameters, read with this step's other numbers (no extra sync). A NaN
-        # propagates through max; the sticky flag then skips every later update, and a step found bad
-        # here is never saved (run() writes no checkpoint of such weights).
-        wbad = (~torch.isfinite(torch.stack(torch._foreach_norm(self._params, float("inf"))).max())).float()
+        # float32 2-norm over the parameters (0.5 ms for the tiny preset on 2 CPU cores, where max-abs
+        # takes 16 ms), read with this step's other numbers (no extra sync). NaN and inf propagate; a
+        # weight beyond about 1e19 overflows the square and counts as diverged too (_finish tells the two
+        # apart). The sticky flag then skips every later update, and such weights are never saved.
+        wbad = (~torch.isfinite(torch.stack(torch._foreach_norm(self._params)).sum())).float()
         torch.maximum(self.skip, wbad, out=self.skip)
         self.optimizer.zero_grad(set_to_none=True)
         stats = torch.stack([loss_sum / self.n_micro, norm.float(), stop_flag, bad, wbad])
@@ -781,7 +782,9 @@ class Trainer:
         if wbad > 0 and not bad > 0 and math.isfinite(loss):
             self._weights_bad = True
             tc = self.train_config
-            return RunEnd("nonfinite", f"the update of step {p.step} made the weights non-finite (loss {loss:.4f} and "
+            what = ("non-finite" if any(not bool(torch.isfinite(w).all()) for w in self._params)
+                    else "diverge (weights beyond 1e19)")
+            return RunEnd("nonfinite", f"the update of step {p.step} made the weights {what} (loss {loss:.4f} and "
                           f"gradient norm {norm:.4g} were finite; lr {p.lr:g}, weight decay {tc.weight_decay:g}): "
                           f"those weights were not saved. Lower the learning rate or the weight decay", p.step)
         if bad > 0 or not math.isfinite(loss):
