@@ -45,12 +45,12 @@ SCALES = {
 NANOGPT_EVAL = re.compile(r"step (\d+): train loss ([0-9.]+|nan), val loss ([0-9.]+|nan)")
 
 
-def ours(args, s: dict, out: Path) -> dict[int, tuple[float, float]]:
+def ours(args, s: dict, out: Path, seed: int) -> dict[int, tuple[float, float]]:
     """{iteration: (train estimate, val)} from our CLI's --json records."""
     cmd = [sys.executable, "-m", "nanogpt_viz", "train", str(args.data_dir), "--preset", "gpt2",
            "--n-layer", str(s["n_layer"]), "--n-head", str(s["n_head"]), "--n-embd", str(s["n_embd"]),
            "-N", str(s["N"]), "-B", str(s["B"]), "-K", str(args.grad_accum), "--sampling", "random",
-           "--seed", str(args.seed), "--steps", str(s["steps"]), "--lr", str(args.lr),
+           "--seed", str(seed), "--steps", str(s["steps"]), "--lr", str(args.lr),
            "--min-lr", f"{args.lr / 10:.6g}",
            "--warmup-steps", str(s["warmup"]), "--lr-decay-steps", str(s["steps"]), "--weight-decay", "0.1",
            "--grad-clip", "1.0", "--eval-interval", str(s["eval_interval"]), "--eval-protocol", "nanogpt",
@@ -112,6 +112,12 @@ def main() -> int:
     ap.add_argument("--grad-accum", type=int, default=1, help="K (nanoGPT's gradient_accumulation_steps, one GPU)")
     ap.add_argument("--lr", type=float, default=6e-4)
     ap.add_argument("--seed", type=int, default=1337)
+    ap.add_argument("--ours-seeds", default=None,
+                    help="comma-separated seeds for repeated runs of ours (default: --seed once); a second seed "
+                         "draws other batches and another initialisation: our run-to-run noise")
+    ap.add_argument("--nanogpt-runs", type=int, default=1,
+                    help="run nanoGPT's train.py this many times (its seed is fixed at 1337: repeats differ by "
+                         "the GPU's nondeterministic kernels alone)")
     ap.add_argument("--device", default=None, help="default: cuda where there is one, else cpu")
     ap.add_argument("--dtype", default=None, help="default: bfloat16 on cuda, float32 on cpu (both runs)")
     ap.add_argument("--steps", type=int, default=None, help="override the scale's step count")
@@ -141,23 +147,38 @@ def main() -> int:
             f"eval every {s['eval_interval']} with eval_iters={s['eval_iters']} per split, {args.dtype}")
     print(head, flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="val-sbs-"))
-    a = ours(args, s, tmp / "ours")
-    b = nanogpt(args, s, tmp / "nanogpt")
-    lines = [head, "", f"{'step':>6} {'ours val':>10} {'nanoGPT val':>12} {'diff':>8}   {'ours train est':>14} "
-             f"{'nanoGPT train':>14}"]
-    diffs = []
-    for it in sorted(set(a) | set(b)):
-        (at, av), (bt, bv) = a.get(it, (None, None)), b.get(it, (None, None))
+    seeds = [int(x) for x in args.ours_seeds.split(",")] if args.ours_seeds else [args.seed]
+    runs = {}  # label -> {iteration: (train estimate, val)}
+    for i, seed in enumerate(seeds):
+        runs[f"ours s{seed}"] = ours(args, s, tmp / f"ours{i}", seed)
+    for i in range(args.nanogpt_runs):
+        runs[f"nanoGPT #{i + 1}"] = nanogpt(args, s, tmp / f"nanogpt{i}")
+    labels = list(runs)
+    a, b = runs[labels[0]], runs["nanoGPT #1"]
+    f = lambda v: f"{v:.4f}" if v is not None else "-"  # noqa: E731
+    lines = [head, "", "val loss (nanoGPT's estimate_loss protocol), then train-split estimate", "",
+             f"{'step':>6} " + " ".join(f"{lab + ' val':>16}" for lab in labels) + f" {'diff':>8}   "
+             + " ".join(f"{lab + ' train':>18}" for lab in labels)]
+    for it in sorted(set().union(*runs.values())):
+        vals = [runs[lab].get(it, (None, None)) for lab in labels]
+        av, bv = a.get(it, (None, None))[1], b.get(it, (None, None))[1]
         d = av - bv if av is not None and bv is not None else None
-        if d is not None and it > 0:
-            diffs.append(d)
-        f = lambda v: f"{v:.4f}" if v is not None else "-"  # noqa: E731
-        lines.append(f"{it:>6} {f(av):>10} {f(bv):>12} {(f'{d:+.4f}' if d is not None else '-'):>8}   "
-                     f"{f(at):>14} {f(bt):>14}")
-    if diffs:
-        lines.append("")
-        lines.append(f"val difference (ours - nanoGPT) after step 0: mean {np.mean(diffs):+.4f}, "
-                     f"max |diff| {np.max(np.abs(diffs)):.4f} over {len(diffs)} evaluations")
+        lines.append(f"{it:>6} " + " ".join(f"{f(v):>16}" for _, v in vals)
+                     + f" {(f'{d:+.4f}' if d is not None else '-'):>8}   " + " ".join(f"{f(t):>18}" for t, _ in vals))
+
+    def spread(x: str, y: str) -> str:
+        dd = [runs[x][it][1] - runs[y][it][1] for it in sorted(set(runs[x]) & set(runs[y])) if it > 0]
+        return (f"{x} - {y}: mean {np.mean(dd):+.4f}, max |diff| {np.max(np.abs(dd)):.4f} over {len(dd)} "
+                f"evaluations") if dd else f"{x} - {y}: no common evaluations"
+
+    lines.append("")
+    lines.append("diff column: " + spread(labels[0], "nanoGPT #1"))
+    pairs = [(labels[0], lab) for lab in labels[1:len(seeds)]]
+    pairs += [("nanoGPT #1", f"nanoGPT #{i + 1}") for i in range(1, args.nanogpt_runs)]
+    for x, y in pairs:
+        lines.append("run-to-run: " + spread(x, y))
+    for x in labels[1:len(seeds)]:
+        lines.append("other seed vs nanoGPT: " + spread(x, "nanoGPT #1"))
     text = "\n".join(lines)
     print(text)
     if args.log:
