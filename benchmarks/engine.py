@@ -1,5 +1,9 @@
 """Engine throughput, side by side in one run.
 
+GPU, against nanoGPT:     python benchmarks/engine.py --variants default,bf16res --nanogpt-dir NANOGPT
+    nanoGPT's own bench.py (a checkout of karpathy/nanoGPT, unchanged; synthetic data, compiled, same B)
+    before and after our variants, one table: ms/step, tokens/s, MFU against the measured 790 and the
+    datasheet 989 TFLOP/s (H100/H200 SXM bf16 dense), and the ratio to nanoGPT's mean.
 GPU (the H200 machine):   python benchmarks/engine.py --gpu
     GPT-2 124M, B=64, N=1024, bf16, torch.compile: tokens/s and MFU against the measured ~790 TFLOP/s
     bf16 ceiling, with the per-token loss readout on and off (same process, same data).
@@ -109,6 +113,32 @@ VARIANTS = {
     "default": ({}, {}),  # fused loss + gelu.py
     "bf16res": ({}, {"residual_dtype": "bfloat16"}),  # the above + llm.c's bf16 residual stream
 }
+MEASURED_PEAK, DATASHEET_PEAK = 790e12, 989e12  # H100/H200 SXM bf16 dense: measured here, datasheet
+
+
+def nanogpt_bench(nanogpt_dir: str, batch_size: int) -> dict:
+    """nanoGPT's own bench.py (unchanged), synthetic data, compiled: its 'time per iteration' line."""
+    import re
+    import shutil
+    import subprocess
+    import tempfile
+
+    work = tempfile.mkdtemp(prefix="nanogpt-bench-")
+    for f in ("bench.py", "model.py", "configurator.py"):
+        shutil.copy(os.path.join(nanogpt_dir, f), work)
+    cmd = [sys.executable, "bench.py", f"--batch_size={batch_size}", "--real_data=False", "--compile=True"]
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+    shutil.rmtree(work, ignore_errors=True)
+    m = re.search(r"time per iteration: ([0-9.]+)ms, MFU: ([0-9.]+)%", res.stdout)
+    if res.returncode != 0 or m is None:
+        raise SystemExit(f"nanoGPT bench.py failed ({res.returncode}):\n{res.stdout[-1500:]}\n{res.stderr[-3000:]}")
+    ms = float(m.group(1))
+    # bench.py's MFU is against the A100's 312 TFLOP/s; the same FLOP count against the H100/H200 ceilings
+    a100 = float(m.group(2)) / 100
+    return {"ms_per_step": ms, "tokens_per_s": round(batch_size * 1024 / (ms / 1e3)),
+            "mfu": round(a100 * 312e12 / MEASURED_PEAK, 4), "mfu_datasheet": round(a100 * 312e12 / DATASHEET_PEAK, 4),
+            "wall_s": round(time.perf_counter() - t0, 1)}
 
 
 def _set_variant(name: str) -> dict:
@@ -129,6 +159,10 @@ def variants(args) -> None:
     mc = MODEL_PRESETS["gpt2"].with_(dropout=0.0)
     names = args.variants.split(",")
     res = {}
+    ng = []
+    if args.nanogpt_dir:
+        ng.append(nanogpt_bench(args.nanogpt_dir, args.batch_size))
+        print(f"nanoGPT bench.py #1 {ng[-1]['tokens_per_s']:9,} tok/s  {json.dumps(ng[-1])}", flush=True)
     for name in names:
         fields = _set_variant(name)
         tc = TrainConfig(steps=args.warmup + args.steps, warmup_steps=10, eval_interval=0, device="cuda",
@@ -137,6 +171,21 @@ def variants(args) -> None:
         print(f"{name:6s} {res[name]['tokens_per_s']:9,} tok/s  MFU {res[name]['mfu']:.1%}  "
               f"({res[name]['tokens_per_s'] / res[names[0]]['tokens_per_s']:.3f}x {names[0]})  "
               f"{json.dumps(res[name])}", flush=True)
+    if args.nanogpt_dir:
+        ng.append(nanogpt_bench(args.nanogpt_dir, args.batch_size))
+        print(f"nanoGPT bench.py #2 {ng[-1]['tokens_per_s']:9,} tok/s  {json.dumps(ng[-1])}", flush=True)
+        base = sum(r["tokens_per_s"] for r in ng) / len(ng)
+        print(f"\nGPT-2 124M, B={args.batch_size}, N=1024, bf16, compiled; MFU against {MEASURED_PEAK / 1e12:.0f} "
+              f"(measured) / {DATASHEET_PEAK / 1e12:.0f} (datasheet) TFLOP/s")
+        print(f"{'engine':24s} {'ms/step':>8s} {'tokens/s':>10s} {'MFU 790':>8s} {'MFU 989':>8s} {'vs nanoGPT':>10s}")
+        for i, r in enumerate(ng):
+            print(f"{'nanoGPT bench.py #' + str(i + 1):24s} {r['ms_per_step']:8.1f} {r['tokens_per_s']:10,} "
+                  f"{r['mfu']:8.1%} {r['mfu_datasheet']:8.1%} {r['tokens_per_s'] / base:9.3f}x")
+        for name in names:
+            r = res[name]
+            ms = args.batch_size * 1024 / r["tokens_per_s"] * 1e3
+            print(f"{name:24s} {ms:8.1f} {r['tokens_per_s']:10,} {r['mfu']:8.1%} "
+                  f"{r['mfu'] * MEASURED_PEAK / DATASHEET_PEAK:8.1%} {r['tokens_per_s'] / base:9.3f}x")
     if not args.quality:
         return
     text = np.fromfile(args.quality, dtype=np.uint16)
@@ -186,6 +235,8 @@ if __name__ == "__main__":
     ap.add_argument("--plain-loss-too", action="store_true",
                     help="GPU: also a run with the unfused output layer and loss")
     ap.add_argument("--variants", default="", help="GPU: compare engine variants (VARIANTS), e.g. plain,default")
+    ap.add_argument("--nanogpt-dir", default="",
+                    help="GPU, with --variants: a nanoGPT checkout; its bench.py runs before and after (same B)")
     ap.add_argument("--quality", default="", help="GPU, with --variants: uint16 token file to train on")
     ap.add_argument("--quality-steps", type=int, default=250)
     ap.add_argument("--quality-variants", default="default,bf16res,default")
