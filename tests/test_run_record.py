@@ -185,3 +185,14 @@ def test_trainer_in_process_writes_run_json_and_history(data_dir, tmp_path):
         np.testing.assert_allclose(h.per_token(r.step), r.per_token, rtol=2e-3, atol=2e-3)
     m = read_manifest(out)
     assert m.status == "finished" and m.world_size == 2 and m.history["rows_per_step"] == 8
+
+
+def test_the_torchrun_command_carries_the_history_budget():
+    from nanogpt_viz.cli import build_parser
+    from nanogpt_viz.run.launch import train_args
+
+    args = train_args("data", PlanConfig(block_size=16, batch_size=2), "tiny", MODEL_PRESETS["tiny"], TrainConfig(),
+                      "runs/x", history_budget=1 << 20, overwrite=True)
+    ns = build_parser().parse_args(args)
+    assert ns.history_budget == 1 << 20 and ns.overwrite and not ns.resume and ns.out == "runs/x"
+    assert build_parser().parse_args(["train", "d", "--history-budget", "64M"]).history_budget == 64 << 20

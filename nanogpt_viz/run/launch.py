@@ -1,7 +1,7 @@
 """Launching `torchrun` for multi-GPU / multi-node runs, and stopping the whole process group.
 
 Pure (no Qt): the window shows the exact command (copyable) and runs it through `RunProcess`;
-progress comes back through the run directory's metrics.jsonl and status.json (see runlog.py).
+progress comes back through the run directory (run/record.py, run/reader.py).
 """
 from __future__ import annotations
 
@@ -22,8 +22,11 @@ SAFE_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "N
 
 
 def train_args(corpus: str, plan: PlanConfig, preset: str, model: ModelConfig, train: TrainConfig,
-               out_dir: str | os.PathLike, resume: bool = False) -> list[str]:
-    """`nanogpt-viz train` arguments that reproduce these settings (world size comes from torchrun)."""
+               out_dir: str | os.PathLike, resume: bool = False, history_budget: int | None = None,
+               overwrite: bool = False) -> list[str]:
+    """`nanogpt-viz train` arguments that reproduce these settings (world size comes from torchrun).
+
+    Every rank then writes the run record itself: rank 0 run.json, each rank its own history/ files."""
     args = ["train", str(corpus), "--block-size", str(plan.block_size), "--batch-size", str(plan.batch_size),
             "--grad-accum", str(plan.grad_accum), "--sampling", plan.sampling,
             "--split", plan.split, "--preset", preset]
@@ -53,8 +56,12 @@ def train_args(corpus: str, plan: PlanConfig, preset: str, model: ModelConfig, t
         args += ["--eval-batches", str(train.eval_batches)]
     if train.residual_dtype != "float32":
         args += ["--residual-dtype", train.residual_dtype]
+    if history_budget is not None:
+        args += ["--history-budget", str(int(history_budget))]
     if resume:
         args.append("--resume")
+    elif overwrite:
+        args.append("--overwrite")
     return args
 
 
