@@ -114,6 +114,10 @@ class StreamModel:
                 out[a - lo:b - lo] = k
         return out
 
+    def step_reading(self, position: int, step: int) -> int:
+        """The step (of the current epoch, up to `step` for random plans) whose rows read `position`, -1 if none."""
+        return int(self._owner_steps(np.array([int(position)], np.int64), step)[0])
+
     # ---- overview: one value per bin over the whole corpus -----------------------------------
     def overview(self, step: int, bins: int) -> tuple[np.ndarray, np.ndarray]:
         """(owner step of each bin, bool: bin holds an input of the current step), `bins` bins."""
@@ -326,3 +330,54 @@ def step_summary(plan: BatchPlan, step: int) -> dict[str, Any]:
 
 __all__ = ["StreamModel", "StreamSlice", "ShardMarks", "loss_at_targets", "step_summary", "dropped_tail_note",
            "dropped_note_at", "rank_shards_text", "drift_banner", "drift_start"]
+
+
+class PositionMapBuffer:
+    """The step x position map's rows as they arrive, in bounded memory.
+
+    One row per step (the (N,) mean loss by position) until `capacity` rows; then every other row is
+    dropped and only every `stride`-th step kept from there on, so a long run stays whole at uniform
+    density (the history on disk keeps every step; a reopened run reads its map from there).
+    """
+
+    def __init__(self, capacity: int = 2048):
+        self.capacity = max(2, int(capacity))
+        self._steps: list[int] = []
+        self._rows: list[np.ndarray] = []
+        self.stride = 1
+
+    def __len__(self) -> int:
+        return len(self._steps)
+
+    def clear(self) -> None:
+        self._steps, self._rows, self.stride = [], [], 1
+
+    def load(self, steps: np.ndarray, rows: np.ndarray) -> None:
+        """Start from rows read elsewhere (the run's history)."""
+        self.clear()
+        for s, r in zip(np.asarray(steps).tolist(), np.asarray(rows)):
+            self.add(int(s), r)
+
+    def add(self, step: int, row: np.ndarray | None) -> None:
+        if row is None:
+            return
+        step = int(step)
+        if self._steps and step <= self._steps[-1]:  # resumed from earlier: what follows is void
+            k = int(np.searchsorted(np.asarray(self._steps), step, side="left"))
+            del self._steps[k:], self._rows[k:]
+        if self._steps and step % self.stride and step - self._steps[-1] < self.stride:
+            return
+        row = np.asarray(row, np.float32).ravel()
+        if self._rows and row.shape != self._rows[-1].shape:  # another N: a new map
+            self.clear()
+        self._steps.append(step)
+        self._rows.append(row)
+        if len(self._steps) > self.capacity:
+            self._steps, self._rows = self._steps[::2], self._rows[::2]
+            self.stride *= 2
+
+    def data(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """(steps (n,), rows (n, N)), rows None when empty."""
+        if not self._steps:
+            return np.zeros(0, np.int64), None
+        return np.asarray(self._steps, np.int64), np.stack(self._rows)

@@ -15,7 +15,7 @@ from PySide6.QtGui import QImage  # noqa: E402
 
 from nanogpt_viz.data.batching import BatchPlan  # noqa: E402
 from nanogpt_viz.config import PlanConfig  # noqa: E402
-from nanogpt_viz.ui.plots import (LossPlot, PlotCoalescer, PositionLossPlot, RingSeries,  # noqa: E402
+from nanogpt_viz.ui.plots import (LossPlot, LossPoint, PlotCoalescer, PositionLossPlot, RingSeries,  # noqa: E402
                                   TokenLossHeatmap)
 from nanogpt_viz.ui.xy_panel import XYPanel  # noqa: E402
 from nanogpt_viz.viewmodel import StreamModel  # noqa: E402
@@ -196,8 +196,8 @@ def test_loss_plot_history_bounded(qtbot):
 def test_loss_csv_round_trip(qtbot, tmp_path):
     lp = LossPlot()
     qtbot.addWidget(lp)
-    lp.extend([{"step": 0, "loss": 10.5, "val_loss": 10.6}, {"step": 1, "loss": 9.25},
-               (2, 8.125, None), SimpleNamespace(step=3, loss=7.0, val_loss=7.5)])
+    lp.extend([LossPoint(0, 10.5, 10.6), LossPoint(1, 9.25), LossPoint(2, 8.125, None),
+               SimpleNamespace(step=3, loss=7.0, val_loss=7.5)])  # a StepReport's three fields
     path = lp.to_csv(tmp_path / "loss.csv")
     lines = path.read_text().splitlines()
     assert lines[0] == "step,train_loss,val_loss" and lines[2] == "1,9.25,"
@@ -217,7 +217,7 @@ def test_png_exports(qtbot, tmp_path):
     pp = PositionLossPlot()
     for w in (lp, hm, pp):
         qtbot.addWidget(w)
-    lp.extend([(k, 5.0 / (k + 1), None) for k in range(20)])
+    lp.extend([LossPoint(k, 5.0 / (k + 1), None) for k in range(20)])
     hm.set_data(np.random.default_rng(1).random((4, 16)))
     pp.set_data(np.linspace(5, 3, 16))
     for name, w in (("loss.png", lp), ("heat.png", hm), ("pos.png", pp)):
@@ -276,14 +276,21 @@ def test_coalescer_flush(qtbot):
     np.testing.assert_array_equal(hm.data(), reports[-1].per_token[1, 0])
 
 
-def test_coalescer_timer_flushes(qtbot):
+def test_refresh_clock_flushes_the_coalescer(qtbot):
+    from nanogpt_viz.ui.refresh import RefreshClock
+
     lp = LossPlot()
     qtbot.addWidget(lp)
-    co = PlotCoalescer(lp, None, None, interval_ms=10)
+    co = PlotCoalescer(lp, None, None)
+    clock = RefreshClock()
+    clock.add_painter(co.flush)
     rng = np.random.default_rng(3)
     for k in range(5):
         co.push(_report(k, rng))
+    clock.request()
+    clock.start(period_ms=100)
     qtbot.waitUntil(lambda: len(lp) == 5, timeout=2000)
+    clock.timer.stop()
     assert co.flush_count == 1
 
 

@@ -32,11 +32,7 @@ def run_app(corpus: str | None = None, run_dir: str | None = None) -> int:
 
     win = MainWindow()
     win.show()
-    # open the first corpus once the event loop runs, so the window paints before any work starts
-    if run_dir is not None and hasattr(win, "open_run"):
-        QTimer.singleShot(0, lambda: win.open_run(run_dir))
-    else:
-        QTimer.singleShot(0, lambda: win.startup(corpus))
-        if run_dir is not None and hasattr(win, "attach_run"):
-            QTimer.singleShot(0, lambda: win.attach_run(run_dir))
+    # open the first corpus (or the run, with its own corpus) once the event loop runs, so the window
+    # paints before any work starts
+    QTimer.singleShot(0, lambda: win.startup(corpus, run_dir))
     return app.exec()

@@ -180,7 +180,7 @@ class PlanPanel(QGroupBox):
 
 
 class StepControls(QWidget):
-    """Previous / play / next / reset, jump-to-step, play speed and the step readout."""
+    """Previous / play / next / reset, the step box and the step slider, play speed, the step readout."""
 
     previous_requested = Signal()
     next_requested = Signal()
@@ -203,27 +203,36 @@ class StepControls(QWidget):
         self.step_box.setRange(0, 2 ** 31 - 1)
         self.step_box.setKeyboardTracking(False)
         self.step_box.setToolTip("Jump to step (Ctrl+G)")
-        self.step_box.setMinimumWidth(110)
-        self.speed = QSlider(Qt.Orientation.Horizontal)
+        self.step_box.setMinimumWidth(100)
+        self.step_slider = QSlider(Qt.Orientation.Horizontal)
+        self.step_slider.setRange(0, 0)
+        self.step_slider.setMinimumWidth(160)
+        self.step_slider.setToolTip("Scrub through the steps (a run's steps: their exact per-token losses)")
+        self.slider_label = QLabel()
+        self.speed = QSpinBox()
         self.speed.setRange(1, 30)
         self.speed.setValue(4)
-        self.speed.setFixedWidth(110)
-        self.speed.setToolTip("Play speed (steps per second)")
-        self.speed_label = QLabel("4 steps/s")
+        self.speed.setSuffix(" steps/s")
+        self.speed.setToolTip("Play speed")
         self.readout = QLabel()
         self.readout.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         # wrap rather than widen: unwrapped, the step readout alone made the window wider than a 1600 px screen
         self.readout.setWordWrap(True)
         self.readout.setMinimumWidth(200)
-        lay = QHBoxLayout(self)
-        lay.setContentsMargins(4, 2, 4, 2)
+        top = QHBoxLayout()
+        top.setContentsMargins(0, 0, 0, 0)
         for w in (self.reset_btn, self.prev_btn, self.play_btn, self.next_btn):
-            lay.addWidget(w)
-        lay.addWidget(QLabel("Step"))
-        lay.addWidget(self.step_box)
-        lay.addWidget(self.speed)
-        lay.addWidget(self.speed_label)
-        lay.addWidget(self.readout, 1)
+            top.addWidget(w)
+        top.addWidget(QLabel("Step"))
+        top.addWidget(self.step_box)
+        top.addWidget(self.step_slider, 1)
+        top.addWidget(self.slider_label)
+        top.addWidget(self.speed)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 2, 4, 2)
+        lay.setSpacing(0)
+        lay.addLayout(top)
+        lay.addWidget(self.readout)
 
         self.timer = QTimer(self)
         self.timer.timeout.connect(self.next_requested)
@@ -232,11 +241,13 @@ class StepControls(QWidget):
         self.reset_btn.clicked.connect(self.reset_requested)
         self.play_btn.toggled.connect(self._on_play)
         self.step_box.valueChanged.connect(self.jump_requested)
+        self.step_slider.valueChanged.connect(self.jump_requested)
         self.speed.valueChanged.connect(self._on_speed)
+        self.set_step_range(0, "")
 
     def _on_speed(self, v: int) -> None:
-        self.speed_label.setText(f"{v} steps/s")
-        self.timer.setInterval(int(1000 / v))
+        if self.timer.isActive():
+            self.timer.start(int(1000 / v))  # re-armed only when the user changes the speed
 
     def _on_play(self, on: bool) -> None:
         self.play_btn.setText("⏸ Pause" if on else "▶ Play")
@@ -253,10 +264,19 @@ class StepControls(QWidget):
         if self.play_btn.isChecked() != on:
             self.play_btn.setChecked(on)
 
+    def set_step_range(self, last: int, text: str) -> None:
+        """The slider spans steps 0..last (a run's trained steps, or the plan's first epoch)."""
+        self.step_slider.blockSignals(True)
+        self.step_slider.setRange(0, max(0, int(last)))
+        self.step_slider.setPageStep(max(1, int(last) // 20))
+        self.step_slider.blockSignals(False)
+        self.slider_label.setText(text)
+
     def set_step(self, step: int) -> None:
-        self.step_box.blockSignals(True)
-        self.step_box.setValue(min(step, self.step_box.maximum()))
-        self.step_box.blockSignals(False)
+        for w in (self.step_box, self.step_slider):
+            w.blockSignals(True)
+            w.setValue(min(step, w.maximum()))
+            w.blockSignals(False)
 
     def set_readout(self, html: str) -> None:
         self.readout.setText(html)
@@ -279,6 +299,7 @@ class TrainPanel(QGroupBox):
     pause_toggled = Signal(bool)
     stop_requested = Signal()
     sample_requested = Signal()
+    fresh_requested = Signal()
 
     def __init__(self, device_name: str, gpu_count: int = 0, parent: QWidget | None = None):
         super().__init__("Train GPT-2 on this plan", parent)
@@ -288,8 +309,17 @@ class TrainPanel(QGroupBox):
         self.n_head = _spin(1, 64, 2)
         self.n_embd = _spin(8, 8192, 64)
         self.dropout = _dspin(0.0, 0.9, 0.0, 2, 0.05)
-        self.steps = _spin(1, 10_000_000, 500, "Optimizer steps in all, numbered 0..steps-1; nanoGPT's "
-                           "max_iters=M runs M+1 steps (iterations 0..M), so M+1 here matches it")
+        self.steps = _spin(1, 10_000_000, 500, "How many optimizer steps to train. From scratch they are numbered "
+                           "0..steps-1; nanoGPT's max_iters=M runs M+1 steps (iterations 0..M), so M+1 here "
+                           "matches it. Continuing a checkpoint at step s trains steps s..s+steps-1")
+        self.steps_range = QLabel()
+        self.steps_range.setStyleSheet("color: #555;")
+        self.start_step = 0  # the step a continued checkpoint is at (0: from scratch)
+        self.continue_label = QLabel()
+        self.continue_label.setWordWrap(True)
+        self.continue_label.setStyleSheet("padding: 2px; background: #eef6ff;")
+        self.fresh_btn = QToolButton(text="Start fresh")
+        self.fresh_btn.setToolTip("Train a new model from scratch instead of continuing the checkpoint")
         self.lr = QLineEdit("1e-3")
         self.lr.setToolTip("Peak learning rate (warmup then cosine decay to lr/10)")
         self.eval_interval = _spin(0, 1_000_000, 50, "Evaluate on the val split every this many steps (0: never)")
@@ -358,7 +388,10 @@ class TrainPanel(QGroupBox):
         form.addRow(row)
         form.addRow("Dropout", self.dropout)
         form.addRow("Context", self.context)
-        form.addRow("Steps", self.steps)
+        steps_row = QHBoxLayout()
+        steps_row.addWidget(self.steps)
+        steps_row.addWidget(self.steps_range, 1)
+        form.addRow("Steps", steps_row)
         form.addRow("Learning rate", self.lr)
         form.addRow("Eval interval", self.eval_interval)
         form.addRow("Validation", self.eval_protocol)
@@ -379,6 +412,10 @@ class TrainPanel(QGroupBox):
         for b in (self.start_btn, self.pause_btn, self.stop_btn):
             buttons.addWidget(b)
         lay = QVBoxLayout(self)
+        cont = QHBoxLayout()
+        cont.addWidget(self.continue_label, 1)
+        cont.addWidget(self.fresh_btn)
+        lay.addLayout(cont)
         lay.addLayout(form)
         lay.addLayout(buttons)
         lay.addWidget(self.progress)
@@ -403,6 +440,9 @@ class TrainPanel(QGroupBox):
         self.pause_btn.toggled.connect(self._on_pause)
         self.stop_btn.clicked.connect(self.stop_requested)
         self.sample_btn.clicked.connect(self.sample_requested)
+        self.fresh_btn.clicked.connect(self.fresh_requested)
+        self.steps.valueChanged.connect(self._update_steps_range)
+        self.set_continuation(None, 0)
         self._apply_preset(self.preset.currentText())
         self.set_running(False)
         self._update_distributed_rows()
@@ -426,6 +466,18 @@ class TrainPanel(QGroupBox):
         self.hosts.setVisible(multi)
         self.hosts_label.setVisible(multi)
 
+    def set_continuation(self, text: str | None, start_step: int) -> None:
+        """Start continues a checkpoint at `start_step` (text says which), or None: from scratch."""
+        self.start_step = int(start_step) if text else 0
+        self.continue_label.setText(text or "")
+        self.continue_label.setVisible(bool(text))
+        self.fresh_btn.setVisible(bool(text))
+        self._update_steps_range()
+
+    def _update_steps_range(self) -> None:
+        a, n = self.start_step, self.steps.value()
+        self.steps_range.setText(f"{a:,} → {a + n:,}" if a else f"steps 0 → {n - 1:,}")
+
     def set_command(self, lines: list[str]) -> None:
         """The torchrun command(s) for this run: one per node."""
         self.command.setText(lines[0] if lines else "")
@@ -445,8 +497,8 @@ class TrainPanel(QGroupBox):
 
     def train_config(self) -> TrainConfig:
         lr = float(self.lr.text())
-        steps = self.steps.value()
-        return TrainConfig(steps=steps, learning_rate=lr, min_lr=lr / 10, warmup_steps=min(100, steps // 10),
+        steps = self.steps.value()  # to train; the run's total counts the continued checkpoint's steps
+        return TrainConfig(steps=self.start_step + steps, learning_rate=lr, min_lr=lr / 10, warmup_steps=min(100, steps // 10),
                            eval_interval=self.eval_interval.value(), eval_batches=0,
                            eval_protocol=self.eval_protocol.currentData(), device=self.device.currentData(),
                            dtype=self.dtype.currentText(), residual_dtype=self.residual.currentData(),
@@ -484,6 +536,7 @@ class TrainPanel(QGroupBox):
                   self.eval_interval, self.device, self.dtype, self.residual, self.compile, self.gpus, self.hosts,
                   self.context, self.eval_protocol):
             w.setEnabled(not running)
+        self.fresh_btn.setEnabled(not running)
         if not running:
             self.pause_btn.blockSignals(True)
             self.pause_btn.setChecked(False)

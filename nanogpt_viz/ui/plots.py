@@ -1,9 +1,9 @@
-"""Live training plots (pyqtgraph): loss vs step, per-token loss heatmap, loss vs position in block.
+"""Training plots (pyqtgraph): loss vs step, per-token loss heatmap, loss vs position in block, and
+the step x position map.
 
 Every plot item is created once and then fed with `setData` / `setImage`; nothing is cleared and
-re-plotted per step. Redraws are coalesced: `LossPlot.add` only appends to a bounded numpy ring and
-schedules one redraw, and `PlotCoalescer` turns a fast stream of `StepReport`s into at most ~30
-redraws per second.
+re-plotted per step. No plot owns a timer: `LossPlot.add` only appends to a bounded numpy ring, and
+the window's one refresh clock (ui/refresh.py) redraws at a bounded rate.
 """
 from __future__ import annotations
 
@@ -12,18 +12,18 @@ import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QObject, QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtCore import QObject, QPointF, QRectF, Qt, Signal
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from nanogpt_viz.run.record import atomic_write_text
 from nanogpt_viz.ui import palette
 
-__all__ = ["RingSeries", "LossPlot", "TokenLossHeatmap", "PositionLossPlot", "PlotCoalescer",
-           "loss_colormap"]
+__all__ = ["RingSeries", "LossPlot", "LossPoint", "TokenLossHeatmap", "PositionLossPlot", "PlotCoalescer",
+           "StepPositionMap", "loss_colormap", "select_rows"]
 
 
 # Thin cosmetic pens: a 1 px line draws several times faster than a 1.5-2 px one in Qt's raster
@@ -188,10 +188,23 @@ def _finite_or_nan(v: Any) -> float:
 # Loss vs step
 
 
+class LossPoint(NamedTuple):
+    """A loss curve's point where no StepReport exists (a CSV, a checkpoint's history): the same
+    three fields a StepReport has, read the same way."""
+
+    step: int
+    loss: float | None
+    val_loss: float | None = None
+
+    @staticmethod
+    def from_history(rows: Iterable[Any]) -> list["LossPoint"]:
+        """(step, train, val) rows of a checkpoint's history, NaN meaning absent."""
+        return [LossPoint(int(a), None if math.isnan(b) else float(b), None if math.isnan(c) else float(c))
+                for a, b, c in rows]
+
+
 class LossPlot(QWidget):
     """Mean train loss (line) and val loss (symbols + line) vs optimizer step."""
-
-    REDRAW_MS = 33
 
     def __init__(self, parent: QWidget | None = None, capacity: int = 20_000, val_capacity: int = 5_000):
         super().__init__(parent)
@@ -212,10 +225,6 @@ class LossPlot(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.plot)
-        self._timer = QTimer(self)
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(self.REDRAW_MS)
-        self._timer.timeout.connect(self.redraw)
         self._dirty = False
         self.redraw_count = 0
 
@@ -233,26 +242,13 @@ class LossPlot(QWidget):
 
     # ---- feeding ------------------------------------------------------------------------------
     def add(self, step: int, loss: float | None, val_loss: float | None = None) -> None:
-        """Append one step (redraw is coalesced: at most one per REDRAW_MS)."""
+        """Append one point; drawn by the next `redraw` (the window's refresh clock calls it)."""
         self._append(step, loss, val_loss)
-        self._schedule()
 
-    def extend(self, records: Iterable[Any]) -> None:
-        """Bulk append: dicts ({"step", "loss"|"train_loss", "val_loss"}, e.g. metrics.jsonl lines),
-        (step, loss[, val_loss]) tuples or objects with .step/.loss/.val_loss. One redraw."""
-        for rec in records:
-            if isinstance(rec, dict):
-                step = rec.get("step")
-                loss = rec.get("loss", rec.get("train_loss"))
-                val = rec.get("val_loss")
-            elif isinstance(rec, (tuple, list)):
-                step, loss = rec[0], rec[1]
-                val = rec[2] if len(rec) > 2 else None
-            else:
-                step, loss, val = rec.step, rec.loss, getattr(rec, "val_loss", None)
-            if step is None:
-                continue
-            self._append(step, loss, val)
+    def extend(self, reports: Iterable[Any]) -> None:
+        """Bulk append StepReports (or LossPoints: the same .step, .loss, .val_loss). One redraw."""
+        for rep in reports:
+            self._append(rep.step, rep.loss, rep.val_loss)
         self.redraw()
 
     def _append(self, step: int, loss: float | None, val_loss: float | None) -> None:
@@ -276,13 +272,8 @@ class LossPlot(QWidget):
         self._dirty = True
         self.redraw()
 
-    def _schedule(self) -> None:
-        if not self._timer.isActive():
-            self._timer.start()
-
     def redraw(self) -> None:
-        """Push the ring contents into the curves now."""
-        self._timer.stop()
+        """Push the ring contents into the curves now (when anything changed)."""
         if not self._dirty:
             return
         self._dirty = False
@@ -326,8 +317,8 @@ class LossPlot(QWidget):
         return path
 
     @staticmethod
-    def read_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
-        """Records of a CSV written by `to_csv` (feed them to `extend`)."""
+    def read_csv(path: str | os.PathLike) -> list["LossPoint"]:
+        """The points of a CSV written by `to_csv` (feed them to `extend`)."""
         out = []
         with open(path, encoding="utf-8") as f:
             header = f.readline().strip().split(",")
@@ -337,9 +328,8 @@ class LossPlot(QWidget):
                 parts = line.strip().split(",")
                 if len(parts) != 3:
                     continue
-                out.append({"step": int(float(parts[0])),
-                            "loss": float(parts[1]) if parts[1] else None,
-                            "val_loss": float(parts[2]) if parts[2] else None})
+                out.append(LossPoint(int(float(parts[0])), float(parts[1]) if parts[1] else None,
+                                     float(parts[2]) if parts[2] else None))
         return out
 
     def export_png(self, path: str | os.PathLike, width: int | None = None) -> Path:
@@ -513,13 +503,19 @@ class PositionLossPlot(QWidget):
         self._ema = None
         self._redraw_ema()
 
-    def set_data(self, position_loss: np.ndarray | None) -> None:
+    def set_data(self, position_loss: np.ndarray | None, update_ema: bool = True) -> None:
+        """The curve of one step; `update_ema` folds it into the moving average (live steps, in
+        order; a step scrubbed to is shown without touching the average)."""
         if position_loss is None:
+            self._y = None
+            self.curve.setData([], [])
             return
         y = np.asarray(position_loss, dtype=np.float64).ravel()
         self._y = y.copy()
         x = np.arange(len(y), dtype=np.float64)
         self.curve.setData(x, y, connect="finite")
+        if not update_ema:
+            return
         if self._ema is None or self._ema.shape != y.shape:
             self._ema = y.copy()
         else:
@@ -554,21 +550,35 @@ class PositionLossPlot(QWidget):
 # Rate limiting
 
 
+def select_rows(per_token: np.ndarray | None, ranks: tuple, micro: int, rank: int) -> np.ndarray | None:
+    """The (B, N) rows of micro-batch `micro` of rank `rank` from (K, len(ranks), B, N) losses."""
+    if per_token is None:
+        return None
+    pt = np.asarray(per_token)
+    if pt.ndim == 2:
+        return pt
+    if pt.ndim != 4:
+        return pt.reshape(-1, pt.shape[-1])
+    ranks = tuple(ranks or range(pt.shape[1]))
+    r = ranks.index(rank) if rank in ranks else 0
+    m = min(max(int(micro), 0), pt.shape[0] - 1)
+    return pt[m, r]
+
+
 class PlotCoalescer(QObject):
-    """Bounds the redraw rate under fast training.
+    """Turns a fast stream of `StepReport`s into one redraw per refresh.
 
     `push(report)` (any rate, any thread) appends the scalars to a pending list and keeps only the
-    latest per-token / position losses; a single-shot QTimer (default 33 ms, ~30 Hz) then flushes:
-    all pending scalars into `LossPlot` in one redraw, the latest arrays into the heatmap and the
-    position plot. The heatmap shows micro-batch `micro` of rank `rank` (`set_selection`).
+    latest per-token / position losses; `flush()`, called by the window's refresh clock (it has no
+    timer of its own), draws all pending scalars into `LossPlot` in one redraw and the latest arrays
+    into the heatmap and the position plot. The heatmap shows micro-batch `micro` of rank `rank`
+    (`set_selection`).
     """
 
     flushed = Signal(int)  # step of the latest report flushed
-    _kick = Signal()
 
     def __init__(self, loss_plot: LossPlot | None = None, heatmap: TokenLossHeatmap | None = None,
-                 position_plot: PositionLossPlot | None = None, interval_ms: int = 33,
-                 parent: QObject | None = None):
+                 position_plot: PositionLossPlot | None = None, parent: QObject | None = None):
         super().__init__(parent)
         self.loss_plot = loss_plot
         self.heatmap = heatmap
@@ -576,20 +586,11 @@ class PlotCoalescer(QObject):
         self.micro = 0
         self.rank = 0
         self._lock = threading.Lock()
-        self._pending: list[tuple[int, float, float | None]] = []
+        self._pending: list[Any] = []
         self._latest: Any = None  # latest report carrying per_token / position_loss
         self._last_step = -1
         self._dirty = False
-        self._timer = QTimer(self)
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(max(1, int(interval_ms)))
-        self._timer.timeout.connect(self.flush)
-        self._kick.connect(self._start_timer)  # queued onto our thread when pushed from elsewhere
         self.flush_count = 0
-
-    def set_interval(self, ms: int) -> None:
-        """The delay between a push and its flush (the redraw period under steady training)."""
-        self._timer.setInterval(max(1, int(ms)))
 
     def set_selection(self, micro: int, rank: int) -> None:
         """Which (micro, rank) of the per-token losses the heatmap shows; re-shows the latest."""
@@ -601,19 +602,14 @@ class PlotCoalescer(QObject):
 
     def push(self, report: Any) -> None:
         with self._lock:
-            self._pending.append((int(report.step), report.loss, getattr(report, "val_loss", None)))
+            self._pending.append(report)
             if getattr(report, "per_token", None) is not None or getattr(report, "position_loss", None) is not None:
                 self._latest = report
             self._dirty = True
-        self._kick.emit()
 
     def pending(self) -> int:
         with self._lock:
             return len(self._pending)
-
-    def _start_timer(self) -> None:
-        if not self._timer.isActive():
-            self._timer.start()
 
     def reset(self) -> None:
         """Drop whatever is pending (a new run)."""
@@ -622,24 +618,12 @@ class PlotCoalescer(QObject):
             self._latest = None
             self._dirty = False
         self._last_step = -1
-        self._timer.stop()
 
     def _select(self, report: Any) -> np.ndarray | None:
-        pt = getattr(report, "per_token", None)
-        if pt is None:
-            return None
-        pt = np.asarray(pt)
-        if pt.ndim == 2:
-            return pt
-        if pt.ndim != 4:
-            return pt.reshape(-1, pt.shape[-1])
-        ranks = tuple(getattr(report, "ranks", ()) or range(pt.shape[1]))
-        r = ranks.index(self.rank) if self.rank in ranks else 0
-        m = min(max(self.micro, 0), pt.shape[0] - 1)
-        return pt[m, r]
+        return select_rows(getattr(report, "per_token", None), tuple(getattr(report, "ranks", ()) or ()),
+                           self.micro, self.rank)
 
     def flush(self) -> None:
-        self._timer.stop()
         with self._lock:
             pending, self._pending = self._pending, []
             latest = self._latest
@@ -660,4 +644,98 @@ class PlotCoalescer(QObject):
                 self.position_plot.set_data(pl)
         self.flush_count += 1
         if pending:
-            self.flushed.emit(pending[-1][0])
+            self.flushed.emit(int(pending[-1].step))
+
+
+# ----------------------------------------------------------------------------------------------
+# Step x position map
+
+
+class StepPositionMap(QWidget):
+    """Steps down, positions 0..N-1 across, colour = mean loss at that position in that step: the
+    loss falling along each row over training is in-context learning becoming visible."""
+
+    hovered = Signal(int, int, float)  # step, position, loss
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.plot = pg.PlotWidget(background=palette.BACKGROUND,
+                                  axisItems={"bottom": _IntAxis("bottom"), "left": _IntAxis("left")})
+        item = self.plot.getPlotItem()
+        item.setLabel("bottom", "position in block (j)")
+        item.setLabel("left", "step")
+        item.invertY(True)
+        item.setMenuEnabled(False)
+        self.image = pg.ImageItem(axisOrder="row-major")
+        item.addItem(self.image)
+        self.colorbar = pg.ColorBarItem(values=(0.0, 1.0), colorMap=loss_colormap(), label="mean loss",
+                                        interactive=False, width=14)
+        self.colorbar.setImageItem(self.image, insert_in=item)
+        self.cursor = pg.InfiniteLine(angle=0, pen=pg.mkPen(palette.RANK_COLORS[0], width=1))
+        self.cursor.setVisible(False)
+        item.addItem(self.cursor)
+        self.label = QLabel("the mean loss at each position of each trained step")
+        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.label.setWordWrap(True)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.plot, 1)
+        lay.addWidget(self.label)
+        self._steps = np.zeros(0, np.int64)
+        self._rows: np.ndarray | None = None
+        self._shape: tuple[int, int] | None = None
+        self.plot.scene().sigMouseMoved.connect(self._on_mouse_moved)
+
+    def set_rows(self, steps: np.ndarray, rows: np.ndarray | None) -> None:
+        """One row per step shown: `steps` (n,) ascending, `rows` (n, N)."""
+        if rows is None or len(steps) == 0:
+            self.clear()
+            return
+        a = np.asarray(rows, dtype=np.float32).reshape(len(steps), -1)
+        self._steps = np.asarray(steps, dtype=np.int64).copy()
+        self._rows = a
+        self.image.setImage(a, autoLevels=False)
+        lo_step, hi_step = int(self._steps[0]), int(self._steps[-1])
+        span = max(1, hi_step - lo_step + 1)
+        self.image.setRect(-0.5, lo_step - 0.5, float(a.shape[1]), float(span))
+        fin = a[np.isfinite(a)]
+        lo, hi = (float(fin.min()), float(fin.max())) if fin.size else (0.0, 1.0)
+        self.colorbar.setLevels((lo, max(hi, lo + 1e-6)))
+        shape = (a.shape[1], span)
+        if shape != self._shape:
+            self._shape = shape
+            self.plot.getPlotItem().getViewBox().autoRange(padding=0.0)
+
+    def set_current(self, step: int | None) -> None:
+        """Mark the step the other views show."""
+        self.cursor.setVisible(step is not None and self._rows is not None)
+        if step is not None:
+            self.cursor.setValue(float(step))
+
+    def clear(self) -> None:
+        self._steps = np.zeros(0, np.int64)
+        self._rows = None
+        self._shape = None
+        self.image.clear()
+        self.cursor.setVisible(False)
+
+    def rows(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """(steps, (n, N) rows) shown (copies)."""
+        return self._steps.copy(), None if self._rows is None else self._rows.copy()
+
+    def _on_mouse_moved(self, scene_pos: QPointF) -> None:
+        if self._rows is None:
+            return
+        vb = self.plot.getPlotItem().getViewBox()
+        if not vb.sceneBoundingRect().contains(scene_pos):
+            return
+        p = vb.mapSceneToView(scene_pos)
+        j = int(math.floor(p.x() + 0.5))
+        k = int(np.searchsorted(self._steps, p.y() + 0.5, side="right")) - 1
+        if 0 <= k < len(self._steps) and 0 <= j < self._rows.shape[1]:
+            v = float(self._rows[k, j])
+            self.label.setText(f"step {int(self._steps[k]):,}, position j={j}: mean loss {v:.4f}")
+            self.hovered.emit(int(self._steps[k]), j, v)
+
+    def export_png(self, path: str | os.PathLike, width: int | None = None) -> Path:
+        return _export_png(self.plot, self.plot.getPlotItem(), path, width)

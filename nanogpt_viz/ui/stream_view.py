@@ -285,6 +285,10 @@ class StreamView(QAbstractScrollArea):
         if self._mode == "loss":
             self.viewport().update()
 
+    def loss(self) -> np.ndarray | None:
+        """The per-token losses the view colours by (None: none for the step shown)."""
+        return self._loss
+
     def set_placeholder(self, text: str) -> None:
         self._placeholder = text
         self.viewport().update()
@@ -1126,6 +1130,7 @@ class StreamPanel(QWidget):
     hovered = Signal("qlonglong")
     clicked = Signal("qlonglong")
     message = Signal(str)
+    step_requested = Signal("qlonglong")  # the overview strip was clicked where that step read
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -1172,13 +1177,21 @@ class StreamPanel(QWidget):
 
         self.zoom_in_button.clicked.connect(self.stream.zoom_in)
         self.zoom_out_button.clicked.connect(self.stream.zoom_out)
-        self.overview.jump_requested.connect(lambda p: self.stream.scroll_to_position(p, center=True))
+        self.overview.jump_requested.connect(self._on_strip)
         self.stream.visible_range_changed.connect(self.overview.set_visible_range)
         self.stream.hovered.connect(self.hovered)
         self.stream.clicked.connect(self.clicked)
         self.stream.message.connect(self.message)
         self.stream.zoom_changed.connect(self._update_zoom_buttons)
         self._update_zoom_buttons(self.stream.zoom_level())
+
+    def _on_strip(self, position: int) -> None:
+        self.stream.scroll_to_position(position, center=True)
+        model = self.stream.model()
+        if model is not None:
+            step = model.step_reading(position, self._step)
+            if step >= 0:
+                self.step_requested.emit(step)
 
     def _update_zoom_buttons(self, level: int) -> None:
         self.zoom_out_button.setEnabled(level > 0)

@@ -66,7 +66,8 @@ class TrainController(QObject):
     """Runs a Trainer in a background thread and re-emits its events as signals, in order.
 
     Step reports are not signalled one by one: the engine's thread appends them to a queue and the
-    GUI thread drains it every `report_interval_ms` (and at once when any other event arrives).
+    GUI thread drains it every `report_interval_ms`, or whenever its owner calls `drain()` (None: the
+    window's one refresh clock does), and at once when any other event arrives.
     A small model on a CPU can make a hundred steps a second; waking the GUI thread for each
     would take the cores the model trains on, and the window only redraws at its refresh rate.
     """
@@ -79,22 +80,19 @@ class TrainController(QObject):
     ended = Signal(object)  # RunEnd
     running_changed = Signal(bool)
 
-    def __init__(self, parent: QObject | None = None, report_interval_ms: int = 100):
+    def __init__(self, parent: QObject | None = None, report_interval_ms: int | None = 100):
         super().__init__(parent)
+        self._interval = report_interval_ms  # None: the owner drains (the window's refresh clock)
         self._runner: _Runner | None = None
         self.trainer: Trainer | None = None
         self.control: TrainControl | None = None
         self._queue: deque = deque()  # appended by the engine's thread, drained by the GUI thread
         self._drain_timer = QTimer(self)
-        self._drain_timer.setInterval(report_interval_ms)
+        self._drain_timer.setInterval(max(1, report_interval_ms or 1))
         self._drain_timer.timeout.connect(self.drain)
 
     def is_running(self) -> bool:
         return self._runner is not None and self._runner.is_running()
-
-    def set_report_interval(self, ms: int) -> None:
-        """How often queued step reports are delivered (the window matches its refresh)."""
-        self._drain_timer.setInterval(max(1, int(ms)))
 
     def start(self, trainer: Trainer) -> None:
         if self.is_running():
@@ -114,7 +112,8 @@ class TrainController(QObject):
         self._runner = _Runner(events, self._on_wake, "nanogpt-viz-train", self)
         self._runner.finished.connect(self._on_thread_finished)
         self._runner.start()
-        self._drain_timer.start()
+        if self._interval is not None:
+            self._drain_timer.start()
         self.running_changed.emit(True)
 
     def _on_wake(self, _none: Any) -> None:

@@ -1,0 +1,98 @@
+"""The window's menus and their shortcuts: each action calls one intent of the window or its parts."""
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+
+
+def _action(win, menu, text: str, slot, shortcut=None, tip: str = "") -> QAction:
+    act = QAction(text, win)
+    if shortcut is not None:
+        seqs = shortcut if isinstance(shortcut, list) else [shortcut]
+        act.setShortcuts([QKeySequence(s) for s in seqs])
+    if tip:
+        act.setStatusTip(tip)
+    act.triggered.connect(slot)
+    menu.addAction(act)
+    return act
+
+
+def build_menus(win) -> None:
+    """File, View, Go, Train, Help; the actions the tests and shortcuts reach are set on `win`."""
+    runs, files = win.runs, win.files
+    mb = win.menuBar()
+    f = mb.addMenu("&File")
+    win.open_act = _action(win, f, "&Open corpus…", win.open_dialog, QKeySequence.StandardKey.Open,
+                           "Open a text file or the token files nanoGPT / llm.c / build-nanogpt write")
+    win.open_dir_act = _action(win, f, "Open data &directory…", win.open_dir_dialog)
+    win.recent_menu = f.addMenu("Open &recent")
+    _action(win, f, "Open &built-in corpus", lambda: win.load_corpus(None))
+    f.addSeparator()
+    win.open_run_act = _action(win, f, "Open r&un…", runs.open_run_dialog, "Ctrl+Shift+O",
+                               "A run directory: its corpus, plan, curves and every step's per-token losses")
+    _action(win, f, "&Attach to a run directory…", runs.attach_dialog,
+            tip="Follow a run started from the command line or by an earlier window")
+    _action(win, f, "&Load checkpoint…", files.load_checkpoint_dialog,
+            tip="Start then continues it into a new run directory; the file is never written")
+    _action(win, f, "Open &nanoGPT run…", files.open_nanogpt_run_dialog,
+            tip="The batches a nanoGPT train.py run drew, replayed exactly, with its checkpoint's weights")
+    win.save_ckpt_act = _action(win, f, "&Save checkpoint as…", files.save_checkpoint_dialog,
+                                QKeySequence.StandardKey.Save)
+    f.addSeparator()
+    _action(win, f, "Export loss history as &CSV…", files.export_csv)
+    png = f.addMenu("Export plot as &PNG")
+    for label, plot, name in (("Loss curve…", win.loss_plot, "loss"),
+                              ("Per-token loss heatmap…", win.heatmap, "per_token_loss"),
+                              ("Loss by position…", win.position_plot, "position_loss"),
+                              ("Step × position map…", win.position_map, "step_position_map")):
+        _action(win, png, label, lambda checked=False, p=plot, n=name: files.export_png(p, n))
+    f.addSeparator()
+    quit_seq = QKeySequence(QKeySequence.StandardKey.Quit)
+    win.quit_act = _action(win, f, "&Quit", win.close,
+                           [quit_seq, QKeySequence("Ctrl+Q")] if not quit_seq.isEmpty()
+                           and quit_seq != QKeySequence("Ctrl+Q") else QKeySequence("Ctrl+Q"))
+
+    stream = win.stream.stream
+    v = mb.addMenu("&View")
+    _action(win, v, "Zoom &in", stream.zoom_in, QKeySequence.StandardKey.ZoomIn)
+    _action(win, v, "Zoom &out", stream.zoom_out, QKeySequence.StandardKey.ZoomOut)
+    _action(win, v, "Show the current step", stream.ensure_step_visible, "Ctrl+L")
+    v.addSeparator()
+    group = QActionGroup(win)
+    win.color_actions = {}
+    for mode, label in (("step", "Colour by &step"), ("coverage", "Colour by &coverage"),
+                        ("loss", "Colour by per-token &loss")):
+        act = _action(win, v, label, lambda checked=False, m=mode: win.set_color_mode(m))
+        act.setCheckable(True)
+        group.addAction(act)
+        win.color_actions[mode] = act
+    win.color_actions["step"].setChecked(True)
+    v.addSeparator()
+    win.keep_in_view_act = QAction("&Keep the current step in view", win, checkable=True, checked=True)
+    win.keep_in_view_act.toggled.connect(lambda on: on and stream.ensure_step_visible())
+    v.addAction(win.keep_in_view_act)
+    v.addSeparator()
+    for dock in (win.plan_dock, win.train_dock, win.plot_dock):
+        v.addAction(dock.toggleViewAction())
+
+    s = win.session
+    g = mb.addMenu("&Go")
+    win.next_act = _action(win, g, "&Next step", s.next, Qt.Key.Key_Right)
+    win.prev_act = _action(win, g, "&Previous step", s.previous, Qt.Key.Key_Left)
+    win.play_act = _action(win, g, "Play / &pause", win.controls.toggle_play, Qt.Key.Key_Space)
+    win.home_act = _action(win, g, "&First step", s.reset, Qt.Key.Key_Home)
+    _action(win, g, "&Jump to step…", win.jump_dialog, "Ctrl+G")
+    _action(win, g, "Next &epoch", win.next_epoch, "Ctrl+Right")
+
+    tp = win.train_panel
+    t = mb.addMenu("&Train")
+    win.start_act = _action(win, t, "&Start", tp.start_btn.click, "Ctrl+Return")
+    _action(win, t, "&Pause / resume", tp.pause_btn.toggle, "Ctrl+P")
+    _action(win, t, "S&top", runs.stop, "Ctrl+.")
+    _action(win, t, "Sample &text…", files.sample_dialog, "Ctrl+E")
+
+    h = mb.addMenu("&Help")
+    from nanogpt_viz.ui import dialogs
+
+    _action(win, h, "What am I seeing?", lambda: dialogs.explain(win))
+    _action(win, h, "&About nanogpt-viz", lambda: dialogs.about(win))

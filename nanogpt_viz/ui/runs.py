@@ -1,0 +1,289 @@
+"""Starting, stopping, opening and attaching runs: the window's intents about runs.
+
+Every run gets a new run directory (run/record.new_run_dir); a checkpoint loaded (or the last run's)
+is continued into a new one whose run.json names it as the parent, and the file itself is never
+written. Opening a run opens its corpus and plan; if the corpus is missing or not the text the run
+trained on, a dialog says so and offers to pick the file.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject
+from PySide6.QtWidgets import QFileDialog
+
+from nanogpt_viz.config import PlanConfig
+from nanogpt_viz.ui import dialogs
+from nanogpt_viz.ui.run_controller import RunController
+
+
+def runs_root() -> Path:
+    base = os.environ.get("NANOGPT_VIZ_RUNS") or os.path.join(
+        os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share"), "nanogpt-viz", "runs")
+    return Path(base)
+
+
+class RunActions(QObject):
+    def __init__(self, win):
+        super().__init__(win)
+        self.win = win
+        self.run = RunController(win)
+        self.continue_from: tuple[str, int] | None = None  # (checkpoint path, its step): Start continues it
+        self._opening: tuple[Path, Any] | None = None  # a run waiting for its corpus
+        self.corpus_box = None
+
+    # ---- continuing a checkpoint -----------------------------------------------------------------
+    def set_continuation(self, path: str | None, step: int = 0) -> None:
+        self.continue_from = (str(path), int(step)) if path else None
+        text = (f"Start continues {path} at step {step:,} into a new run directory (the file is not "
+                f"written)" if path else None)
+        self.win.train_panel.set_continuation(text, step)
+
+    # ---- starting --------------------------------------------------------------------------------
+    def _run_configs(self, mc, tc):
+        """One block size unless the panel sets the model's context apart; 'auto' validation resolved."""
+        from nanogpt_viz.config import PLAN_PRESETS
+        from nanogpt_viz.data.evaluation import window_protocol
+
+        pc = self.win.session.plan_config
+        mc = mc.with_(block_size=self.win.train_panel.context.value() or pc.block_size)
+        if tc.eval_protocol == "auto":
+            tc = tc.with_(eval_protocol=window_protocol(pc, PLAN_PRESETS))
+        return mc, tc
+
+    def _new_dir(self, mc, tc, preset: str, manifest: bool = True) -> tuple[Path, bool]:
+        """A new run directory. Continuing, it holds a copy of the checkpoint and a run.json naming it as
+        the parent (so `train --resume` continues it and the original stays as it is); a fresh run gets
+        its run.json here when `manifest` (in-process; a fresh torchrun run writes its own)."""
+        from nanogpt_viz.run.record import make_manifest, new_run_dir, write_manifest
+
+        s = self.win.session
+        out = new_run_dir(runs_root(), s.corpus.name)
+        parent = None
+        if self.continue_from is not None:
+            src, step = self.continue_from
+            shutil.copyfile(src, out / "ckpt.pt")
+            parent = {"checkpoint": str(Path(src).resolve()), "step": step}
+        if manifest or parent is not None:
+            m = make_manifest(out, s.corpus, s.plan_config.split, s.plan_config, mc, tc,
+                              world_size=s.plan_config.world_size, parent=parent, model_preset=preset)
+            write_manifest(out, m)
+        return out, parent is not None
+
+    def command_args(self, preset: str, mc, tc, out_dir, resume: bool) -> list[str]:
+        from nanogpt_viz.run.launch import train_args
+
+        s = self.win.session
+        mc, tc = self._run_configs(mc, tc)
+        return train_args(self.win.corpus_path or str(s.corpus.path), s.plan_config, preset, mc, tc, out_dir,
+                          resume=resume)
+
+    def start(self, preset: str, mc, tc) -> None:
+        win = self.win
+        if win.session.model is None:
+            win.error("Cannot train", win.session.last_problem or "Open a corpus first.")
+            return
+        if self.run.is_running():
+            return
+        if win.train_panel.distributed():
+            self.start_distributed(preset, mc, tc)
+            return
+        from nanogpt_viz.engine.trainer import Trainer
+        from nanogpt_viz.run.record import read_manifest
+
+        s = win.session
+        mc, tc = self._run_configs(mc, tc)
+        try:
+            out, resume = self._new_dir(mc, tc, preset)
+        except OSError as exc:
+            win.error("Cannot start", f"cannot create the run directory: {exc}")
+            return
+        corpus = s.corpus
+        val = corpus.split("val") if corpus.has_split("val") and s.plan_config.split == "train" else None
+        trainer = Trainer(s.tokens, val, s.plan_config, mc, tc, out_dir=out, resume=resume, model_preset=preset,
+                          manifest=read_manifest(out),
+                          corpus_info={"path": str(win.corpus_path or corpus.path), "name": corpus.name,
+                                       "tokens": len(s.tokens), "vocab_size": corpus.vocab_size})
+        # on a CPU the window competes with the model for cores; beside a GPU it may refresh more
+        on_cpu = "CPU" in win.device_name or tc.device == "cpu"
+        # Beside a GPU the trainer thread mostly runs Python between kernel launches: hand the GIL
+        # over every 1 ms (not 5) so a window event waits at most about that long.
+        sys.setswitchinterval(0.005 if on_cpu else 0.001)
+        self.run.detach()
+        win.views.reset(s.plan_config, tc.steps)
+        self.run.start_local(trainer)
+        win.clock.start(budget=0.01 if on_cpu else 0.15, period_ms=500 if on_cpu else 100)
+        win.statusBar().showMessage(f"Training in {out}" + (f", continued from {self.continue_from[0]}"
+                                                             if resume else ""), 8000)
+
+    def start_distributed(self, preset: str, mc, tc) -> None:
+        """More than one GPU: run torchrun in its own process group and follow its run directory."""
+        from nanogpt_viz.run.launch import RunProcess, torchrun_command
+
+        win = self.win
+        win.gpus_changed()
+        mc2, tc2 = self._run_configs(mc, tc)
+        try:
+            out, resume = self._new_dir(mc2, tc2, preset, manifest=False)
+        except OSError as exc:
+            win.error("Cannot start torchrun", f"cannot create the run directory: {exc}")
+            return
+        tp = win.train_panel
+        cmd = torchrun_command(self.command_args(preset, mc, tc, out, resume), tp.gpus.value(), tp.hosts_list())
+        try:
+            proc = RunProcess(cmd, out)
+        except OSError as exc:
+            win.error("Cannot start torchrun", str(exc))
+            return
+        self.run.detach()
+        win.views.reset(win.session.plan_config, tc2.steps)
+        self.run.start_torchrun(proc, out)
+        win.clock.start(budget=0.15)
+        tp.pause_btn.setEnabled(False)  # torchrun jobs stop, they do not pause
+        win.statusBar().showMessage(f"torchrun started ({win.world()} processes), run directory {out}", 8000)
+
+    def stop(self) -> None:
+        if self.run.kind in ("torchrun", "reader") and self.run.is_running():
+            win = self.win
+            win.statusBar().showMessage("Stopping every rank after its current step…", 8000)
+        self.run.stop()
+
+    # ---- events ------------------------------------------------------------------------------------
+    def on_running(self, running: bool) -> None:
+        win = self.win
+        win.train_panel.set_running(running)
+        win.train_panel.start_btn.setEnabled(not running and win.session.model is not None)
+        win.plan_panel.setEnabled(not running)
+        if running:
+            if not win.clock.timer.isActive():
+                win.clock.start(budget=0.03)
+        else:
+            win.clock.stop()
+            win.views.show_step(win.session.step)
+
+    def on_info(self, info) -> None:
+        win = self.win
+        win.views.on_info(info)
+        comp = (", bf16 residual" if info.residual_dtype == "bfloat16" else "") + (", compiled" if info.compiled else "")
+        params = f" · {info.n_params / 1e6:.2f}M params" if info.n_params else ""
+        win.train_panel.set_progress(info.start_step, info.total_steps,
+                                     f"{info.device_name} · {info.dtype}{comp}{params}"
+                                     + (f" · continued at step {info.start_step}" if info.start_step else ""))
+
+    def on_evaluated(self, ev) -> None:
+        """The evaluation before the first step: at x = -1 (a report's val follows step x, i.e. x+1 steps)."""
+        self.win.loss_plot.add(-1, None, ev.val_loss)
+        self.win.loss_plot.set_val_label(ev.val_protocol, ev.val_tokens)
+        self.win.clock.request()
+
+    def on_end(self, end) -> None:
+        win = self.win
+        win.clock.flush()
+        if end.checkpoint:
+            self.set_continuation(end.checkpoint, end.step)
+        if end.reason.ok if hasattr(end.reason, "ok") else end.reason in ("finished", "stopped"):
+            win.statusBar().showMessage(end.message + (f"; checkpoint {end.checkpoint}" if end.checkpoint else ""),
+                                        10000)
+        elif not win.closing:
+            title = {"oom": "Out of memory", "nonfinite": "Training diverged"}.get(end.reason, "Training failed")
+            win.error(title, end.message + (f"\n\nCheckpoint: {end.checkpoint}" if end.checkpoint else ""))
+
+    # ---- opening a run -------------------------------------------------------------------------------
+    def open_run_dialog(self) -> None:
+        path = QFileDialog.getExistingDirectory(self.win, "Open a run directory", str(runs_root()))
+        if path:
+            self.open_run(path)
+
+    def attach_dialog(self) -> None:
+        path = QFileDialog.getExistingDirectory(self.win, "Attach to a run directory", str(runs_root()))
+        if path:
+            self.open_run(path)
+
+    def open_run(self, path: str) -> None:
+        """Show the run of `path` over its own corpus and plan (followed while it trains)."""
+        from nanogpt_viz.run.record import RunError, check_corpus, read_manifest
+
+        win = self.win
+        if self.run.is_running():
+            win.error("Training in progress", "Stop the current run before opening another one.")
+            return
+        try:
+            manifest = read_manifest(path)
+        except RunError as exc:
+            win.error("Not a run directory", f"{exc}; pick the directory a run wrote (it holds run.json).")
+            return
+        self._opening = (Path(path), manifest)
+        corpus = win.session.corpus
+        if corpus is not None and check_corpus(manifest.corpus, corpus) is None:
+            self._show_run()
+        elif os.path.exists(manifest.corpus.path):
+            win.load_corpus(manifest.corpus.path)  # -> corpus_loaded
+        else:
+            self._corpus_problem(check_corpus(manifest.corpus, None))
+
+    def corpus_loaded(self, corpus) -> bool:
+        """A corpus finished loading: True when it may replace the window's (not a wrong one for the run
+        being opened)."""
+        from nanogpt_viz.run.record import check_corpus
+
+        if self._opening is None:
+            return True
+        problem = check_corpus(self._opening[1].corpus, corpus)
+        if problem is not None:
+            self._corpus_problem(problem)
+            return False
+        return True
+
+    def after_corpus(self) -> None:
+        """The new corpus is the window's: a run being opened is shown over it."""
+        if self._opening is not None:
+            self._show_run()
+
+    def _corpus_problem(self, problem: str) -> None:
+        run_dir = self._opening[0]
+        self.win.last_error = ("The run's corpus", problem)
+        self.corpus_box = dialogs.corpus_problem(self.win, str(run_dir), problem, self._pick_corpus)
+
+    def _pick_corpus(self) -> None:
+        if self._opening is None:
+            return
+        ident = self._opening[1].corpus
+        start = os.path.dirname(ident.path) if os.path.isdir(os.path.dirname(ident.path)) else str(Path.home())
+        if ident.format.endswith("dir"):
+            path = QFileDialog.getExistingDirectory(self.win, f"The run's corpus ({ident.name or ident.path})", start)
+        else:
+            path, _ = QFileDialog.getOpenFileName(self.win, f"The run's corpus ({ident.name or ident.path})", start)
+        if path:
+            self.win.load_corpus(path)
+        else:
+            self._opening = None
+
+    def _show_run(self) -> None:
+        run_dir, manifest = self._opening
+        self._opening = None
+        win = self.win
+        pc = PlanConfig.from_dict(manifest.plan)
+        win.plan_panel.set_config(pc)
+        win.session.set_plan_config(pc)
+        self.run.detach()
+        win.views.reset(pc, int((manifest.train or {}).get("steps") or 1))
+        self.run.open(run_dir)
+        win.views.load_map()
+        last = self.run.last_step()
+        ckpt = run_dir / "ckpt.pt"
+        if ckpt.exists() and not self.run.is_running():
+            self.set_continuation(str(ckpt), (last or -1) + 1)
+        if self.run.is_running():
+            win.clock.start(budget=0.03)
+        win.clock.flush()
+        if last is not None:
+            win.session.set_step(last)
+        win.views.update_range()
+        win.views.show_step(win.session.step)
+        note = manifest.continued_note()
+        win.statusBar().showMessage(f"Opened the run {run_dir}: {0 if last is None else last + 1:,} steps"
+                                    + (f", {note}" if note else ""), 10000)
