@@ -203,7 +203,9 @@ class MainWindow(QMainWindow):
         if isinstance(geo, QByteArray) and not geo.isEmpty():
             self.restoreGeometry(geo)
         else:
-            self.resize(1500, 920)
+            avail = self.screen().availableGeometry() if self.screen() is not None else None
+            w, h = (1500, 920) if avail is None else (min(1500, avail.width()), min(920, avail.height() - 40))
+            self.resize(w, h)
         state = st.value("window_state")
         if isinstance(state, QByteArray) and not state.isEmpty():
             self.restoreState(state)
