@@ -288,7 +288,7 @@ def test_cli_explicit_model_block_size_stays_apart(tmp_path):
     assert res.returncode == 0, res.stderr
     assert load_checkpoint(tmp_path / "run" / "ckpt.pt").model_args["block_size"] == 96
     assert recs[-1]["val_protocol"] == "whole" and recs[-1]["val_tokens"] == 1500 - 1
-    res, _ = _cli_train(tmp_path, "-N", 128, "-B", 2, "--model-block-size", 64)
+    res, _ = _cli_train(tmp_path, "-N", 128, "-B", 2, "--model-block-size", 64, "--overwrite")  # same --out
     assert res.returncode == 2 and "larger than the model's context" in res.stderr
 
 
