@@ -34,3 +34,31 @@ def test_single_node_and_multi_node_commands():
     assert "'a b'" in shell_line(["train", "a b"])
     with pytest.raises(ValueError):
         parse_hosts("ok; rm -rf /")
+
+
+def test_every_train_setting_has_a_flag_and_round_trips(tmp_path):
+    """TRAIN_FLAGS covers every TrainConfig field (or says why it has no flag), and each one's value, set away from
+    its default, comes back from the CLI's parser: the window's torchrun command cannot drop a setting."""
+    from dataclasses import fields
+
+    from nanogpt_viz.cli import build_parser
+    from nanogpt_viz.run.launch import TRAIN_FIELDS_WITHOUT_FLAG, TRAIN_FLAGS
+
+    names = {f.name for f in fields(TrainConfig)}
+    covered = {name for name, _ in TRAIN_FLAGS}
+    assert names == covered | set(TRAIN_FIELDS_WITHOUT_FLAG), names ^ (covered | set(TRAIN_FIELDS_WITHOUT_FLAG))
+    assert not covered & set(TRAIN_FIELDS_WITHOUT_FLAG)
+    odd = dict(steps=123, learning_rate=2.5e-4, min_lr=2.5e-5, warmup_steps=7, lr_decay_steps=111, weight_decay=0.03,
+               grad_clip=0.5, eval_interval=13, eval_batches=9, eval_protocol="whole", device="cpu", dtype="bfloat16",
+               compile=False, per_token=False, checkpoint_interval=17, residual_dtype="bfloat16", divide_by_k=False)
+    assert set(odd) == covered
+    tc = TrainConfig(**odd)
+    for f in fields(TrainConfig):
+        if f.name in odd:
+            assert getattr(tc, f.name) != f.default, f.name  # each value differs from the default
+    parser = build_parser()
+    argv = train_args("data/", PlanConfig(), "tiny", MODEL_PRESETS["tiny"], tc, tmp_path / "run")
+    args = parser.parse_args(argv)
+    cli_name = {"learning_rate": "lr"}
+    for name in covered:
+        assert getattr(args, cli_name.get(name, name)) == getattr(tc, name), name

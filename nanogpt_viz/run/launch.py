@@ -12,13 +12,59 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from nanogpt_viz.run.record import STOP_REQUEST
 from nanogpt_viz.config import MODEL_PRESETS, ModelConfig, PlanConfig, TrainConfig
 
 # Never let a launched job turn on NVLink multicast (it can take a shared host's GPUs down).
 SAFE_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+
+
+# TrainConfig field -> the `nanogpt-viz train` flag that sets it, and how train_args writes a value (None:
+# the flag is left out, the CLI's default then being the same). One table for the torchrun command the window
+# builds; tests/test_launch.py checks every TrainConfig field is in it or in TRAIN_FIELDS_WITHOUT_FLAG and
+# round-trips through the CLI's parser, so the window can no longer drop a setting.
+def _num(v):
+    return repr(float(v))
+
+
+def _on_off(flag_off: str):
+    return lambda v: [] if v else [flag_off]
+
+
+TRAIN_FLAGS: tuple[tuple[str, Any], ...] = (
+    ("steps", lambda v: ["--steps", str(v)]),
+    ("learning_rate", lambda v: ["--lr", _num(v)]),
+    ("min_lr", lambda v: ["--min-lr", _num(v)]),
+    ("warmup_steps", lambda v: ["--warmup-steps", str(v)]),
+    ("lr_decay_steps", lambda v: [] if v is None else ["--lr-decay-steps", str(v)]),
+    ("weight_decay", lambda v: ["--weight-decay", _num(v)]),
+    ("grad_clip", lambda v: ["--grad-clip", _num(v)]),
+    ("eval_interval", lambda v: ["--eval-interval", str(v)]),
+    ("eval_batches", lambda v: ["--eval-batches", str(v)] if v > 0 else []),
+    ("eval_protocol", lambda v: [] if v == "auto" else ["--eval-protocol", v]),
+    ("device", lambda v: ["--device", v]),
+    ("dtype", lambda v: ["--dtype", v]),
+    ("compile", lambda v: [] if v is None else ["--compile" if v else "--no-compile"]),
+    ("per_token", _on_off("--no-per-token")),
+    ("checkpoint_interval", lambda v: ["--checkpoint-interval", str(v)]),
+    ("residual_dtype", lambda v: ["--residual-dtype", v]),
+    ("divide_by_k", _on_off("--no-divide-by-k")),
+)
+TRAIN_FIELDS_WITHOUT_FLAG = {
+    "beta1": "nanoGPT's AdamW betas (0.9, 0.95): fixed, no setting anywhere",
+    "beta2": "nanoGPT's AdamW betas (0.9, 0.95): fixed, no setting anywhere",
+    "seed": "the plan's --seed seeds the model too (the CLI has one seed)",
+}
+
+
+def train_flags(train: TrainConfig) -> list[str]:
+    """The `train` flags of every TrainConfig setting, from TRAIN_FLAGS."""
+    out: list[str] = []
+    for name, write in TRAIN_FLAGS:
+        out += write(getattr(train, name))
+    return out
 
 
 def train_args(corpus: str, plan: PlanConfig, preset: str, model: ModelConfig, train: TrainConfig,
@@ -43,19 +89,7 @@ def train_args(corpus: str, plan: PlanConfig, preset: str, model: ModelConfig, t
         args += ["--model-block-size", str(model.block_size)]
     if base is None or base.bias != model.bias:
         args += ["--bias", "true" if model.bias else "false"]
-    args += ["--steps", str(train.steps), "--lr", repr(train.learning_rate), "--min-lr", repr(train.min_lr),
-             "--warmup-steps", str(train.warmup_steps), "--eval-interval", str(train.eval_interval),
-             "--device", train.device, "--dtype", train.dtype, "--out", str(out_dir), "--json"]
-    if train.lr_decay_steps:
-        args += ["--lr-decay-steps", str(train.lr_decay_steps)]
-    if train.compile is not None:
-        args.append("--compile" if train.compile else "--no-compile")
-    if train.eval_protocol != "auto":
-        args += ["--eval-protocol", train.eval_protocol]
-    if train.eval_batches > 0:
-        args += ["--eval-batches", str(train.eval_batches)]
-    if train.residual_dtype != "float32":
-        args += ["--residual-dtype", train.residual_dtype]
+    args += train_flags(train) + ["--out", str(out_dir), "--json"]
     if history_budget is not None:
         args += ["--history-budget", str(int(history_budget))]
     if resume:
