@@ -636,3 +636,48 @@ def test_ctrl_c_during_a_run_saves_a_finite_checkpoint(world, tmp_path):
     ck = load_checkpoint(out)
     assert ck.iter_num >= 1
     assert_checkpoint_good(out / "ckpt.pt")
+
+
+# ------------------------------------------------------------------------------------------------ items 3 and 13
+
+
+def test_an_existing_run_directory_is_refused_and_kept(paths, capsys):
+    """Item 3: `train --out RUN` on a directory that holds a run, without --resume or --overwrite, is refused with
+    one line naming both flags; the run's files are byte-identical after it, its checkpoint loads and is finite."""
+    run = Path(paths["run"])
+    before = hashes(run)
+    code, err, _ = run_cli(capsys, "train", paths["data"], *BASE, "--steps", "3", "--out", run)
+    assert code == 2 and "Traceback" not in err
+    line = error_line(err)
+    assert "--resume" in line and "--overwrite" in line
+    assert hashes(run) == before
+    assert_checkpoint_good(run / "ckpt.pt", 2)
+    code, err, _ = run_cli(capsys, "train", paths["data"], *BASE, "--steps", "3", "--out", run, "--overwrite")
+    assert code == 0, err
+    assert_checkpoint_good(run / "ckpt.pt", 3)
+
+
+def test_the_refresh_clock_is_never_rearmed_while_events_flood(qtbot):
+    """Item 13: the window's one clock ticks at a fixed interval and keeps painting while events flood for longer
+    than the longest paint period; nothing calls setInterval on it (which restarts a running QTimer)."""
+    import time
+
+    from PySide6.QtCore import QEvent, QObject
+    from PySide6.QtWidgets import QApplication
+
+    from nanogpt_viz.ui.refresh import PERIOD_MAX_MS, TICK_MS, RefreshClock
+
+    clock = RefreshClock()
+    painted = []
+    clock.add_painter(lambda: painted.append(time.monotonic()))
+    clock.start(period_ms=PERIOD_MAX_MS)
+    sink = QObject()
+    end = time.monotonic() + PERIOD_MAX_MS / 1000 * 2 + 0.5
+    while time.monotonic() < end:  # a flood of events (as a moving mouse makes), and a change to show each time
+        for _ in range(50):
+            QApplication.postEvent(sink, QEvent(QEvent.Type.User))
+        clock.request()
+        qtbot.wait(10)
+        assert clock.timer.isActive() and clock.timer.interval() == TICK_MS
+    clock.timer.stop()
+    assert len(painted) >= 2  # it painted during the flood, at least once per longest period
