@@ -13,7 +13,7 @@ from typing import Any
 from PySide6.QtCore import QByteArray, QSettings, Qt
 from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QInputDialog, QLabel, QMainWindow,
                                QMessageBox, QProgressBar, QPushButton, QScrollArea, QSplitter, QTabWidget,
-                               QVBoxLayout, QWidget)
+                               QToolBar, QVBoxLayout, QWidget)
 
 from nanogpt_viz.config import LOADER_MODES, PlanConfig
 from nanogpt_viz.ui import dialogs
@@ -36,6 +36,16 @@ HINT = ("Press → to step through the batches (Space plays, Home resets). Each 
         "its Y is the same window shifted by one. Train ▸ Start trains GPT-2 on exactly these rows.")
 TEXT_FILTER = ("Corpora (*.txt *.md *.bin *.npy *.json *.jsonl *.csv *.py);;Token files (*.bin *.npy);;"
                "All files (*)")
+
+
+def first_launch_size(avail) -> tuple[int, int]:
+    """The first launch uses the screen: all of a laptop's (up to 1600 px wide), 92% of a larger one's."""
+    if avail is None:
+        return 1500, 920
+    w, h = avail.width(), avail.height()
+    if w > 1600:
+        return int(w * 0.92), int(h * 0.92)
+    return w, h - 30  # room for a window manager's title bar
 
 
 class MainWindow(QMainWindow):
@@ -66,8 +76,12 @@ class MainWindow(QMainWindow):
         self.files = FileActions(self)
         self.views = RunViews(self)
         build_menus(self)
+        from nanogpt_viz.ui.keys import StepKeys
+
+        self.keys = StepKeys(self, self.stream.stream)  # stepping keys work unless a field is being edited
         self._connect()
         self._restore_settings()
+        self.stream.stream.setFocus()  # the stepping keys' home
 
     @property
     def run(self):
@@ -105,11 +119,20 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(center)
 
         self.plan_panel = PlanPanel()
-        self.plan_dock = self._dock("Batch plan", "plan_dock", self.plan_panel, 300,
+        self.plan_dock = self._dock("Batch plan", "plan_dock", self.plan_panel, 230,
                                     Qt.DockWidgetArea.LeftDockWidgetArea)
         self.train_panel = TrainPanel(device_name, gpus)
-        self.train_dock = self._dock("Training", "train_dock", self.train_panel, 330,
+        self.train_dock = self._dock("Training", "train_dock", self.train_panel, 260,
                                      Qt.DockWidgetArea.RightDockWidgetArea)
+        # the run bar (Start / Pause / Stop, progress, the live line) is a fixed header across the window:
+        # never scrolled away inside the Training dock, in view whatever the window's size
+        self.run_toolbar = QToolBar("Run", self)
+        self.run_toolbar.setObjectName("run_toolbar")
+        self.run_toolbar.setMovable(False)
+        self.run_toolbar.setFloatable(False)
+        self.run_toolbar.toggleViewAction().setVisible(False)  # not hideable from the context menu
+        self.run_toolbar.addWidget(self.train_panel.run_bar)
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, self.run_toolbar)
 
         self.loss_plot = LossPlot()
         self.heatmap = TokenLossHeatmap()
@@ -123,6 +146,7 @@ class MainWindow(QMainWindow):
         self.plot_dock = QDockWidget("Plots", self)
         self.plot_dock.setObjectName("plot_dock")
         self.plot_dock.setWidget(self.plots)
+        self.plots.setMinimumWidth(200)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.plot_dock)
 
         self.corpus_label = QLabel("No corpus")
@@ -141,12 +165,17 @@ class MainWindow(QMainWindow):
     def _dock(self, title: str, name: str, panel: QWidget, min_width: int, area) -> QDockWidget:
         """A dock holding `panel` in a vertical-only scroll area (it wraps to the dock's width)."""
         scroll = QScrollArea()
-        scroll.setMinimumWidth(min_width)
+        bar = scroll.style().pixelMetric(scroll.style().PixelMetric.PM_ScrollBarExtent)
+        # never narrower than the panel (with its vertical scroll bar): a field must not be cut off
+        scroll.setMinimumWidth(max(min_width, panel.minimumSizeHint().width() + bar + 2 * scroll.frameWidth()))
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(panel)
         scroll.setWidgetResizable(True)
         dock = QDockWidget(title, self)
         dock.setObjectName(name)
+        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetClosable
+                         | QDockWidget.DockWidgetFeature.DockWidgetMovable
+                         | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
         dock.setWidget(scroll)
         self.addDockWidget(area, dock)
         return dock
@@ -203,9 +232,7 @@ class MainWindow(QMainWindow):
         if isinstance(geo, QByteArray) and not geo.isEmpty():
             self.restoreGeometry(geo)
         else:
-            avail = self.screen().availableGeometry() if self.screen() is not None else None
-            w, h = (1500, 920) if avail is None else (min(1500, avail.width()), min(920, avail.height() - 40))
-            self.resize(w, h)
+            self.resize(*first_launch_size(self.screen().availableGeometry() if self.screen() else None))
         state = st.value("window_state")
         if isinstance(state, QByteArray) and not state.isEmpty():
             self.restoreState(state)

@@ -60,9 +60,9 @@ def build_menus(win) -> None:
     v.addSeparator()
     group = QActionGroup(win)
     win.color_actions = {}
-    for mode, label in (("step", "Colour by &step"), ("coverage", "Colour by &coverage"),
-                        ("loss", "Colour by per-token &loss")):
-        act = _action(win, v, label, lambda checked=False, m=mode: win.set_color_mode(m))
+    for i, (mode, label) in enumerate((("step", "Colour by &step"), ("coverage", "Colour by &coverage"),
+                                       ("loss", "Colour by per-token &loss"))):
+        act = _action(win, v, label, lambda checked=False, m=mode: win.set_color_mode(m), f"Ctrl+{i + 1}")
         act.setCheckable(True)
         group.addAction(act)
         win.color_actions[mode] = act
@@ -72,7 +72,8 @@ def build_menus(win) -> None:
     win.keep_in_view_act.toggled.connect(lambda on: on and stream.ensure_step_visible())
     v.addAction(win.keep_in_view_act)
     v.addSeparator()
-    for dock in (win.plan_dock, win.train_dock, win.plot_dock):
+    for dock, key in ((win.plan_dock, "F2"), (win.train_dock, "F3"), (win.plot_dock, "F4")):
+        dock.toggleViewAction().setShortcut(QKeySequence(key))  # a dock collapses and comes back
         v.addAction(dock.toggleViewAction())
 
     s = win.session
@@ -95,4 +96,8 @@ def build_menus(win) -> None:
     from nanogpt_viz.ui import dialogs
 
     _action(win, h, "What am I seeing?", lambda: dialogs.explain(win))
+    from nanogpt_viz.ui.keys import shortcuts_dialog
+
+    win.shortcuts_act = _action(win, h, "&Keyboard shortcuts", lambda: shortcuts_dialog(win), "Ctrl+/",
+                                "Every key the window answers to, read off its menus")
     _action(win, h, "&About nanogpt-viz", lambda: dialogs.about(win))

@@ -3,16 +3,31 @@ from __future__ import annotations
 
 import math
 
-from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QGuiApplication
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QFontMetrics, QGuiApplication, QIcon
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout,
-                               QLabel, QLineEdit, QProgressBar, QPushButton, QSlider, QSpinBox, QToolButton,
-                               QVBoxLayout, QWidget)
+                               QLabel, QLineEdit, QProgressBar, QPushButton, QSizePolicy, QSlider, QSpinBox,
+                               QStyle, QToolButton, QVBoxLayout, QWidget)
 
 from nanogpt_viz.config import (DEFAULT_SEED, DEFAULT_SEEDS, MODEL_PRESETS, PLAN_PRESETS, SAMPLING_LABELS, SAMPLING_MODES, ModelConfig,
                                 PlanConfig, TrainConfig)
 
 CUSTOM = "Custom"
+
+
+def std_icon(name: str) -> QIcon:
+    """One of Qt's standard icons (QStyle.StandardPixmap.SP_<name>): drawn by the style, so no glyph a font
+    may lack (the ⏸ glyph rendered as an empty box)."""
+    from PySide6.QtWidgets import QApplication
+
+    return QApplication.style().standardIcon(getattr(QStyle.StandardPixmap, f"SP_{name}"))
+
+
+def fix_width(button, *texts: str) -> None:
+    """A button as wide as its widest text, so toggling its text (Play/Pause) never moves its neighbours."""
+    fm = QFontMetrics(button.font())
+    icon = 0 if button.icon().isNull() else button.iconSize().width() + 8
+    button.setFixedWidth(max(fm.horizontalAdvance(t) for t in texts) + icon + 24)
 
 
 def _spin(lo: int, hi: int, value: int, tip: str = "") -> QSpinBox:
@@ -41,9 +56,9 @@ class PlanPanel(QGroupBox):
         self.w = _spin(1, 1024, 1, "World size W: DDP ranks, each reading its own rows")
         self.sampling = QComboBox()
         self.sampling.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.sampling.setMinimumContentsLength(14)
+        self.sampling.setMinimumContentsLength(10)
         self.preset.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.preset.setMinimumContentsLength(14)
+        self.preset.setMinimumContentsLength(10)
         for mode in SAMPLING_MODES:
             self.sampling.addItem(SAMPLING_LABELS[mode], mode)
         self.stride = _spin(1, 1 << 20, 1, "Sliding window: rows start every S tokens")
@@ -190,23 +205,31 @@ class StepControls(QWidget):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self.prev_btn = QToolButton(text="◀ Prev")
-        self.play_btn = QToolButton(text="▶ Play")
+        self.prev_btn = QToolButton(text="Prev")
+        self.play_btn = QToolButton(text="Play")
         self.play_btn.setCheckable(True)
-        self.next_btn = QToolButton(text="Next ▶")
-        self.reset_btn = QToolButton(text="⟲ Reset")
-        for b, tip in ((self.prev_btn, "Previous step (←)"), (self.play_btn, "Play / pause (Space)"),
-                       (self.next_btn, "Next step (→)"), (self.reset_btn, "Back to step 0 (Home)")):
+        self.next_btn = QToolButton(text="Next")
+        self.reset_btn = QToolButton(text="Reset")
+        self.icons = {"play": std_icon("MediaPlay"), "pause": std_icon("MediaPause")}
+        for b, icon, tip in ((self.prev_btn, "MediaSeekBackward", "Previous step (←)"),
+                             (self.play_btn, "MediaPlay", "Play / pause (Space)"),
+                             (self.next_btn, "MediaSeekForward", "Next step (→)"),
+                             (self.reset_btn, "MediaSkipBackward", "Back to step 0 (Home)")):
             b.setToolTip(tip)
-            b.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+            b.setIcon(std_icon(icon))
+            # icons alone for the three the keys name in their tooltips; Play keeps its word
+            b.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon if b is self.play_btn
+                                 else Qt.ToolButtonStyle.ToolButtonIconOnly)
+            b.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # the keys keep stepping the stream
+        fix_width(self.play_btn, "Play", "Pause")
         self.step_box = QSpinBox()
         self.step_box.setRange(0, 2 ** 31 - 1)
         self.step_box.setKeyboardTracking(False)
         self.step_box.setToolTip("Jump to step (Ctrl+G)")
-        self.step_box.setMinimumWidth(100)
+        self.step_box.setMinimumWidth(80)
         self.step_slider = QSlider(Qt.Orientation.Horizontal)
         self.step_slider.setRange(0, 0)
-        self.step_slider.setMinimumWidth(160)
+        self.step_slider.setMinimumWidth(60)
         self.step_slider.setToolTip("Scrub through the steps (a run's steps: their exact per-token losses)")
         self.slider_label = QLabel()
         self.speed = QSpinBox()
@@ -250,7 +273,8 @@ class StepControls(QWidget):
             self.timer.start(int(1000 / v))  # re-armed only when the user changes the speed
 
     def _on_play(self, on: bool) -> None:
-        self.play_btn.setText("⏸ Pause" if on else "▶ Play")
+        self.play_btn.setText("Pause" if on else "Play")
+        self.play_btn.setIcon(self.icons["pause" if on else "play"])
         if on:
             self.timer.start(int(1000 / self.speed.value()))
         else:
@@ -280,6 +304,80 @@ class StepControls(QWidget):
 
     def set_readout(self, html: str) -> None:
         self.readout.setText(html)
+
+
+class ElidedLabel(QLabel):
+    """One line that never widens its parent: the text is elided at the right, the whole of it in the tooltip."""
+
+    def __init__(self, text: str = "", parent: QWidget | None = None):
+        super().__init__(parent)
+        self._full = ""
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self.setText(text)
+
+    def setText(self, text: str) -> None:  # noqa: N802 (Qt's name)
+        self._full = text
+        self.setToolTip(text)
+        self._elide()
+
+    def full_text(self) -> str:
+        return self._full
+
+    def _elide(self) -> None:
+        fm = QFontMetrics(self.font())
+        super().setText(fm.elidedText(self._full, Qt.TextElideMode.ElideRight, max(20, self.width())))
+
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        self._elide()
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802
+        return QSize(80, super().minimumSizeHint().height())
+
+    def sizeHint(self) -> QSize:  # noqa: N802
+        return QSize(360, super().sizeHint().height())
+
+
+class RunBar(QWidget):
+    """Start / Pause / Stop, the progress bar and the live line (step · loss · val · tokens/s · ETA). The window
+    keeps it in a fixed header, so it is in view at every window size, whatever the docks do."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.start_btn = QPushButton("Start")
+        self.start_btn.setIcon(std_icon("MediaPlay"))
+        self.start_btn.setToolTip("Train GPT-2 on this plan (Ctrl+Return)")
+        self.pause_btn = QPushButton("Pause")
+        self.pause_btn.setIcon(std_icon("MediaPause"))
+        self.pause_btn.setCheckable(True)
+        self.pause_btn.setToolTip("Pause / resume training (Ctrl+P)")
+        self.stop_btn = QPushButton("Stop")
+        self.stop_btn.setIcon(std_icon("MediaStop"))
+        self.stop_btn.setToolTip("Stop training and save its checkpoint (Ctrl+.)")
+        fix_width(self.start_btn, "Start")
+        fix_width(self.pause_btn, "Pause", "Resume")
+        fix_width(self.stop_btn, "Stop")
+        for b in (self.start_btn, self.pause_btn, self.stop_btn):
+            b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.progress = QProgressBar()
+        self.progress.setFormat("%v / %m steps")
+        self.progress.setFixedWidth(150)
+        self.stats = ElidedLabel("Not training.")
+        self.stats.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(4, 2, 4, 2)
+        for w in (self.start_btn, self.pause_btn, self.stop_btn, self.progress):
+            lay.addWidget(w)
+        lay.addWidget(self.stats, 1)
+
+    def show_paused(self, on: bool) -> None:
+        self.pause_btn.setText("Resume" if on else "Pause")
+        self.pause_btn.setIcon(std_icon("MediaPlay" if on else "MediaPause"))
+
+    def set_progress(self, done: int, total: int, text: str) -> None:
+        self.progress.setMaximum(max(1, total))
+        self.progress.setValue(done)
+        self.stats.setText(text)
 
 
 def _dspin(lo: float, hi: float, value: float, decimals: int, step: float) -> QDoubleSpinBox:
@@ -365,31 +463,35 @@ class TrainPanel(QGroupBox):
         self.copy_btn = QToolButton(text="Copy")
         self.copy_btn.setToolTip("Copy the torchrun command")
         self.copy_btn.clicked.connect(lambda: copy_to_clipboard(self.command.toolTip() or self.command.text()))
-        self.follow = QCheckBox("View follows the step being trained")
+        self.follow = QCheckBox("View follows training")
+        self.follow.setToolTip("The view follows the step being trained")
         self.follow.setChecked(True)
 
-        self.start_btn = QPushButton("Start")
-        self.pause_btn = QPushButton("Pause")
-        self.pause_btn.setCheckable(True)
-        self.stop_btn = QPushButton("Stop")
+        # Start / Pause / Stop and the live line live in the run bar, which the window keeps in view (a fixed
+        # header), never inside this panel's scroll area
+        self.run_bar = RunBar()
+        self.start_btn, self.pause_btn, self.stop_btn = self.run_bar.start_btn, self.run_bar.pause_btn, self.run_bar.stop_btn
+        self.progress, self.stats = self.run_bar.progress, self.run_bar.stats
         self.sample_btn = QPushButton("Sample text…")
-        self.progress = QProgressBar()
-        self.progress.setFormat("%v / %m steps")
-        self.stats = QLabel("Not training.")
-        self.stats.setWordWrap(True)
-        self.stats.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
+        # narrow enough for a 1280 px window's dock: no field may be wider than the dock (it was clipped)
+        for combo in (self.preset, self.eval_protocol, self.device, self.dtype, self.residual, self.compile):
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(8)
         form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         form.addRow("Model", self.preset)
         row = QHBoxLayout()
-        for label, box in (("layers", self.n_layer), ("heads", self.n_head), ("width", self.n_embd)):
-            row.addWidget(QLabel(label))
+        for box, tip in ((self.n_layer, "layers"), (self.n_head, "heads"), (self.n_embd, "width (n_embd)")):
+            box.setToolTip(tip)
+            box.setMinimumWidth(40)
             row.addWidget(box)
-        form.addRow(row)
+        form.addRow("Size", row)
         form.addRow("Dropout", self.dropout)
         form.addRow("Context", self.context)
         steps_row = QHBoxLayout()
         steps_row.addWidget(self.steps)
+        self.steps_range.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         steps_row.addWidget(self.steps_range, 1)
         form.addRow("Steps", steps_row)
         form.addRow("Learning rate", self.lr)
@@ -397,7 +499,7 @@ class TrainPanel(QGroupBox):
         form.addRow("Validation", self.eval_protocol)
         form.addRow("Device", self.device)
         form.addRow("Precision", self.dtype)
-        form.addRow("Residual stream", self.residual)
+        form.addRow("Residual", self.residual)
         form.addRow("Compile", self.compile)
         form.addRow("GPUs", self.gpus)
         self.hosts_label = QLabel("Hosts")
@@ -408,18 +510,12 @@ class TrainPanel(QGroupBox):
         self.command_label = QLabel("torchrun")
         form.addRow(self.command_label, cmd_row)
         form.addRow(self.follow)
-        buttons = QHBoxLayout()
-        for b in (self.start_btn, self.pause_btn, self.stop_btn):
-            buttons.addWidget(b)
         lay = QVBoxLayout(self)
         cont = QHBoxLayout()
         cont.addWidget(self.continue_label, 1)
         cont.addWidget(self.fresh_btn)
         lay.addLayout(cont)
         lay.addLayout(form)
-        lay.addLayout(buttons)
-        lay.addWidget(self.progress)
-        lay.addWidget(self.stats)
         lay.addWidget(self.sample_btn)
         self.problem = QLabel()
         self.problem.setStyleSheet("color: #b00020;")
@@ -521,7 +617,7 @@ class TrainPanel(QGroupBox):
         self.start_requested.emit(self.preset.currentText(), mc, self.train_config())
 
     def _on_pause(self, on: bool) -> None:
-        self.pause_btn.setText("Resume" if on else "Pause")
+        self.run_bar.show_paused(on)
         self.pause_toggled.emit(on)
 
     def set_problem(self, text: str) -> None:
@@ -540,13 +636,11 @@ class TrainPanel(QGroupBox):
         if not running:
             self.pause_btn.blockSignals(True)
             self.pause_btn.setChecked(False)
-            self.pause_btn.setText("Pause")
+            self.run_bar.show_paused(False)
             self.pause_btn.blockSignals(False)
 
     def set_progress(self, done: int, total: int, text: str) -> None:
-        self.progress.setMaximum(max(1, total))
-        self.progress.setValue(done)
-        self.stats.setText(text)
+        self.run_bar.set_progress(done, total, text)
 
     def settings(self) -> dict:
         return {"preset": self.preset.currentText(), "n_layer": self.n_layer.value(), "n_head": self.n_head.value(),
