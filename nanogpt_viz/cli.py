@@ -672,8 +672,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             elif isinstance(ev, StepReport):
                 rec = {"step": ev.step, "epoch": ev.epoch, "loss": ev.loss, "lr": ev.lr,
                        "tokens_per_s": ev.tokens_per_s, "grad_norm": ev.grad_norm, "mfu": ev.mfu,
+                       "mfu_datasheet": ev.mfu_datasheet,
                        "val_loss": ev.val_loss, "dt": ev.dt, "tokens_seen": ev.tokens_seen,
                        "world_size": ev.world_size}
+                rec.update(ev.lens_record())  # bpb, val_bpb, rows_across_docs, targets_after_eot, ...
                 if ev.val_loss is not None:  # after step+1 steps, measured under val_protocol
                     rec.update(val_protocol=ev.val_protocol, val_tokens=ev.val_tokens)
                     if ev.train_loss_est is not None:
@@ -681,6 +683,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 if init_eval is not None:  # the evaluation before step 0 (nanoGPT's "step 0" line)
                     rec.update(init_val_loss=init_eval.val_loss, init_val_protocol=init_eval.val_protocol,
                                init_val_tokens=init_eval.val_tokens)
+                    if init_eval.val_bpb is not None:
+                        rec["init_val_bpb"] = init_eval.val_bpb
                     if init_eval.train_loss_est is not None:
                         rec["init_train_loss_est"] = init_eval.train_loss_est
                     init_eval = None
@@ -704,6 +708,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                     if ev.train_loss_est is not None:
                         val += f" (train est {ev.train_loss_est:.4f})"
                     mfu = f" mfu {100 * ev.mfu:.1f}%" if ev.mfu is not None else ""
+                    if ev.mfu_datasheet is not None and ev.mfu_datasheet != ev.mfu:
+                        mfu += f" ({100 * ev.mfu_datasheet:.1f}% of datasheet)"
                     line = (f"[{'#' * filled}{'.' * (width - filled)}] step {ev.step + 1}/{tc.steps} "
                             f"loss {ev.loss:.4f}{val} | {ev.tokens_per_s:,.0f} tok/s{mfu} | ETA {format_eta(eta)}")
                     if sys.stderr.isatty():

@@ -153,6 +153,7 @@ class EvalResult:
     protocol: str
     val_tokens: int  # distinct val targets the evaluation covered
     train_loss_est: float | None = None  # nanogpt protocol only: estimate_loss()'s 'train'
+    val_bpb: float | None = None  # bits per byte of the same val targets (GPT-2-token corpora)
 
 
 def _shard_lengths(shards: int | Sequence[Any]) -> list[int]:

@@ -30,6 +30,8 @@ import torch
 
 from nanogpt_viz.engine.kernels import fused_loss
 from nanogpt_viz.data.batching import BatchPlan, gather_rows, plan_for
+from nanogpt_viz.data import tokenizer as _tok
+from nanogpt_viz.data.documents import token_byte_lengths
 from nanogpt_viz.config import ModelConfig, PlanConfig, TrainConfig
 from nanogpt_viz.run.record import DEFAULT_HISTORY_BUDGET, EndReason
 from nanogpt_viz.data.evaluation import (WHOLE_MAX_TARGETS, WHOLE_MAX_TARGETS_CPU, EvalPlan, EvalResult, eval_plan,
@@ -38,6 +40,8 @@ from nanogpt_viz.data.evaluation import (WHOLE_MAX_TARGETS, WHOLE_MAX_TARGETS_CP
 # Dense bf16 ceilings used for MFU. H100/H200: the measured matmul ceiling on this project's H200
 # (about 790 TFLOP/s), not the datasheet's 989. A100: datasheet (nanoGPT's figure).
 PEAK_FLOPS = (("H200", 790e12), ("H100", 790e12), ("A100", 312e12))
+# The vendors' datasheet figures (bf16 dense; H100/H200 SXM), for StepReport.mfu_datasheet
+DATASHEET_PEAK_FLOPS = (("H200", 989e12), ("H100", 989e12), ("A100", 312e12))
 
 
 HISTORY_MAX = 100_000  # loss-history entries kept for checkpoints
@@ -97,6 +101,32 @@ class StepReport:
     val_protocol: str | None = None  # how val_loss was measured (evaluation.py), when there is one
     val_tokens: int = 0  # distinct val targets that evaluation covered
     train_loss_est: float | None = None  # the nanogpt protocol's train-split estimate, beside val
+    mfu_datasheet: float | None = None  # as mfu, against the datasheet's peak (DATASHEET_PEAK_FLOPS)
+    # Bits per byte (GPT-2-token corpora): the step's mean loss x its targets / the bytes those targets
+    # stand for / ln 2, the bytes counted on this process's rows (every row in one process; under torchrun
+    # the all-ranks mean loss over rank 0's bytes, see the README). val_bpb: the val loss's own targets.
+    bpb: float | None = None
+    val_bpb: float | None = None
+    # Document boundaries (<|endoftext|>) in this process's rows of the step: rows whose inputs hold an EOT
+    # (they read across a boundary) and targets whose input is an EOT (the first token of a new document)
+    rows_across_docs: int | None = None
+    targets_after_eot: int | None = None
+    # per-token losses split by boundary (with per_token): the mean loss of targets after an EOT and of the
+    # rest, and by position in the block (N,) (NaN where no such target), with the after-EOT count (N,)
+    loss_after_eot: float | None = None
+    loss_rest: float | None = None
+    position_loss_after_eot: np.ndarray | None = None
+    position_loss_rest: np.ndarray | None = None
+    position_count_after_eot: np.ndarray | None = None
+
+    def lens_record(self) -> dict[str, Any]:
+        """The bpb / document fields of a metrics.jsonl or `train --json` line (only those that are known)."""
+        out: dict[str, Any] = {}
+        for key in ("bpb", "val_bpb", "rows_across_docs", "targets_after_eot", "loss_after_eot", "loss_rest"):
+            v = getattr(self, key)
+            if v is not None:
+                out[key] = v
+        return out
 
 
 @dataclass(frozen=True)
@@ -108,6 +138,7 @@ class EvalReport:
     val_protocol: str
     val_tokens: int
     train_loss_est: float | None = None
+    val_bpb: float | None = None
 
 
 @dataclass(frozen=True)
@@ -245,10 +276,11 @@ def resolve_dtype(device: str, requested: str = "auto") -> str:
     return "float32"
 
 
-def peak_flops_for(device: str, name: str) -> float | None:
+def peak_flops_for(device: str, name: str, datasheet: bool = False) -> float | None:
+    """The device's dense bf16 ceiling: the measured one (PEAK_FLOPS) or the datasheet's; None unknown."""
     if device != "cuda":
         return None
-    for key, flops in PEAK_FLOPS:
+    for key, flops in (DATASHEET_PEAK_FLOPS if datasheet else PEAK_FLOPS):
         if key in name:
             return flops
     return None
@@ -269,6 +301,24 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 # ----------------------------------------------------------------------------------------------
 
 
+def _split_by_eot(per_token: np.ndarray, after: np.ndarray) -> dict[str, Any]:
+    """Per-token losses (K, ranks, B, N) split by `after` (the target's input is <|endoftext|>): the two means,
+    and by position in the block."""
+    n_after = after.sum(axis=(0, 1, 2))  # (N,)
+    n_all = np.prod(after.shape[:3])
+    sum_after = np.where(after, per_token, 0.0).sum(axis=(0, 1, 2), dtype=np.float64)
+    sum_all = per_token.sum(axis=(0, 1, 2), dtype=np.float64)
+    k_after, k_all = int(n_after.sum()), int(after.size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pos_after = np.where(n_after > 0, sum_after / np.maximum(n_after, 1), np.nan).astype(np.float32)
+        pos_rest = np.where(n_all - n_after > 0, (sum_all - sum_after) / np.maximum(n_all - n_after, 1),
+                            np.nan).astype(np.float32)
+    return {"loss_after_eot": float(sum_after.sum() / k_after) if k_after else None,
+            "loss_rest": float((sum_all.sum() - sum_after.sum()) / (k_all - k_after)) if k_all > k_after else None,
+            "position_loss_after_eot": pos_after, "position_loss_rest": pos_rest,
+            "position_count_after_eot": n_after.astype(np.int64)}
+
+
 @dataclass
 class _Pending:
     """A step whose numbers are still on their way off the device."""
@@ -278,6 +328,9 @@ class _Pending:
     slot: int
     t_end: float
     event: Any = None
+    target_bytes: int = -1  # bytes of this process's targets (-1: not a GPT-2-token corpus)
+    rows_across: int = 0
+    targets_after_eot: int = 0
 
 
 @dataclass
@@ -434,6 +487,7 @@ class Trainer:
         self.local_ranks = (tuple(range(pc.world_size)) if self.dist.world_size == 1 else (self.dist.rank,))
         self.n_micro = pc.grad_accum * len(self.local_ranks)
         self.peak_flops = peak_flops_for(self.device, self.device_name)
+        self.datasheet_peak_flops = peak_flops_for(self.device, self.device_name, datasheet=True)
         from nanogpt_viz.engine.model import flops_per_token
 
         self.flops_per_token = flops_per_token(mc, self.raw_model.get_num_params())
@@ -443,6 +497,14 @@ class Trainer:
         self.host_tok = [torch.empty(shape, dtype=torch.float32, pin_memory=pin) for _ in range(2)] \
             if tc.per_token else None
         self.host_stats = [torch.empty(5, dtype=torch.float32, pin_memory=pin) for _ in range(2)]
+        # Bits per byte and document boundaries need GPT-2 token ids (a text corpus, or any token file of
+        # GPT-2's 50,257 ids): then a lookup and a sum per micro-batch on the host, on the rows gathered anyway
+        self._byte_len = None
+        if int(self.corpus_info.get("vocab_size") or _tok.VOCAB_SIZE) == _tok.VOCAB_SIZE:
+            self._byte_len = token_byte_lengths()
+        # where each target follows an <|endoftext|>, (K, ranks, B, N) per slot, for the split by boundary
+        self.host_eot = ([np.zeros(shape, dtype=bool) for _ in range(2)]
+                         if tc.per_token and self._byte_len is not None else None)
         self._params = [p for p in self.raw_model.parameters()]
         self.skip = torch.zeros((), dtype=torch.float32, device=self.dev)  # sticky non-finite flag
         # made once: a tensor built from host values every step would be a pageable copy, and
@@ -568,7 +630,7 @@ class Trainer:
         try:
             if self.eval_on and self.start_step == 0 and not self.control.stopped:
                 res = self.evaluate(0)  # iteration 0: the untrained model, as the real codes log it
-                yield EvalReport(0, res.val_loss, res.protocol, res.val_tokens, res.train_loss_est)
+                yield EvalReport(0, res.val_loss, res.protocol, res.val_tokens, res.train_loss_est, res.val_bpb)
                 self._t_last = time.perf_counter()
             while step < tc.steps:
                 if (self.control.paused or self.control.has_requests) and pending is not None:
@@ -658,19 +720,36 @@ class Trainer:
             elif what == "checkpoint":
                 yield CheckpointSaved(self.steps_done, self.save_checkpoint())
 
-    def _micro_batches(self, step: int):
+    def _micro_batches(self, step: int, pending: _Pending | None = None):
         pc = self.plan_config
         for m in range(pc.grad_accum):
             for j, r in enumerate(self.local_ranks):
                 starts = self.plan.micro_starts(step, m, r)
                 xy = gather_rows(self.train_tokens, starts, pc.block_size + 1)
                 self._check_ids(xy, starts, self.train_tokens, "train")
+                if pending is not None and self._byte_len is not None:
+                    self._count_lens(pending, xy, m, j)
                 t = torch.from_numpy(xy)
                 if self.device == "cuda":
                     t = t.pin_memory().to(self.dev, non_blocking=True)
                 else:
                     t = t.to(self.dev)
                 yield m, j, t[:, :-1].contiguous(), t[:, 1:].contiguous()
+
+    def _count_lens(self, p: _Pending, xy: np.ndarray, m: int, j: int) -> None:
+        """Bytes of the targets and document boundaries of one micro-batch's (B, N+1) rows (host, numpy)."""
+        table = self._byte_len
+        if p.target_bytes >= 0:
+            y = xy[:, 1:]
+            if int(y.max(initial=0)) < len(table):
+                p.target_bytes += int(table[y].sum())
+            else:  # an id past GPT-2's vocabulary (a padded model's corpus): no bytes to count
+                p.target_bytes = -1
+        is_eot = xy[:, :-1] == _tok.EOT
+        p.rows_across += int(is_eot.any(axis=1).sum())
+        p.targets_after_eot += int(is_eot.sum())
+        if self.host_eot is not None:
+            self.host_eot[p.slot][m, j] = is_eot
 
     def _check_ids(self, xy: np.ndarray, starts: Any, tokens: Any, split: str) -> None:
         """A batch's ids must index the embedding: a max (and min) over the batch, one TrainError naming where.
@@ -707,9 +786,10 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         slot = step % 2
+        pending = _Pending(step, lr, slot, 0.0, target_bytes=0 if self._byte_len is not None else -1)
         loss_sum = torch.zeros((), dtype=torch.float32, device=self.dev)
         last = self.n_micro - 1
-        for i, (m, j, x, y) in enumerate(self._micro_batches(step)):
+        for i, (m, j, x, y) in enumerate(self._micro_batches(step, pending)):
             sync_ctx = (self.model.no_sync() if self.dist.world_size > 1 and i < last
                         else contextlib.nullcontext())
             if self._graph_steps:
@@ -761,7 +841,6 @@ class Trainer:
             # mean loss over ranks; the norm is the same on every rank; any rank's stop / bad counts
             stats = stats / self._reduce_div
         self.host_stats[slot].copy_(stats, non_blocking=True)
-        pending = _Pending(step, lr, slot, 0.0)
         if self.device == "cuda":
             pending.event = torch.cuda.Event(enable_timing=True)
             pending.event.record()
@@ -795,32 +874,45 @@ class Trainer:
             self._stop_agreed = True
         self.steps_done = p.step + 1
         per_token = position = None
+        docs: dict[str, Any] = {}
         if self.host_tok is not None:
             per_token = self.host_tok[p.slot].numpy().copy()  # (K, ranks, B, N)
             self._record_step(p.step, per_token)
             position = per_token.mean(axis=(0, 1, 2))
+            if self.host_eot is not None:
+                docs = _split_by_eot(per_token, self.host_eot[p.slot])
+        if self._byte_len is not None:
+            docs.update(rows_across_docs=p.rows_across, targets_after_eot=p.targets_after_eot)
+        bpb = None
+        if p.target_bytes > 0:  # mean loss x targets = the sum of this process's per-token losses (one process)
+            local_targets = self.n_micro * self.plan_config.batch_size * self.plan_config.block_size
+            bpb = loss * local_targets / p.target_bytes / math.log(2)
         tokens = self.plan.tokens_per_step
         tps = tokens / dt if dt > 0 else 0.0
-        mfu = None
+        mfu = mfu_datasheet = None
         if self.peak_flops:
             per_device = tps / self.plan_config.world_size if self.dist.world_size > 1 else tps
             mfu = self.flops_per_token * per_device / self.peak_flops
+            mfu_datasheet = self.flops_per_token * per_device / self.datasheet_peak_flops
         res = None
         tc = self.train_config
         if self.eval_on and (self.steps_done % tc.eval_interval == 0 or self.steps_done == tc.steps):
             res = self.evaluate()
         val = res.val_loss if res is not None else None
+        val_bpb = getattr(res, "val_bpb", None) if res is not None else None
         self.history.append((p.step, loss, val if val is not None else math.nan))
         if (tc.checkpoint_interval and self.out_dir is not None and self.steps_done % tc.checkpoint_interval == 0
                 and self.steps_done < tc.steps):
             self.save_checkpoint()
         return StepReport(
             step=p.step, epoch=self.plan.epoch(p.step), lr=p.lr, loss=loss, grad_norm=norm,
-            tokens_per_s=tps, mfu=mfu, dt=dt, starts=self.plan.starts(p.step), per_token=per_token,
+            tokens_per_s=tps, mfu=mfu, mfu_datasheet=mfu_datasheet, dt=dt, starts=self.plan.starts(p.step),
+            per_token=per_token,
             position_loss=position, ranks=self.local_ranks, val_loss=val,
             tokens_seen=self.steps_done * tokens, world_size=self.plan_config.world_size,
             finished_at=time.perf_counter(), val_protocol=res.protocol if res else None,
-            val_tokens=res.val_tokens if res else 0, train_loss_est=res.train_loss_est if res else None)
+            val_tokens=res.val_tokens if res else 0, train_loss_est=res.train_loss_est if res else None,
+            bpb=bpb, val_bpb=val_bpb, **docs)
 
     # ---- the run record (run/record.py, run/history.py) -----------------------------------------
     _writers = ()  # this process's HistoryWriters (set in _open_record)
@@ -921,7 +1013,9 @@ class Trainer:
         plan = self._eval_plan(it)
         N, world, me = plan.N, self.dist.world_size, self.dist.rank
         per_rank = plan.protocol in ("build-nanogpt", "llmc")
-        acc = torch.zeros(2, dtype=torch.float32 if self.device == "mps" else torch.float64, device=self.dev)
+        # val loss sum, train loss sum, bytes of the counted val targets (for val_bpb)
+        acc = torch.zeros(3, dtype=torch.float32 if self.device == "mps" else torch.float64, device=self.dev)
+        table = self._byte_len
         cols = torch.arange(N)
         self.raw_model.eval()
         try:
@@ -935,6 +1029,12 @@ class Trainer:
                 x, y = xy[:, :-1].contiguous(), xy[:, 1:].clone()
                 if b.skip is not None:  # targets an earlier row already counted (whole's last row)
                     y[cols[None, :] < torch.from_numpy(b.skip)[:, None]] = -1
+                if table is not None and b.split == "val":
+                    if int(xy_np.max(initial=0)) < len(table):
+                        yn = y.numpy()
+                        acc[2] += float(table[np.maximum(yn, 0)][yn >= 0].sum())
+                    else:
+                        table = None
                 with self.autocast:
                     _, loss_sum, _ = self.raw_model(x.to(self.dev), y.to(self.dev), reduction="sum")
                 acc[0 if b.split == "val" else 1] += loss_sum.to(acc.dtype)
@@ -944,12 +1044,15 @@ class Trainer:
                 dist.all_reduce(acc, op=dist.ReduceOp.SUM)
         finally:
             self.raw_model.train()
-        val_sum, train_sum = acc.tolist()
+        val_sum, train_sum, val_bytes = acc.tolist()
         val = val_sum / plan.targets("val")
         train_est = train_sum / plan.targets("train") if plan.protocol == "nanogpt" else None
         if val < self.best_val_loss:
             self.best_val_loss = val
-        return EvalResult(val, plan.protocol, plan.distinct_targets("val"), train_est)
+        res = EvalResult(val, plan.protocol, plan.distinct_targets("val"), train_est)
+        if table is not None and val_bytes > 0:  # every counted val target's loss over their bytes
+            res = dataclasses.replace(res, val_bpb=val_sum / val_bytes / math.log(2))
+        return res
 
     # ---- checkpoints ------------------------------------------------------------------------
     def save_checkpoint(self) -> str | None:
@@ -1046,4 +1149,5 @@ def sample_text(model: Any, prompt_ids: list[int], max_new_tokens: int = 100, te
 
 __all__ = ["Trainer", "TrainControl", "TrainError", "RunInfo", "StepReport", "EvalReport", "RunEnd", "ModelSnapshot",
            "CheckpointSaved", "DistInfo",
-           "detect_device", "resolve_dtype", "lr_at", "sample_text", "PEAK_FLOPS"]
+           "detect_device", "resolve_dtype", "lr_at", "sample_text", "PEAK_FLOPS",
+           "DATASHEET_PEAK_FLOPS"]

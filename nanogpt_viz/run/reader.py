@@ -133,7 +133,9 @@ class RunReader:
             position_loss=position, ranks=tuple(range(W)), val_loss=None if val is None else _num(val),
             tokens_seen=int(rec.get("tokens_seen") or 0), world_size=W, finished_at=0.0,
             val_protocol=rec.get("val_protocol"), val_tokens=int(rec.get("val_tokens") or 0),
-            train_loss_est=rec.get("train_loss_est"))
+            train_loss_est=rec.get("train_loss_est"), bpb=rec.get("bpb"), val_bpb=rec.get("val_bpb"),
+            rows_across_docs=rec.get("rows_across_docs"), targets_after_eot=rec.get("targets_after_eot"),
+            loss_after_eot=rec.get("loss_after_eot"), loss_rest=rec.get("loss_rest"))
 
     # ---- state --------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
