@@ -112,6 +112,16 @@ VARIANTS = {
     "noGelu": ({"NANOGPT_VIZ_FAST_GELU": "0"}, {}),  # fused loss, inductor's GELU
     "default": ({}, {}),  # fused loss + gelu.py
     "bf16res": ({}, {"residual_dtype": "bfloat16"}),  # the above + llm.c's bf16 residual stream
+    # experiments: the attention backend torch picks on Hopper is cuDNN's; these force the flash backend
+    # (NANOGPT_VIZ_SDPA, read here), and the compile modes (NANOGPT_VIZ_COMPILE_MODE, read by the trainer)
+    "flash": ({"NANOGPT_VIZ_SDPA": "flash"}, {}),
+    "bf16flash": ({"NANOGPT_VIZ_SDPA": "flash"}, {"residual_dtype": "bfloat16"}),
+    "cudnn": ({"NANOGPT_VIZ_SDPA": "cudnn"}, {}),
+    "bf16cudnn": ({"NANOGPT_VIZ_SDPA": "cudnn"}, {"residual_dtype": "bfloat16"}),
+    "mat": ({"NANOGPT_VIZ_COMPILE_MODE": "max-autotune-no-cudagraphs"}, {}),
+    "bf16mat": ({"NANOGPT_VIZ_COMPILE_MODE": "max-autotune-no-cudagraphs"}, {"residual_dtype": "bfloat16"}),
+    "cg": ({"NANOGPT_VIZ_COMPILE_MODE": "reduce-overhead"}, {}),
+    "bf16cg": ({"NANOGPT_VIZ_COMPILE_MODE": "reduce-overhead"}, {"residual_dtype": "bfloat16"}),
 }
 MEASURED_PEAK, DATASHEET_PEAK = 790e12, 989e12  # H100/H200 SXM bf16 dense: measured here, datasheet
 
@@ -146,6 +156,13 @@ def _set_variant(name: str) -> dict:
     for key in {k for e, _ in VARIANTS.values() for k in e}:
         os.environ.pop(key, None)
     os.environ.update(env)
+    import torch
+
+    torch._dynamo.reset()  # each variant traces afresh (the SDPA backend is chosen when tracing)
+    sdpa = os.environ.get("NANOGPT_VIZ_SDPA", "")
+    torch.backends.cuda.enable_cudnn_sdp(sdpa != "flash")
+    torch.backends.cuda.enable_flash_sdp(sdpa != "cudnn")
+    torch.backends.cuda.enable_mem_efficient_sdp(sdpa == "")
     return fields
 
 
@@ -167,7 +184,12 @@ def variants(args) -> None:
         fields = _set_variant(name)
         tc = TrainConfig(steps=args.warmup + args.steps, warmup_steps=10, eval_interval=0, device="cuda",
                          dtype="bfloat16", compile=True, learning_rate=6e-4, min_lr=6e-5, **fields)
-        res[name] = measure(tokens, pc, mc, tc, skip=args.warmup)
+        try:
+            res[name] = measure(tokens, pc, mc, tc, skip=args.warmup)
+        except (Exception, SystemExit) as e:  # an experiment that does not run: say so, go on with the others
+            print(f"{name}: failed: {type(e).__name__}: {str(e)[:300]}", flush=True)
+            names = [n for n in names if n != name]
+            continue
         print(f"{name:6s} {res[name]['tokens_per_s']:9,} tok/s  MFU {res[name]['mfu']:.1%}  "
               f"({res[name]['tokens_per_s'] / res[names[0]]['tokens_per_s']:.3f}x {names[0]})  "
               f"{json.dumps(res[name])}", flush=True)
