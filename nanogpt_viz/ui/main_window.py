@@ -81,6 +81,9 @@ class MainWindow(QMainWindow):
         self.keys = StepKeys(self, self.stream.stream)  # stepping keys work unless a field is being edited
         self._connect()
         self._restore_settings()
+        from nanogpt_viz.ui.lenses import install_lenses
+
+        install_lenses(self)  # top-k popover on a clicked token, Help > Tour (offered once)
         self.stream.stream.setFocus()  # the stepping keys' home
 
     @property

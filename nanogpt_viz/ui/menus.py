@@ -96,6 +96,8 @@ def build_menus(win) -> None:
     from nanogpt_viz.ui import dialogs
 
     _action(win, h, "What am I seeing?", lambda: dialogs.explain(win))
+    _action(win, h, "&Tour: how batches are cut…", lambda: win.tour.start(),
+            tip="eight stops through block size, batches, shifted targets, accumulation and random offsets")
     from nanogpt_viz.ui.keys import shortcuts_dialog
 
     win.shortcuts_act = _action(win, h, "&Keyboard shortcuts", lambda: shortcuts_dialog(win), "Ctrl+/",

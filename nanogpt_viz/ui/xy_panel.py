@@ -232,6 +232,8 @@ class _Canvas(QWidget):
         cell = self.cell_at(event.position().toPoint())
         if cell is not None:
             self.panel._select_row(cell[1])
+            start = int(self.panel._starts[cell[1]])  # X[i, j] and Y[i, j]: the prediction from input j
+            self.panel.prediction_clicked.emit(start + int(cell[2]), start)
         super().mousePressEvent(event)
 
     def mouseDoubleClickEvent(self, event) -> None:  # noqa: N802
@@ -408,6 +410,7 @@ class XYPanel(QWidget):
 
     hovered = Signal(int)
     selection_changed = Signal(int, int)
+    prediction_clicked = Signal("qlonglong", "qlonglong")  # a cell clicked: (input position, its row's start)
 
     def __init__(self, parent: QWidget | None = None, cell_width: int = 44):
         super().__init__(parent)
