@@ -12,6 +12,7 @@ Colouring rule ("which step consumed it"):
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -381,3 +382,42 @@ class PositionMapBuffer:
         if not self._steps:
             return np.zeros(0, np.int64), None
         return np.asarray(self._steps, np.int64), np.stack(self._rows)
+
+
+def ema(values: np.ndarray, weight: float) -> np.ndarray:
+    """TensorBoard's smoothing: an exponential moving average, debiased at the start (the first value is
+    the first point, not 0 pulled up), NaN points skipped (they stay NaN). weight 0: the raw curve."""
+    y = np.asarray(values, np.float64)
+    out = np.full(len(y), np.nan)
+    w = min(max(float(weight), 0.0), 0.999)
+    fin = np.isfinite(y)
+    v = y[fin]
+    if w == 0.0 or len(v) == 0:
+        out[fin] = v
+        return out
+    # a_t = w a_(t-1) + (1-w) v_t, in blocks of K (vectorised; w^-K stays small for w <= 0.999)
+    K = 256
+    j = np.arange(K)
+    pw, inv, lead = w ** j, w ** -j.astype(np.float64), w ** (j + 1)
+    res = np.empty(len(v))
+    acc = 0.0
+    for s in range(0, len(v), K):
+        blk = v[s:s + K]
+        k = len(blk)
+        res[s:s + k] = lead[:k] * acc + (1.0 - w) * np.cumsum(blk * inv[:k]) * pw[:k]
+        acc = res[s + k - 1]
+    res /= 1.0 - w ** np.arange(1, len(v) + 1)
+    out[fin] = res
+    return out
+
+
+def nearest_index(xs: np.ndarray, x: float) -> int:
+    """The index of the value of sorted `xs` nearest to x (-1 when xs is empty)."""
+    if len(xs) == 0:
+        return -1
+    i = int(np.searchsorted(xs, x))
+    if i <= 0:
+        return 0
+    if i >= len(xs):
+        return len(xs) - 1
+    return i if xs[i] - x < x - xs[i - 1] else i - 1

@@ -212,6 +212,7 @@ def test_keyboard_stepping_marks_the_plans_rows(qtbot, win):
 
 
 def test_changing_n_and_b_rebuilds_the_plan(qtbot, win):
+    win.resize(1600, 1000)  # rows as lines: a step of 3 rows of 24 is 3-9 lines, all in view
     _builtin(qtbot, win)
     win.next_act.trigger()
     win.plan_panel.n.setValue(24)

@@ -246,6 +246,7 @@ def test_zoom_dense_mode_and_benchmark(qtbot, table):
     view.resize(1900, 1000)
     view.set_display_table(table)
     view.set_model(_model(L=200_000))
+    view.set_rows_as_lines(False)  # the flowing stream: full lines (rows as lines: test_ui_rows.py)
     view.set_step(7)
     tpl = view.tokens_per_line()
     view.zoom_out()

@@ -68,6 +68,12 @@ def build_menus(win) -> None:
         win.color_actions[mode] = act
     win.color_actions["step"].setChecked(True)
     v.addSeparator()
+    win.rows_as_lines_act = QAction("One &row per line", win, checkable=True, checked=True)
+    win.rows_as_lines_act.setShortcut(QKeySequence("Ctrl+R"))
+    win.rows_as_lines_act.setStatusTip("Each line of the stream is one row of N tokens (where the plan's rows "
+                                       "start at multiples of N); off: the stream flows line to line")
+    win.rows_as_lines_act.toggled.connect(stream.set_rows_as_lines)
+    v.addAction(win.rows_as_lines_act)
     win.keep_in_view_act = QAction("&Keep the current step in view", win, checkable=True, checked=True)
     win.keep_in_view_act.toggled.connect(lambda on: on and stream.ensure_step_visible())
     v.addAction(win.keep_in_view_act)

@@ -17,7 +17,8 @@ from typing import Any, Iterable, NamedTuple
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QObject, QPointF, QRectF, Qt, Signal
-from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSlider, QStackedLayout, QVBoxLayout, QWidget
 
 from nanogpt_viz.run.record import atomic_write_text
 from nanogpt_viz.ui import palette
@@ -203,39 +204,146 @@ class LossPoint(NamedTuple):
                 for a, b, c in rows]
 
 
+class StepAxis(pg.AxisItem):
+    """A step axis: whole steps only (no 0.2, 0.4 … before training, no fractional ticks when zoomed in)."""
+
+    def tickSpacing(self, minVal, maxVal, size):  # noqa: N802,N803 (pyqtgraph's names)
+        levels = super().tickSpacing(minVal, maxVal, size)
+        return [(max(1.0, math.ceil(sp)), off) for sp, off in levels if sp >= 1.0] or [(1.0, 0.0)]
+
+    def tickStrings(self, values, scale, spacing):  # noqa: N802
+        return [f"{int(round(v)):,}" for v in values]
+
+
 class LossPlot(QWidget):
-    """Mean train loss (line) and val loss (symbols + line) vs optimizer step."""
+    """Mean train loss (raw: faint; smoothed: an EMA with a slider, as TensorBoard) and val loss (symbols)
+    vs optimizer step; a hover read-out, log-y, the legend above the data, a message before the first step."""
+
+    EMPTY = "No training yet: Train ▸ Start (Ctrl+Return) draws the loss here, step by step."
 
     def __init__(self, parent: QWidget | None = None, capacity: int = 20_000, val_capacity: int = 5_000):
         super().__init__(parent)
         self.train = RingSeries(capacity)
         self.val = RingSeries(val_capacity)
-        self.plot = pg.PlotWidget(background=palette.BACKGROUND)
+        self.lr = RingSeries(capacity)
+        self.plot = pg.PlotWidget(background=palette.BACKGROUND, axisItems={"bottom": StepAxis("bottom")})
         item = self.plot.getPlotItem()
         item.setLabel("bottom", "step")
         item.setLabel("left", "loss")
         item.showGrid(x=True, y=True, alpha=0.2)
-        item.addLegend(offset=(-10, 10))
         item.setClipToView(True)
         item.setDownsampling(auto=True, mode="peak")
-        self.train_curve = item.plot([], [], pen=_TRAIN_PEN, name="train loss (mean of the step)")
+        raw = QColor(palette.RANK_COLORS[0])
+        raw.setAlpha(70)
+        self.raw_curve = item.plot([], [], pen=pg.mkPen(raw, width=1))  # faint, behind the smoothed line
+        self.train_curve = item.plot([], [], pen=pg.mkPen(palette.RANK_COLORS[0], width=2),
+                                     name="train loss (mean of the step)")
         self.val_curve = item.plot([], [], pen=_VAL_PEN, symbol="o", symbolSize=6, symbolBrush=_VAL_BRUSH,
                                    symbolPen=None, name="val loss")
         self.val_curve.setDownsampling(auto=False)  # sparse: keep every symbol
+        self.cursor = pg.InfiniteLine(angle=90, pen=pg.mkPen("#999999", style=Qt.PenStyle.DashLine))
+        self.cursor.hide()
+        item.addItem(self.cursor, ignoreBounds=True)
+        self.smoothing = QSlider(Qt.Orientation.Horizontal)
+        self.smoothing.setRange(0, 99)
+        self.smoothing.setValue(60)
+        self.smoothing.setMinimumWidth(80)
+        self.smoothing.setMaximumWidth(160)
+        self.smoothing.setToolTip("EMA smoothing of the train loss (0: raw); the raw curve stays faint behind")
+        self.smoothing_label = QLabel()
+        self.log_y = QCheckBox("log y")
+        self.log_y.setToolTip("Logarithmic loss axis")
+        self.legend = QLabel()  # outside the data: never covers the curve
+        self.legend.setTextFormat(Qt.TextFormat.RichText)
+        self.readout = QLabel(" ")
+        self.readout.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.empty = QLabel(self.EMPTY)
+        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty.setWordWrap(True)
+        self.empty.setStyleSheet("color: #666; font-size: 13px; padding: 20px;")
+        self.legend.setWordWrap(True)  # a narrow dock: two lines, never a clipped legend
+        top = QHBoxLayout()
+        top.setContentsMargins(6, 0, 6, 0)
+        top.addStretch(1)
+        top.addWidget(QLabel("smoothing"))
+        top.addWidget(self.smoothing)
+        top.addWidget(self.smoothing_label)
+        top.addWidget(self.log_y)
+        self.stack = QStackedLayout()
+        self.stack.addWidget(self.empty)
+        self.stack.addWidget(self.plot)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(self.plot)
+        lay.setSpacing(0)
+        self.legend.setContentsMargins(6, 2, 6, 0)
+        lay.addWidget(self.legend)
+        lay.addLayout(top)
+        lay.addLayout(self.stack, 1)
+        lay.addWidget(self.readout)
         self._dirty = False
         self.redraw_count = 0
+        self.smoothing.valueChanged.connect(self._on_smoothing)
+        self.log_y.toggled.connect(lambda on: item.setLogMode(y=on))
+        self.plot.scene().sigMouseMoved.connect(self._on_mouse)
+        self.smoothing_label.setText(f"{self.smoothing_weight():.2f}")
+        self._update_legend()
+
+    def _update_legend(self) -> None:
+        def line(color, text, dot=False):
+            mark = "&#9679;" if dot else "&#9473;&#9473;"
+            return f"<span style='color:{QColor(color).name()}'><b>{mark}</b></span> {text}"
+        self.legend.setText(" &nbsp; ".join((line(palette.RANK_COLORS[0], "train loss (smoothed; raw faint)"),
+                                             line(palette.RANK_COLORS[1], self.val_label(), True))))
+
+    def _on_smoothing(self, value: int) -> None:
+        self.smoothing_label.setText(f"{value / 100:.2f}")
+        self._dirty = True
+        self.redraw()
+
+    def smoothing_weight(self) -> float:
+        return self.smoothing.value() / 100
+
+    def set_smoothing(self, weight: float) -> None:
+        self.smoothing.setValue(int(round(weight * 100)))
+
+    def _on_mouse(self, pos) -> None:
+        vb = self.plot.getPlotItem().vb
+        if not self.plot.sceneBoundingRect().contains(pos) or len(self.train) == 0:
+            return
+        self.hover(vb.mapSceneToView(pos).x())
+
+    def hover(self, x: float) -> str:
+        """The read-out for the step nearest x: step, loss (raw and smoothed), val loss, lr."""
+        from nanogpt_viz.viewmodel import nearest_index
+
+        tx, ty = self.train.data()
+        i = nearest_index(tx, x)
+        if i < 0:
+            return ""
+        step = int(tx[i])
+        sm = self.train_curve.getOriginalDataset()[1]
+        parts = [f"step {step:,}", f"loss {ty[i]:.4f}"]
+        if sm is not None and i < len(sm) and self.smoothing_weight() > 0:
+            parts.append(f"smoothed {sm[i]:.4f}")
+        vx, vy = self.val.data()
+        j = nearest_index(vx, step)
+        if j >= 0 and abs(vx[j] - step) < 0.5:
+            parts.append(f"val {vy[j]:.4f}")
+        lx, ly = self.lr.data()
+        k = nearest_index(lx, step)
+        if k >= 0 and lx[k] == step:
+            parts.append(f"lr {ly[k]:.3g}")
+        text = " · ".join(parts)
+        self.readout.setText(text)
+        self.cursor.setPos(step)
+        self.cursor.show()
+        return text
 
     def set_val_label(self, protocol: str | None, tokens: int = 0) -> None:
         """Name the val curve after how it was measured: the protocol and the val targets it covered."""
         name = "val loss" if not protocol else f"val loss ({protocol}, {int(tokens):,} targets)"
         self.val_curve.opts["name"] = name
-        legend = self.plot.getPlotItem().legend
-        label = legend.getLabel(self.val_curve) if legend is not None else None
-        if label is not None:
-            label.setText(name)
+        self._update_legend()
 
     def val_label(self) -> str:
         return str(self.val_curve.opts.get("name", ""))
@@ -249,6 +357,9 @@ class LossPlot(QWidget):
         """Bulk append StepReports (or LossPoints: the same .step, .loss, .val_loss). One redraw."""
         for rep in reports:
             self._append(rep.step, rep.loss, rep.val_loss)
+            lr = getattr(rep, "lr", None)
+            if lr is not None and rep.loss is not None:
+                self.lr.add(float(rep.step), float(lr))
         self.redraw()
 
     def _append(self, step: int, loss: float | None, val_loss: float | None) -> None:
@@ -257,6 +368,7 @@ class LossPlot(QWidget):
         if last is not None and x < last:  # resumed from an earlier checkpoint: history after it is void
             self.train.truncate_from(x)
             self.val.truncate_from(x)
+            self.lr.truncate_from(x)
         if loss is not None:
             self.train.add(x, _finite_or_nan(loss))
         if val_loss is not None:
@@ -269,6 +381,9 @@ class LossPlot(QWidget):
     def clear_history(self) -> None:
         self.train.clear()
         self.val.clear()
+        self.lr.clear()
+        self.readout.setText(" ")
+        self.cursor.hide()
         self._dirty = True
         self.redraw()
 
@@ -277,10 +392,16 @@ class LossPlot(QWidget):
         if not self._dirty:
             return
         self._dirty = False
+        from nanogpt_viz.viewmodel import ema
+
         tx, ty = self.train.data()
         vx, vy = self.val.data()
-        self.train_curve.setData(tx, ty, connect="finite")
+        w = self.smoothing_weight()
+        self.raw_curve.setData(tx, ty, connect="finite")
+        self.raw_curve.setVisible(w > 0)
+        self.train_curve.setData(tx, ema(ty, w) if w > 0 else ty, connect="finite")
         self.val_curve.setData(vx, vy, connect="finite")
+        self.stack.setCurrentWidget(self.plot if len(tx) or len(vx) else self.empty)
         self.redraw_count += 1
 
     # ---- reading back -------------------------------------------------------------------------

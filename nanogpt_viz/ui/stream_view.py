@@ -78,7 +78,8 @@ def _step_argb(steps: np.ndarray) -> np.ndarray:
 class _Layout:
     """Geometry of one zoom level at one viewport width (all ints, pixel units)."""
 
-    def __init__(self, level: Any, adv: int, text_h: int, label_h: int, width: int):
+    def __init__(self, level: Any, adv: int, text_h: int, label_h: int, width: int,
+                 row_n: int | None = None):
         self.dense = isinstance(level, tuple)
         if self.dense:
             self.chars = 0
@@ -97,7 +98,19 @@ class _Layout:
             self.band = label_h
             self.line_h = self.band + self.chip_h + 2
         self.adv = adv
-        self.tpl = max(1, (width - 2 * _MARGIN_X) // self.pitch)
+        fit = max(1, (width - 2 * _MARGIN_X) // self.pitch)
+        self.tpl = fit
+        self.ghost = False  # one row per line, with a column for Y's extra target at the end
+        self.row_n = 0  # rows as lines: N (each row starts a line); 0: the stream flows line to line
+        if row_n and self.dense and row_n < fit // 2:
+            row_n = None  # a dense overview of short rows: the stream flows, lines full
+        if row_n:
+            if row_n + 1 <= fit:
+                self.tpl, self.ghost, self.row_n = row_n, True, row_n
+            else:  # a long row wraps onto whole lines: the largest divisor of N that fits
+                d = max(d for d in range(1, min(fit, row_n) + 1) if row_n % d == 0)
+                if d >= max(2, fit // 2):
+                    self.tpl, self.row_n = d, row_n
         # the text of a chip starts here inside it (chars*adv wide, centred in the chip)
         self.text_dx = max(0, (self.chip_w - self.chars * adv) // 2)
 
@@ -110,6 +123,7 @@ class StreamView(QAbstractScrollArea):
     message = Signal(str)
     visible_range_changed = Signal("qlonglong", "qlonglong")  # [lo, hi) of painted positions
     zoom_changed = Signal(int)
+    layout_changed = Signal()  # rows as lines on or off (the width, the zoom or the plan decided)
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -136,6 +150,8 @@ class StreamView(QAbstractScrollArea):
         self._stats = {"ms": 0.0, "chips": 0, "lines": 0, "tokens_per_line": 0, "text_runs": 0,
                        "boundaries": 0, "dropped_runs": 0}
         self._last_range: tuple[int, int] | None = None
+        self._rows_as_lines = True
+        self._aligned = False  # the plan's rows start at multiples of N (rows as lines possible)
 
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         self.setVerticalScrollBarPolicy(Qt.ScrollBarAlwaysOn)
@@ -234,6 +250,7 @@ class StreamView(QAbstractScrollArea):
     def set_model(self, model: StreamModel | None) -> None:
         self._model = model
         self._marks = ShardMarks(model.plan) if model is not None else None
+        self._aligned = self._rows_aligned(model)
         self._model_gen += 1
         self._slice = None
         self._slice_key = None
@@ -243,6 +260,30 @@ class StreamView(QAbstractScrollArea):
 
     def model(self) -> StreamModel | None:
         return self._model
+
+    @staticmethod
+    def _rows_aligned(model: StreamModel | None) -> bool:
+        """Rows that start at multiples of N (the sequential loaders on one shard): each can start a line."""
+        if model is None or model.plan.mode not in ("sequential", "llmc", "shuffled"):
+            return False
+        N = model.plan.N
+        try:
+            return all(int(s) % N == 0 for k in (0, 1) for s in model.current_rows(k)[0])
+        except Exception:  # a plan too short for two steps
+            return False
+
+    def set_rows_as_lines(self, on: bool) -> None:
+        """One row per line (the default where the plan allows it) or the stream flowing line to line."""
+        self._rows_as_lines = bool(on)
+        self._relayout(keep=self._center_position())
+
+    def rows_as_lines(self) -> bool:
+        """True when the lines shown are the plan's rows (one row per line, or a long row on whole lines)."""
+        return bool(self._layout.row_n)
+
+    def rows_layout(self) -> str:
+        """'row' (one row per line, Y's extra target at its end), 'wrapped' (a row on whole lines), 'flow'."""
+        return "row" if self._layout.ghost else "wrapped" if self._layout.row_n else "flow"
 
     def shard_marks(self) -> ShardMarks | None:
         """The model's shard boundaries, dropped tails and drift start (None without a model)."""
@@ -414,8 +455,9 @@ class StreamView(QAbstractScrollArea):
 
     # ---- layout / scrolling internals ------------------------------------------------------------
     def _make_layout(self) -> _Layout:
+        row_n = self._model.plan.N if (self._rows_as_lines and self._aligned and self._model is not None) else None
         return _Layout(ZOOM_LEVELS[self._zoom], self._adv, self._text_h, self._label_h,
-                       self.viewport().width())
+                       self.viewport().width(), row_n)
 
     def _full_lines(self) -> int:
         return max(1, (self.viewport().height() - _MARGIN_Y) // self._layout.line_h)
@@ -433,7 +475,10 @@ class StreamView(QAbstractScrollArea):
         return (lo + hi) // 2
 
     def _relayout(self, keep: int | None) -> None:
+        was = self._layout.ghost
         self._layout = self._make_layout()
+        if self._layout.ghost != was:
+            self.layout_changed.emit()
         if keep is not None:
             line = keep // self._layout.tpl - self._full_lines() // 2
             self._first_line = max(0, min(line, self._max_first()))
@@ -627,10 +672,55 @@ class StreamView(QAbstractScrollArea):
 
         # 3) marks of the current step
         self._paint_marks(p, sl, a, b, lo)
+        if lay.row_n:
+            self._paint_rows(p, sl, lo, hi, nlines)
 
         # 4) shard boundaries and their names
         nb = self._paint_boundaries(p, sl, lo, hi)
         return n, text_runs, nb, len(drop_rects)
+
+    def _paint_rows(self, p: QPainter, sl: StreamSlice, lo: int, hi: int, nlines: int) -> None:
+        """Rows as lines: Y's extra target at the end of each row (a faint copy of the next row's first
+        token), or, for a row wrapped onto several lines, a separator above it and a bracket at its left."""
+        lay = self._layout
+        tpl, pitch, N = lay.tpl, lay.pitch, lay.row_n
+        L = self._model.L
+        if lay.ghost:
+            x = _MARGIN_X + tpl * pitch
+            for li in range(nlines):
+                q = lo + (li + 1) * tpl  # the token after this row: its Y's last target
+                if q >= L or not (sl.lo <= q < sl.lo + len(sl.ids)):
+                    continue
+                i = q - sl.lo
+                y = _MARGIN_Y + li * lay.line_h + lay.band
+                rect = QRect(x, y, lay.chip_w, lay.chip_h)
+                c = QColor.fromRgba(int(self._colors(sl, i, i + 1)[0]))
+                c.setAlpha(90)
+                p.fillRect(rect, c)
+                is_cur = bool(sl.current[i - 1]) if i >= 1 else False
+                p.setPen(QPen(palette.TARGET_ONLY.darker(130) if is_cur else palette.UNUSED_TEXT, 1, Qt.DashLine))
+                p.drawRect(rect.adjusted(0, 0, -1, -1))
+                if not lay.dense:
+                    p.setFont(self._font)
+                    p.setPen(palette.UNUSED_TEXT)
+                    p.drawText(rect, Qt.AlignCenter, self._elided(int(sl.ids[i]), lay.chip_w))
+            return
+        # a long row on several lines: a line above each row's first line, a bracket down its lines
+        full_w = tpl * pitch
+        for li in range(nlines):
+            start = lo + li * tpl
+            y = _MARGIN_Y + li * lay.line_h
+            if start % N == 0 and li > 0:
+                p.fillRect(QRect(_MARGIN_X, y, full_w, 1), palette.UNUSED_TEXT)
+            i = start - sl.lo
+            if 0 <= i < len(sl.current) and sl.current[i]:
+                p.fillRect(QRect(0, y + lay.band, 3, lay.line_h - 1),
+                           palette.rank_color(int(sl.rank[i])))
+                if start % N != 0 and li == 0 and not lay.dense:  # the row's label, repeated on top
+                    p.setFont(self._label_font)
+                    p.setPen(palette.rank_color(int(sl.rank[i])))
+                    p.drawText(QRect(_MARGIN_X, y, pitch * 8, lay.band), Qt.AlignLeft | Qt.AlignBottom,
+                               f"r{int(sl.rank[i])} m{int(sl.micro[i])} b{int(sl.brow[i])} (cont.)")
 
     # ---- shards ----------------------------------------------------------------------------------
     def _run_rects(self, runs: list[tuple[int, int]]) -> list[QRect]:
@@ -932,6 +1022,8 @@ class StreamView(QAbstractScrollArea):
         if anchor is not None and self._layout.tpl != old.tpl:
             self._first_line = anchor // self._layout.tpl
         self._relayout(keep=None)
+        if old.ghost != self._layout.ghost:
+            self.layout_changed.emit()
 
 
 class OverviewBar(QWidget):
@@ -1101,15 +1193,35 @@ class OverviewBar(QWidget):
             self.jump_requested.emit(self.position_at_x(event.position().x()))
 
 
-def _legend_html(shards: bool = False) -> str:
+def _legend_html(shards: bool = False, mode: str = "step", cov_max: int | None = None,
+                 loss_range: tuple[float, float] = (0.0, 11.0), rows: bool = False) -> str:
+    """The legend under the stream: it follows the colour mode (step hues; coverage with its count scale;
+    loss with its colour bar), then the marks every mode shares (rank outlines, Y's extra target)."""
     def sw(color: QColor, border: QColor | None = None) -> str:
         return (f"<span style='background-color:{color.name()};color:{(border or color).name()}'>"
                 f"&nbsp;&nbsp;&nbsp;</span>")
-    steps = "".join(sw(palette.step_color(k)) for k in range(4))
+    if mode == "coverage":
+        mx = max(1, int(cov_max or 4))
+        counts = sorted({1, (mx + 1) // 2, mx}) if mx > 3 else list(range(1, mx + 1))
+        scale = " ".join(f"{sw(palette.coverage_color(c, mx))} {c}×" for c in counts)
+        head = f"coverage, times read: {sw(palette.UNUSED)} 0× &nbsp; {scale}"
+    elif mode == "loss":
+        lo, hi = loss_range
+        lut = palette.loss_lut(8)
+        bar = "".join(sw(QColor(int(r), int(g), int(b))) for r, g, b in lut)
+        head = (f"per-token loss of the target (nats): {lo:.2f} {bar} {hi:.2f} &nbsp; "
+                f"{sw(palette.UNUSED)} no loss yet")
+    elif mode == "step":
+        steps = "".join(sw(palette.step_color(k)) for k in range(4))
+        head = f"{steps} step k colours (the step that reads a token) &nbsp; {sw(palette.UNUSED)} unused"
+    else:  # a mode another view added: its name, the shared marks below
+        head = f"colour: {html.escape(mode)}"
     ranks = "".join(f"<b style='color:{palette.rank_color(r).name()}'>&#9635;</b>" for r in range(3))
-    out = (f"{steps} step k colours &nbsp;&nbsp; {ranks} current step rows (outline = rank)"
+    out = (f"{head} &nbsp;&nbsp; {ranks} current step rows (outline = rank)"
            f" &nbsp;&nbsp; <b style='color:{palette.TARGET_ONLY.darker(115).name()}'>&#9637;</b>"
-           f" target only &nbsp;&nbsp; {sw(palette.UNUSED)} unused")
+           f" target only")
+    if rows:
+        out += " (faint last column: Y's extra target, the next row's first token)"
     if shards:
         out += (f" &nbsp;&nbsp; <span style='background-color:{DROPPED_BG.name()};"
                 f"color:{DROPPED_HATCH.name()}'>&#9636;&#9636;</span> dropped tail"
@@ -1183,6 +1295,7 @@ class StreamPanel(QWidget):
         self.stream.clicked.connect(self.clicked)
         self.stream.message.connect(self.message)
         self.stream.zoom_changed.connect(self._update_zoom_buttons)
+        self.stream.layout_changed.connect(self._update_legend)
         self._update_zoom_buttons(self.stream.zoom_level())
 
     def _on_strip(self, position: int) -> None:
@@ -1201,14 +1314,34 @@ class StreamPanel(QWidget):
         self.overview.set_model(model)
         self.stream.set_model(model)
         self.overview.set_visible_range(*self.stream.visible_range())
-        self.legend.setText(_legend_html(model is not None and model.plan.n_shards > 1))
+        self._update_legend()
         self._update_drift()
+
+    def _update_legend(self) -> None:
+        view = self.stream
+        model = view.model()
+        mode = view.color_mode()
+        cov_max = None
+        if model is not None and mode == "coverage" and model.plan.mode != "random":
+            cov_max = model.plan.epoch(self._step) + 1
+        text = _legend_html(model is not None and model.plan.n_shards > 1, mode, cov_max, view._loss_range,
+                            view.rows_layout() == "row")
+        if text != self.legend.text():
+            self.legend.setText(text)
+
+    def legend_text(self) -> str:
+        """The legend as plain text (what it says, without the swatches)."""
+        import re
+
+        return html.unescape(re.sub(r"<[^>]+>", "", self.legend.text())).replace("\xa0", " ")
 
     def set_step(self, step: int) -> None:
         self._step = max(0, int(step))
         self.overview.set_step(step)
         self.stream.set_step(step)
         self._update_drift()
+        if self.stream.color_mode() == "coverage":
+            self._update_legend()
 
     def drift_text(self) -> str:
         """The banner's text ('' when it is hidden)."""
@@ -1243,9 +1376,12 @@ class StreamPanel(QWidget):
 
     def set_color_mode(self, mode: str) -> None:
         self.stream.set_color_mode(mode)
+        self._update_legend()
 
     def set_loss(self, per_token, ranks: tuple = (0,), vmin: float = 0.0, vmax: float = 11.0) -> None:
         self.stream.set_loss(per_token, ranks, vmin, vmax)
+        if self.stream.color_mode() == "loss":
+            self._update_legend()
 
     def set_highlight(self, position: int) -> None:
         self.stream.set_highlight(position)
