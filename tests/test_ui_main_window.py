@@ -437,6 +437,8 @@ def test_open_nanogpt_run_replays_its_batches(qtbot, win, tmp_path, monkeypatch)
     boxes = [b for b in _visible_boxes(win) if b.objectName() == "replay_notes"]
     assert boxes and "stop after iteration 9" in boxes[0].text()
     # opening another corpus ends the replay: a run belongs to its data
+    from nanogpt_viz.data.corpus import DEFAULT_CORPUS_NAME
+
     win.load_corpus(None)
-    _wait_corpus(qtbot, win)
+    _wait_corpus(qtbot, win, DEFAULT_CORPUS_NAME)  # the load is asynchronous: wait for the new corpus itself
     assert not win.session.replaying and win.session.replay is None
