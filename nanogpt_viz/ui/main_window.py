@@ -21,6 +21,7 @@ from nanogpt_viz.ui.files import FileActions
 from nanogpt_viz.ui.menus import build_menus
 from nanogpt_viz.ui.panels import PlanPanel, StepControls, TrainPanel
 from nanogpt_viz.ui.plots import LossPlot, PositionLossPlot, StepPositionMap, TokenLossHeatmap
+from nanogpt_viz.ui.plots import GradNormPlot  # the gradient-norm tab (issue 13)
 from nanogpt_viz.ui.refresh import RefreshClock
 from nanogpt_viz.ui.run_views import RunViews
 from nanogpt_viz.ui.runs import RunActions, runs_root
@@ -143,6 +144,8 @@ class MainWindow(QMainWindow):
         self.position_map = StepPositionMap()
         self.plots = QTabWidget()
         self.plots.addTab(self.loss_plot, "Loss")
+        self.grad_plot = GradNormPlot()
+        self.plots.addTab(self.grad_plot, "Gradient norm")
         self.plots.addTab(self.heatmap, "Per-token loss (B×N)")
         self.plots.addTab(self.position_plot, "Loss by position")
         self.plots.addTab(self.position_map, "Step × position")

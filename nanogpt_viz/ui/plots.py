@@ -860,3 +860,158 @@ class StepPositionMap(QWidget):
 
     def export_png(self, path: str | os.PathLike, width: int | None = None) -> Path:
         return _export_png(self.plot, self.plot.getPlotItem(), path, width)
+
+
+# ----------------------------------------------------------------------------------------------
+# Gradient norm vs step, with the clip threshold (issue 13, item 5)
+
+
+class GradNormPlot(QWidget):
+    """The gradient norm before clipping (StepReport.grad_norm) vs step, with the run's clip threshold
+    (TrainConfig.grad_clip) as a dashed horizontal line: every point above it was clipped. Summing the
+    micro-batch losses without dividing by K (train --no-divide-by-k) puts every step above the line."""
+
+    EMPTY = "No training yet: the gradient norm of each step (before clipping) is drawn here."
+
+    def __init__(self, parent: QWidget | None = None, capacity: int = 20_000):
+        super().__init__(parent)
+        self.norms = RingSeries(capacity)
+        self.clip: float | None = None
+        self.plot = pg.PlotWidget(background=palette.BACKGROUND, axisItems={"bottom": StepAxis("bottom")})
+        item = self.plot.getPlotItem()
+        item.setLabel("bottom", "step")
+        item.setLabel("left", "gradient norm")
+        item.showGrid(x=True, y=True, alpha=0.2)
+        item.setClipToView(True)
+        item.setDownsampling(auto=True, mode="peak")
+        self.curve = item.plot([], [], pen=pg.mkPen(palette.RANK_COLORS[2], width=1))
+        self.clip_line = pg.InfiniteLine(angle=0, movable=False,
+                                         pen=pg.mkPen(palette.RANK_COLORS[1], width=1, style=Qt.PenStyle.DashLine))
+        self.clip_line.hide()
+        item.addItem(self.clip_line)
+        self.log_y = QCheckBox("log y")
+        self.log_y.setToolTip("Logarithmic gradient-norm axis")
+        self.log_y.toggled.connect(self._on_log)
+        self.legend = QLabel()
+        self.legend.setTextFormat(Qt.TextFormat.RichText)
+        self.legend.setWordWrap(True)
+        self.legend.setContentsMargins(6, 2, 6, 0)
+        self.readout = QLabel(" ")
+        self.empty = QLabel(self.EMPTY)
+        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty.setWordWrap(True)
+        self.empty.setStyleSheet("color: #666; font-size: 13px; padding: 20px;")
+        top = QHBoxLayout()
+        top.setContentsMargins(6, 0, 6, 0)
+        top.addWidget(self.legend, 1)
+        top.addWidget(self.log_y)
+        self.stack = QStackedLayout()
+        self.stack.addWidget(self.empty)
+        self.stack.addWidget(self.plot)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(0)
+        lay.addLayout(top)
+        lay.addLayout(self.stack, 1)
+        lay.addWidget(self.readout)
+        self._dirty = False
+        self.plot.scene().sigMouseMoved.connect(self._on_mouse)
+        self._update_legend()
+
+    def _on_log(self, on: bool) -> None:
+        self.plot.getPlotItem().setLogMode(y=on)
+        self._place_line()
+
+    def _place_line(self) -> None:
+        if self.clip is None:
+            self.clip_line.hide()
+            return
+        self.clip_line.setPos(math.log10(self.clip) if self.log_y.isChecked() else self.clip)
+        self.clip_line.show()
+
+    def _update_legend(self) -> None:
+        def line(color, text):
+            return f"<span style='color:{QColor(color).name()}'><b>&#9473;&#9473;</b></span> {text}"
+        clip = (f"clip threshold {self.clip:g} (above it the step was clipped)" if self.clip is not None
+                else "no clipping")
+        self.legend.setText(" &nbsp; ".join((line(palette.RANK_COLORS[2], "gradient norm before clipping"),
+                                             line(palette.RANK_COLORS[1], clip))))
+
+    def set_clip(self, grad_clip: float | None) -> None:
+        """The run's TrainConfig.grad_clip (0 or None: no clipping, no line)."""
+        g = _finite_or_nan(grad_clip)
+        self.clip = g if g > 0 else None
+        self._place_line()
+        self._update_legend()
+
+    def clip_level(self) -> float | None:
+        """Where the threshold line sits, in gradient-norm units (None when hidden)."""
+        if not self.clip_line.isVisible():
+            return None
+        y = float(self.clip_line.value())
+        return 10 ** y if self.log_y.isChecked() else y
+
+    def add(self, step: int, grad_norm: float | None) -> None:
+        if grad_norm is None:
+            return
+        x = float(step)
+        last = self.norms.last_x()
+        if last is not None and x <= last:  # resumed from an earlier step: what came after it is void
+            self.norms.truncate_from(x)
+        self.norms.add(x, _finite_or_nan(grad_norm))
+        self._dirty = True
+
+    def extend(self, reports: Iterable[Any]) -> None:
+        for rep in reports:
+            self.add(rep.step, getattr(rep, "grad_norm", None))
+        self.redraw()
+
+    def clear_history(self) -> None:
+        self.norms.clear()
+        self.readout.setText(" ")
+        self._dirty = True
+        self.redraw()
+
+    def redraw(self) -> None:
+        if not self._dirty:
+            return
+        self._dirty = False
+        x, y = self.norms.data()
+        self.curve.setData(x, y, connect="finite")
+        self.stack.setCurrentWidget(self.plot if len(x) else self.empty)
+
+    def series(self) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, grad norms) as stored."""
+        return self.norms.data()
+
+    def clipped_share(self) -> float:
+        """The share of steps whose norm exceeded the threshold (0 without one)."""
+        _, y = self.norms.data()
+        if self.clip is None or not len(y):
+            return 0.0
+        return float(np.mean(y > self.clip))
+
+    def _on_mouse(self, pos) -> None:
+        if not self.plot.sceneBoundingRect().contains(pos) or len(self.norms) == 0:
+            return
+        self.hover(self.plot.getPlotItem().vb.mapSceneToView(pos).x())
+
+    def hover(self, x: float) -> str:
+        from nanogpt_viz.viewmodel import nearest_index
+
+        sx, sy = self.norms.data()
+        i = nearest_index(sx, x)
+        if i < 0:
+            return ""
+        text = f"step {int(sx[i]):,} · grad norm {sy[i]:.4g}"
+        if self.clip is not None:
+            text += f" · clipped to {self.clip:g}" if sy[i] > self.clip else " · not clipped"
+        self.readout.setText(text)
+        return text
+
+    def __len__(self) -> int:
+        return len(self.norms)
+
+    def export_png(self, path: str | os.PathLike, width: int | None = None) -> Path:
+        self.redraw()
+        return _export_png(self, self.plot.getPlotItem(), path, width)

@@ -46,6 +46,8 @@ class RunViews(QObject):
         self.map_rows.clear()
         w.position_map.clear()
         w.loss_plot.clear_history()
+        w.grad_plot.clear_history()
+        w.grad_plot.set_clip(self.grad_clip())
         w.position_plot.reset_ema()
         self.show_step(w.session.step)
 
@@ -54,6 +56,8 @@ class RunViews(QObject):
         self.map_rows.clear()
         self.win.position_map.clear()
         self.win.loss_plot.clear_history()
+        self.win.grad_plot.clear_history()
+        self.win.grad_plot.set_clip(None)
         self.win.position_plot.clear()
         self.show_step(self.win.session.step)
         self.update_range()
@@ -69,6 +73,17 @@ class RunViews(QObject):
         """Whether the shown run was trained on what the window shows (its corpus and plan)."""
         return self.run.shown and self.run_plan is not None and self.win.session.plan_config == self.run_plan
 
+    def grad_clip(self) -> float | None:
+        """The shown run's clip threshold (TrainConfig.grad_clip): the trainer's, or the manifest's."""
+        trainer = self.run.trainer
+        if trainer is not None:
+            return float(trainer.train_config.grad_clip)
+        m = self.run.manifest
+        try:
+            return float((m.train or {}).get("grad_clip", 1.0))
+        except (AttributeError, TypeError, ValueError):
+            return None
+
     # ---- reports (state only; drawn by paint) --------------------------------------------------
     def on_info(self, info) -> None:
         self.first_step = info.start_step
@@ -76,6 +91,7 @@ class RunViews(QObject):
         trainer = self.run.trainer
         if trainer is not None:  # a continued checkpoint's plan is the run's own
             self.run_plan = trainer.plan_config
+        self.win.grad_plot.set_clip(self.grad_clip())
         if info.history:  # a continued run: its earlier losses, snapshotted by the engine's thread
             self.win.loss_plot.clear_history()
             self.win.loss_plot.extend(LossPoint.from_history(info.history))
@@ -85,6 +101,7 @@ class RunViews(QObject):
         lp = w.loss_plot
         for rep in reports:
             lp.add(rep.step, rep.loss, rep.val_loss)
+            w.grad_plot.add(rep.step, getattr(rep, "grad_norm", None))
             if rep.val_protocol is not None:
                 lp.set_val_label(rep.val_protocol, rep.val_tokens)
             self.map_rows.add(rep.step, rep.position_loss)
@@ -108,6 +125,7 @@ class RunViews(QObject):
         """The refresh clock's paint: curves, map, the followed step (its losses), progress."""
         w = self.win
         w.loss_plot.redraw()
+        w.grad_plot.redraw()
         if self._map_dirty:
             self._map_dirty = False
             w.position_map.set_rows(*self.map_rows.data())

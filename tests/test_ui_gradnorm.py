@@ -1,0 +1,57 @@
+"""The gradient-norm tab (issue 13, item 5): one point per step equal to StepReport.grad_norm, the clip
+threshold drawn at the run's TrainConfig.grad_clip. A real tiny CPU run in the real window."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.test_ui_lenses import _open, _train, env, make_window  # noqa: F401 (fixtures)
+
+
+def test_grad_norm_tab_holds_every_steps_norm_and_the_clip_line(qtbot, make_window, env):  # noqa: F811
+    win = make_window()
+    _open(qtbot, win, env / "c.txt")
+    pc = win.session.plan_config.with_(block_size=32, batch_size=4, sampling="sequential", grad_accum=2,
+                                       world_size=1)
+    win.plan_panel.set_config(pc)
+    win.session.set_plan_config(pc)
+    gp = win.grad_plot
+    assert win.plots.indexOf(gp) == win.plots.indexOf(win.loss_plot) + 1  # beside the loss
+    seen = []
+    win.run.reports.connect(seen.extend)
+    _train(qtbot, win, 5)
+    qtbot.waitUntil(lambda: len(gp) == 5, timeout=10_000)
+    win.views.paint()
+    steps, norms = gp.series()
+    by_step = {int(r.step): float(r.grad_norm) for r in seen}
+    assert steps.tolist() == sorted(by_step)
+    np.testing.assert_allclose(norms, [by_step[int(s)] for s in steps], rtol=0, atol=0)
+    x, y = gp.curve.getOriginalDataset()
+    np.testing.assert_array_equal(y, norms)
+    clip = win.run.trainer.train_config.grad_clip
+    assert clip > 0
+    assert gp.clip_level() == pytest.approx(clip)
+    assert f"clip threshold {clip:g}" in gp.legend.text()
+    gp.log_y.setChecked(True)
+    assert gp.clip_level() == pytest.approx(clip)
+    assert "grad norm" in gp.hover(float(steps[-1]))
+    assert gp.clipped_share() == pytest.approx(float(np.mean(norms > clip)))
+
+
+def test_grad_norm_plot_without_clipping_hides_the_line(qtbot):
+    from nanogpt_viz.ui.plots import GradNormPlot
+
+    gp = GradNormPlot()
+    qtbot.addWidget(gp)
+    assert gp.stack.currentWidget() is gp.empty
+    gp.set_clip(0.0)
+    assert gp.clip_level() is None and "no clipping" in gp.legend.text()
+    gp.set_clip(1.0)
+    for s, g in enumerate((3.0, 0.5, 2.0)):
+        gp.add(s, g)
+    gp.redraw()
+    assert gp.stack.currentWidget() is gp.plot
+    assert gp.clipped_share() == pytest.approx(2 / 3)
+    assert "clipped to 1" in gp.hover(0) and "not clipped" in gp.hover(1)
+    gp.add(1, 4.0)  # resumed from step 1: what came after is void
+    assert gp.series()[0].tolist() == [0.0, 1.0] and gp.series()[1].tolist() == [3.0, 4.0]
