@@ -55,3 +55,39 @@ def test_grad_norm_plot_without_clipping_hides_the_line(qtbot):
     assert "clipped to 1" in gp.hover(0) and "not clipped" in gp.hover(1)
     gp.add(1, 4.0)  # resumed from step 1: what came after is void
     assert gp.series()[0].tolist() == [0.0, 1.0] and gp.series()[1].tolist() == [3.0, 4.0]
+
+
+def test_bits_per_byte_in_the_live_line_and_the_loss_read_out(qtbot, make_window, env):  # noqa: F811
+    win = make_window()
+    _open(qtbot, win, env / "c.txt")
+    pc = win.session.plan_config.with_(block_size=32, batch_size=4, sampling="sequential", grad_accum=1,
+                                       world_size=1)
+    win.plan_panel.set_config(pc)
+    win.session.set_plan_config(pc)
+    seen = []
+    win.run.reports.connect(seen.extend)
+    _train(qtbot, win, 3)
+    qtbot.waitUntil(lambda: len(win.loss_plot) == 3, timeout=10_000)
+    win.views.paint()
+    last = seen[-1]
+    assert last.bpb is not None  # a text corpus: the records carry bpb
+    assert f"({last.bpb:.3f} bpb)" in win.train_panel.run_bar.stats.text()
+    for rep in seen:
+        assert f"bpb {rep.bpb:.4f}" in win.loss_plot.hover(float(rep.step))
+
+
+def test_loss_read_out_shows_val_bpb_only_when_the_records_carry_it(qtbot):
+    from types import SimpleNamespace
+
+    from nanogpt_viz.ui.plots import LossPlot
+
+    lp = LossPlot()
+    qtbot.addWidget(lp)
+    lp.extend([SimpleNamespace(step=0, loss=2.0, val_loss=None, lr=1e-3, bpb=1.25, val_bpb=None),
+               SimpleNamespace(step=1, loss=1.5, val_loss=1.7, lr=1e-3, bpb=1.0, val_bpb=1.125),
+               SimpleNamespace(step=2, loss=1.4, val_loss=None, lr=1e-3)])  # no bpb (a token corpus)
+    assert "bpb 1.2500" in lp.hover(0) and "val bpb" not in lp.hover(0)
+    assert "bpb 1.0000" in lp.hover(1) and "val bpb 1.1250" in lp.hover(1)
+    assert "bpb" not in lp.hover(2)
+    lp.clear_history()
+    assert len(lp.bpb) == 0 and len(lp.val_bpb) == 0

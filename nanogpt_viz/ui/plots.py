@@ -226,6 +226,8 @@ class LossPlot(QWidget):
         self.train = RingSeries(capacity)
         self.val = RingSeries(val_capacity)
         self.lr = RingSeries(capacity)
+        self.bpb = RingSeries(capacity)  # bits per byte of each step (text corpora; issue 13)
+        self.val_bpb = RingSeries(val_capacity)
         self.plot = pg.PlotWidget(background=palette.BACKGROUND, axisItems={"bottom": StepAxis("bottom")})
         item = self.plot.getPlotItem()
         item.setLabel("bottom", "step")
@@ -333,6 +335,11 @@ class LossPlot(QWidget):
         k = nearest_index(lx, step)
         if k >= 0 and lx[k] == step:
             parts.append(f"lr {ly[k]:.3g}")
+        for ring, name in ((self.bpb, "bpb"), (self.val_bpb, "val bpb")):
+            bx, by = ring.data()
+            b = nearest_index(bx, step)
+            if b >= 0 and bx[b] == step:
+                parts.append(f"{name} {by[b]:.4f}")
         text = " · ".join(parts)
         self.readout.setText(text)
         self.cursor.setPos(step)
@@ -360,7 +367,18 @@ class LossPlot(QWidget):
             lr = getattr(rep, "lr", None)
             if lr is not None and rep.loss is not None:
                 self.lr.add(float(rep.step), float(lr))
+            self.add_bpb(rep.step, getattr(rep, "bpb", None) if rep.loss is not None else None,
+                         getattr(rep, "val_bpb", None))
         self.redraw()
+
+    def add_bpb(self, step: int, bpb: float | None, val_bpb: float | None = None) -> None:
+        """Bits per byte of the step (and of its val loss), shown by the hover read-out when known."""
+        x = float(step)
+        for ring, v in ((self.bpb, bpb), (self.val_bpb, val_bpb)):
+            if v is not None:
+                if ring.last_x() == x:
+                    ring.truncate_from(x)
+                ring.add(x, _finite_or_nan(v))
 
     def _append(self, step: int, loss: float | None, val_loss: float | None) -> None:
         x = float(step)
@@ -369,6 +387,8 @@ class LossPlot(QWidget):
             self.train.truncate_from(x)
             self.val.truncate_from(x)
             self.lr.truncate_from(x)
+            self.bpb.truncate_from(x)
+            self.val_bpb.truncate_from(x)
         if loss is not None:
             self.train.add(x, _finite_or_nan(loss))
         if val_loss is not None:
@@ -382,6 +402,8 @@ class LossPlot(QWidget):
         self.train.clear()
         self.val.clear()
         self.lr.clear()
+        self.bpb.clear()
+        self.val_bpb.clear()
         self.readout.setText(" ")
         self.cursor.hide()
         self._dirty = True

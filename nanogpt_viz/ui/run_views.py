@@ -102,6 +102,7 @@ class RunViews(QObject):
         for rep in reports:
             lp.add(rep.step, rep.loss, rep.val_loss)
             w.grad_plot.add(rep.step, getattr(rep, "grad_norm", None))
+            lp.add_bpb(rep.step, getattr(rep, "bpb", None), getattr(rep, "val_bpb", None))
             if rep.val_protocol is not None:
                 lp.set_val_label(rep.val_protocol, rep.val_tokens)
             self.map_rows.add(rep.step, rep.position_loss)
@@ -116,8 +117,11 @@ class RunViews(QObject):
         eta = elapsed / max(1, done - self.first_step) * (self.total_steps - done)
         mfu = f" · MFU {100 * last.mfu:.1f}%" if last.mfu is not None else ""
         val = f" · val {last.val_loss:.3f}" if last.val_loss is not None else ""
+        if getattr(last, "val_bpb", None) is not None:
+            val += f" ({last.val_bpb:.3f} bpb)"
+        bpb = f" ({last.bpb:.3f} bpb)" if getattr(last, "bpb", None) is not None else ""
         world = f" · {last.world_size} ranks" if last.world_size > 1 else ""
-        self._progress = (done, self.total_steps, f"step {last.step} · loss {last.loss:.3f}{val} · "
+        self._progress = (done, self.total_steps, f"step {last.step} · loss {last.loss:.3f}{bpb}{val} · "
                           f"{last.tokens_per_s:,.0f} tok/s{mfu}{world} · ETA {format_eta(eta)}")
         w.clock.request()
 
