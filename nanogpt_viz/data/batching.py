@@ -199,10 +199,9 @@ class _LlmcShuffle:
 
     def epoch(self, e: int) -> tuple[np.ndarray, np.ndarray, list]:
         """(shard order, cumulative sample ends in that order, rng state at each shard load)."""
-        hit = self._info.get(e)
-        if hit is not None:
-            self._info.move_to_end(e)
-            return hit
+        return self._cached(self._info, e, 4, lambda: self._make_epoch(e))
+
+    def _make_epoch(self, e: int) -> tuple[np.ndarray, np.ndarray, list]:
         rng, order = self._epoch_start(e)
         rng = _copy(rng)
         order = self._permute(order.copy(), rng)
@@ -212,39 +211,30 @@ class _LlmcShuffle:
             rng = _skip(rng, max(int(self.samples[order[q]]) - 1, 0))
         if e + 1 not in self._epochs and len(self._epochs) < 4096:
             self._epochs[e + 1] = (rng, order.copy())
-        info = (order, np.cumsum(self.samples[order]), states)
-        self._info[e] = info
-        if len(self._info) > 4:
-            self._info.popitem(last=False)
-        return info
+        return order, np.cumsum(self.samples[order]), states
+
+    def _cached(self, cache: OrderedDict, key: Any, size: int, make) -> Any:
+        """cache[key], made by make() on a miss; the least recently used entry goes beyond `size`."""
+        hit = cache.get(key)
+        if hit is not None:
+            cache.move_to_end(key)
+            return hit
+        value = cache[key] = make()
+        if len(cache) > size:
+            cache.popitem(last=False)
+        return value
 
     def _targets(self, e: int, q: int) -> np.ndarray:
         """The swap targets of the shuffle of the q-th shard loaded in epoch e (cached)."""
-        key = (e, q)
-        hit = self._js.get(key)
-        if hit is not None:
-            self._js.move_to_end(key)
-            return hit
-        order, _, states = self.epoch(e)
-        n = int(self.samples[order[q]])
-        j = _swap_targets(n, _copy(states[q]).random_raw(max(n - 1, 0)))
-        self._js[key] = j
-        if len(self._js) > self.max_perms:
-            self._js.popitem(last=False)
-        return j
+        def make() -> np.ndarray:
+            order, _, states = self.epoch(e)
+            n = int(self.samples[order[q]])
+            return _swap_targets(n, _copy(states[q]).random_raw(max(n - 1, 0)))
+        return self._cached(self._js, (e, q), self.max_perms, make)
 
     def intra(self, e: int, q: int) -> np.ndarray:
         """The sample order inside the q-th shard loaded in epoch e."""
-        key = (e, q)
-        hit = self._perms.get(key)
-        if hit is not None:
-            self._perms.move_to_end(key)
-            return hit
-        perm = _fisher_yates_from(self._targets(e, q))
-        self._perms[key] = perm
-        if len(self._perms) > self.max_perms:
-            self._perms.popitem(last=False)
-        return perm
+        return self._cached(self._perms, (e, q), self.max_perms, lambda: _fisher_yates_from(self._targets(e, q)))
 
     def intra_at(self, e: int, q: int, i: np.ndarray) -> np.ndarray:
         """intra(e, q)[i] for a few i, without building the whole order when it is not cached."""
