@@ -421,3 +421,17 @@ def nearest_index(xs: np.ndarray, x: float) -> int:
     if i >= len(xs):
         return len(xs) - 1
     return i if xs[i] - x < x - xs[i - 1] else i - 1
+
+
+def offset_text(offset: int, one_based: bool = True) -> str:
+    """A 0-based stream offset as a person reads it, both ways: "token 4,097 · t[4,096]" when counting
+    from 1 (the founding note's numbering leads), "t[4,096] · token 4,097" when counting from 0."""
+    offset = int(offset)
+    token, index = f"token {offset + 1:,}", f"t[{offset:,}]"
+    return f"{token} · {index}" if one_based else f"{index} · {token}"
+
+
+def offset_short(offset: int, one_based: bool = True) -> str:
+    """The leading form alone, for narrow labels: "token 4,097" or "t[4,096]"."""
+    offset = int(offset)
+    return f"token {offset + 1:,}" if one_based else f"t[{offset:,}]"

@@ -99,7 +99,7 @@ def test_hover_emits_position_and_describes_role(panel, qtbot):
         qtbot.mouseMove(view.viewport(), rect.center())
     assert blocker.args == [p]
     text = view.describe(p)
-    assert f"position {p:,}" in text
+    assert text.splitlines()[0] == f"token {p + 1:,} · t[{p:,}]"  # both ways, counting from 1 leads
     assert "X[row 1, col 5] of step 2 (rank 0, micro 0)" in text
     with qtbot.waitSignal(panel.clicked, timeout=2000) as blocker:
         qtbot.mouseClick(view.viewport(), Qt.LeftButton, pos=rect.center())

@@ -104,9 +104,9 @@ def test_hover_emits_corpus_position_and_tooltip(qtbot, panel):
     qtbot.waitUntil(lambda: got[-1] == starts[1] + 4, timeout=2000)
     assert ("x", 1, 4) in panel.highlighted_cells(got[-1])
     tip = panel.tooltip_text("x", 1, 3)
-    assert f"X[1, 3] = t[{starts[1] + 3}]" in tip and "predicts Y[1, 3]" in tip
+    assert f"X[1, 3] = token {starts[1] + 4:,} · t[{starts[1] + 3:,}]" in tip and "predicts Y[1, 3]" in tip
     tip = panel.tooltip_text("y", 1, 3)
-    assert f"Y[1, 3] = t[{starts[1] + 4}]" in tip and "target of X[1, 3]" in tip
+    assert f"Y[1, 3] = token {starts[1] + 5:,} · t[{starts[1] + 4:,}]" in tip and "target of X[1, 3]" in tip
     # leaving a cell (the gap between rows) reports -1
     gap = QPoint(panel.cell_rect("y", 1, 3).center().x(), panel.cell_rect("y", 1, 3).bottom() + 3)
     qtbot.mouseMove(panel.canvas, gap)

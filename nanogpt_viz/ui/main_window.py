@@ -29,7 +29,7 @@ from nanogpt_viz.ui.session import Session
 from nanogpt_viz.ui.stream_view import StreamPanel
 from nanogpt_viz.ui.worker import CorpusLoader, FunctionRunner
 from nanogpt_viz.ui.xy_panel import XYPanel
-from nanogpt_viz.viewmodel import step_summary
+from nanogpt_viz.viewmodel import offset_short, offset_text, step_summary
 
 ORG, APP = "nanogpt-viz", "nanogpt-viz"
 MAX_RECENT = 8
@@ -246,6 +246,7 @@ class MainWindow(QMainWindow):
             self.resizeDocks([self.plan_dock, self.train_dock], [320, 380], Qt.Orientation.Horizontal)
             self.resizeDocks([self.train_dock, self.plot_dock], [430, 420], Qt.Orientation.Vertical)
         self.keep_in_view_act.setChecked(st.value("keep_in_view", "true") in (True, "true"))
+        self.count_from_one_act.setChecked(st.value("count_from_one", "true") in (True, "true"))
         try:
             pc = PlanConfig.from_dict(json.loads(st.value("plan", "") or "{}")) if st.value("plan") else None
             if pc is not None and pc.problems():
@@ -275,6 +276,7 @@ class MainWindow(QMainWindow):
         st.setValue("train", json.dumps(self.train_panel.settings()))
         st.setValue("last_corpus", self.corpus_path or "")
         st.setValue("keep_in_view", self.keep_in_view_act.isChecked())
+        st.setValue("count_from_one", self.count_from_one_act.isChecked())
         zoom = getattr(self.stream.stream, "zoom_level", None)
         if zoom is not None:
             st.setValue("zoom", int(zoom() if callable(zoom) else zoom))
@@ -389,6 +391,12 @@ class MainWindow(QMainWindow):
         self.views.update_range()
         self._on_step_changed(self.session.step)
 
+    def set_count_from_one(self, on: bool) -> None:
+        """View > Count tokens from 1: "token 4,097 · t[4,096]" leads with the 1-based count, else t[…]."""
+        self.stream.stream.set_one_based(on)
+        self.xy.set_one_based(on)
+        self._on_step_changed(self.session.step)
+
     def _on_step_changed(self, step: int) -> None:
         self.controls.set_step(step)
         self.stream.set_step(step)
@@ -402,10 +410,12 @@ class MainWindow(QMainWindow):
             self.coverage_label.setText("")
             return
         info = step_summary(plan, step)
-        where = (f"rows start at t[{info['first']:,}]…, inputs to t[{info['last'] - 1:,}], targets to "
-                 f"t[{info['last']:,}]" if plan.mode in LOADER_MODES else
+        one = self.count_from_one_act.isChecked()
+        first, last = offset_text(info["first"], one), offset_short(info["last"], one)
+        where = (f"the step starts at {first}…, inputs to {offset_short(info['last'] - 1, one)}, targets to "
+                 f"{last}" if plan.mode in LOADER_MODES else
                  "rows at random offsets" if plan.mode == "random" else
-                 f"rows t[{info['first']:,}]…t[{info['last']:,}]")
+                 f"rows {first}…{last}")
         src = f" ({info['where']})" if info["where"] else ""
         if info["drift"]:  # the stream's banner says which rank reads which shard
             src += " · <b>ranks out of step</b>"

@@ -77,6 +77,11 @@ def build_menus(win) -> None:
     win.keep_in_view_act = QAction("&Keep the current step in view", win, checkable=True, checked=True)
     win.keep_in_view_act.toggled.connect(lambda on: on and stream.ensure_step_visible())
     v.addAction(win.keep_in_view_act)
+    win.count_from_one_act = QAction("&Count tokens from 1", win, checkable=True, checked=True)
+    win.count_from_one_act.setStatusTip("Offsets read \"token 4,097 · t[4,096]\" (counting from 1 leads); "
+                                        "off: \"t[4,096] · token 4,097\" (0-based, as Python indexes)")
+    win.count_from_one_act.toggled.connect(win.set_count_from_one)
+    v.addAction(win.count_from_one_act)
     v.addSeparator()
     for dock, key in ((win.plan_dock, "F2"), (win.train_dock, "F3"), (win.plot_dock, "F4")):
         dock.toggleViewAction().setShortcut(QKeySequence(key))  # a dock collapses and comes back

@@ -919,12 +919,19 @@ class StreamView(QAbstractScrollArea):
             p.drawRect(rect_of(h - lo).adjusted(-2, -2, 2, 2))
 
     # ---- tooltips / events -----------------------------------------------------------------------
+    def set_one_based(self, on: bool) -> None:
+        """Count tokens from 1 (View menu): which form of an offset leads in the tooltip."""
+        self._one_based = bool(on)
+
     def describe(self, position: int) -> str:
         """Tooltip text for one position."""
         if self._model is None or not (0 <= position < self._model.L):
             return ""
+        from nanogpt_viz.viewmodel import offset_text
+
         tid = int(np.asarray(self._model.tokens[position:position + 1])[0])
-        lines = [f"position {position:,}", f"token id {tid}", f"text {self._display(tid)!r}"]
+        lines = [offset_text(position, getattr(self, "_one_based", True)), f"token id {tid}",
+                 f"text {self._display(tid)!r}"]
         try:
             from nanogpt_viz.data import tokenizer as _tok
             lines.append("bytes " + _tok.token_bytes(tid).hex(" "))

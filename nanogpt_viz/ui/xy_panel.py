@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QApplication, QComboBox, QDial
                                QTableWidget, QTableWidgetItem, QToolTip, QVBoxLayout, QWidget)
 
 from nanogpt_viz.ui import palette
+from nanogpt_viz.viewmodel import offset_short, offset_text
 
 
 __all__ = ["XYPanel", "RowExplainDialog"]
@@ -315,8 +316,11 @@ class _RowLabels(QWidget):
             text_rect_w = self.width() - tag_w - 8
             p.drawText(QRect(6, top, text_rect_w, ch), Qt.AlignmentFlag.AlignVCenter, f"row {i}")
             p.setPen(palette.UNUSED_TEXT)
-            p.drawText(QRect(6, ytop, text_rect_w, ch), Qt.AlignmentFlag.AlignVCenter,
-                       f"s={int(panel._starts[i]):,}")
+            start, one = int(panel._starts[i]), getattr(panel, "_one_based", True)
+            label = offset_short(start, one)
+            if p.fontMetrics().horizontalAdvance(label) > text_rect_w:  # a long corpus: the compact form
+                label = f"#{start + 1:,}" if one else f"s={start:,}"
+            p.drawText(QRect(6, ytop, text_rect_w, ch), Qt.AlignmentFlag.AlignVCenter, label)
             p.setFont(self.tag_font)
             p.setPen(palette.TEXT)
             tx = self.width() - tag_w - 2
@@ -487,6 +491,11 @@ class XYPanel(QWidget):
         self._refresh()
 
     # ---- public API ---------------------------------------------------------------------------
+    def set_one_based(self, on: bool) -> None:
+        """Count tokens from 1 (View menu): row labels read "token 2,305" instead of "t[2,304]"."""
+        self._one_based = bool(on)
+        self.labels.update()
+
     def set_model(self, model) -> None:
         """A StreamModel (or None to clear)."""
         self._model = model
@@ -638,7 +647,7 @@ class XYPanel(QWidget):
         pos = self.position_of(which, i, j)
         tid = int(X[i, j] if which == "x" else Y[i, j])
         name = "X" if which == "x" else "Y"
-        lines = [f"{name}[{i}, {j}] = t[{pos:,}]", f"id {tid}   text '{self.display_text(tid)}'"]
+        lines = [f"{name}[{i}, {j}] = {offset_text(pos, getattr(self, '_one_based', True))}", f"id {tid}   text '{self.display_text(tid)}'"]
         hx = self._bytes_hex(tid)
         if hx:
             lines.append(f"bytes {hx}")
