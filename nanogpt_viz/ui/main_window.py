@@ -146,6 +146,10 @@ class MainWindow(QMainWindow):
         self.plots.addTab(self.loss_plot, "Loss")
         self.grad_plot = GradNormPlot()
         self.plots.addTab(self.grad_plot, "Gradient norm")
+        from nanogpt_viz.ui.plots import RatePlot  # learning rate and tokens/s per step (issue 12)
+
+        self.rate_plot = RatePlot()
+        self.plots.addTab(self.rate_plot, "LR · tokens/s")
         self.plots.addTab(self.heatmap, "Per-token loss (B×N)")
         self.plots.addTab(self.position_plot, "Loss by position")
         self.plots.addTab(self.position_map, "Step × position")

@@ -1037,3 +1037,121 @@ class GradNormPlot(QWidget):
     def export_png(self, path: str | os.PathLike, width: int | None = None) -> Path:
         self.redraw()
         return _export_png(self, self.plot.getPlotItem(), path, width)
+
+
+# ----------------------------------------------------------------------------------------------
+# Learning rate and throughput vs step (issue 12: "a second axis or tab for learning rate and tokens/s")
+
+
+class RatePlot(QWidget):
+    """Two x-linked panes of one tab: the learning rate of each step (StepReport.lr: warmup, cosine decay)
+    above, the tokens per second (StepReport.tokens_per_s) below; fed from the same reports as the loss."""
+
+    EMPTY = "No training yet: the learning rate and tokens/s of each step are drawn here."
+
+    def __init__(self, parent: QWidget | None = None, capacity: int = 20_000):
+        super().__init__(parent)
+        self.lr = RingSeries(capacity)
+        self.tps = RingSeries(capacity)
+        self.lr_plot = pg.PlotWidget(background=palette.BACKGROUND, axisItems={"bottom": StepAxis("bottom")})
+        self.tps_plot = pg.PlotWidget(background=palette.BACKGROUND, axisItems={"bottom": StepAxis("bottom")})
+        for pw, label in ((self.lr_plot, "learning rate"), (self.tps_plot, "tokens/s")):
+            item = pw.getPlotItem()
+            item.setLabel("left", label)
+            item.showGrid(x=True, y=True, alpha=0.2)
+            item.setClipToView(True)
+            item.setDownsampling(auto=True, mode="peak")
+        self.tps_plot.getPlotItem().setLabel("bottom", "step")
+        self.tps_plot.setXLink(self.lr_plot)
+        self.lr_curve = self.lr_plot.getPlotItem().plot([], [], pen=pg.mkPen(palette.RANK_COLORS[0], width=1.5))
+        self.tps_curve = self.tps_plot.getPlotItem().plot([], [], pen=pg.mkPen(palette.RANK_COLORS[3], width=1))
+        self.readout = QLabel(" ")
+        self.empty = QLabel(self.EMPTY)
+        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty.setWordWrap(True)
+        self.empty.setStyleSheet("color: #666; font-size: 13px; padding: 20px;")
+        panes = QWidget()
+        pl = QVBoxLayout(panes)
+        pl.setContentsMargins(0, 0, 0, 0)
+        pl.setSpacing(0)
+        pl.addWidget(self.lr_plot, 1)
+        pl.addWidget(self.tps_plot, 1)
+        self.stack = QStackedLayout()
+        self.stack.addWidget(self.empty)
+        self.stack.addWidget(panes)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(0)
+        lay.addLayout(self.stack, 1)
+        lay.addWidget(self.readout)
+        self._dirty = False
+        self.lr_plot.scene().sigMouseMoved.connect(lambda pos: self._on_mouse(self.lr_plot, pos))
+        self.tps_plot.scene().sigMouseMoved.connect(lambda pos: self._on_mouse(self.tps_plot, pos))
+
+    @staticmethod
+    def _put(ring: RingSeries, x: float, v: float | None) -> None:
+        if v is None:
+            return
+        last = ring.last_x()
+        if last is not None and x <= last:  # resumed from an earlier step: what came after it is void
+            ring.truncate_from(x)
+        ring.add(x, _finite_or_nan(v))
+
+    def add(self, step: int, lr: float | None, tokens_per_s: float | None) -> None:
+        x = float(step)
+        self._put(self.lr, x, lr)
+        self._put(self.tps, x, tokens_per_s)
+        self._dirty = True
+
+    def extend(self, reports: Iterable[Any]) -> None:
+        for rep in reports:
+            self.add(rep.step, getattr(rep, "lr", None), getattr(rep, "tokens_per_s", None))
+        self.redraw()
+
+    def clear_history(self) -> None:
+        self.lr.clear()
+        self.tps.clear()
+        self.readout.setText(" ")
+        self._dirty = True
+        self.redraw()
+
+    def redraw(self) -> None:
+        if not self._dirty:
+            return
+        self._dirty = False
+        x, y = self.lr.data()
+        self.lr_curve.setData(x, y, connect="finite")
+        tx, ty = self.tps.data()
+        self.tps_curve.setData(tx, ty, connect="finite")
+        self.stack.setCurrentIndex(1 if len(x) or len(tx) else 0)
+
+    def series(self) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """((steps, lr), (steps, tokens/s)) as stored."""
+        return self.lr.data(), self.tps.data()
+
+    def _on_mouse(self, pw, pos) -> None:
+        if not pw.sceneBoundingRect().contains(pos) or (len(self.lr) == 0 and len(self.tps) == 0):
+            return
+        self.hover(pw.getPlotItem().vb.mapSceneToView(pos).x())
+
+    def hover(self, x: float) -> str:
+        from nanogpt_viz.viewmodel import nearest_index
+
+        parts = []
+        for ring, fmt in ((self.lr, lambda v: f"lr {v:.4g}"), (self.tps, lambda v: f"{v:,.0f} tok/s")):
+            sx, sy = ring.data()
+            i = nearest_index(sx, x)
+            if i >= 0:
+                if not parts:
+                    parts.append(f"step {int(sx[i]):,}")
+                parts.append(fmt(sy[i]))
+        text = " · ".join(parts)
+        self.readout.setText(text or " ")
+        return text
+
+    def __len__(self) -> int:
+        return max(len(self.lr), len(self.tps))
+
+    def export_png(self, path: str | os.PathLike, width: int | None = None) -> Path:
+        self.redraw()
+        return _export_png(self, self.lr_plot.getPlotItem(), path, width)

@@ -47,6 +47,7 @@ class RunViews(QObject):
         w.position_map.clear()
         w.loss_plot.clear_history()
         w.grad_plot.clear_history()
+        w.rate_plot.clear_history()
         w.grad_plot.set_clip(self.grad_clip())
         w.position_plot.reset_ema()
         self.show_step(w.session.step)
@@ -57,6 +58,7 @@ class RunViews(QObject):
         self.win.position_map.clear()
         self.win.loss_plot.clear_history()
         self.win.grad_plot.clear_history()
+        self.win.rate_plot.clear_history()
         self.win.grad_plot.set_clip(None)
         self.win.position_plot.clear()
         self.show_step(self.win.session.step)
@@ -102,6 +104,7 @@ class RunViews(QObject):
         for rep in reports:
             lp.add(rep.step, rep.loss, rep.val_loss)
             w.grad_plot.add(rep.step, getattr(rep, "grad_norm", None))
+            w.rate_plot.add(rep.step, getattr(rep, "lr", None), getattr(rep, "tokens_per_s", None))
             lp.add_bpb(rep.step, getattr(rep, "bpb", None), getattr(rep, "val_bpb", None))
             if rep.val_protocol is not None:
                 lp.set_val_label(rep.val_protocol, rep.val_tokens)
@@ -130,6 +133,7 @@ class RunViews(QObject):
         w = self.win
         w.loss_plot.redraw()
         w.grad_plot.redraw()
+        w.rate_plot.redraw()
         if self._map_dirty:
             self._map_dirty = False
             w.position_map.set_rows(*self.map_rows.data())
