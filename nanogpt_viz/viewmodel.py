@@ -435,3 +435,57 @@ def offset_short(offset: int, one_based: bool = True) -> str:
     """The leading form alone, for narrow labels: "token 4,097" or "t[4,096]"."""
     offset = int(offset)
     return f"token {offset + 1:,}" if one_based else f"t[{offset:,}]"
+
+
+# ----------------------------------------------------------------------------------------------
+# Documents: which document each position belongs to (issue 13, item 4)
+
+GPT2_EOT = 50256  # <|endoftext|> (data/tokenizer.EOT, without importing the tokenizer)
+
+
+def document_indices(tokens: Any, lo: int, hi: int, eot: int = GPT2_EOT, before: int | None = None) -> np.ndarray:
+    """The document index of positions lo..hi-1: how many `eot` tokens come before each (an
+    <|endoftext|> closes its document, so it carries that document's index). `before`: the count of EOTs
+    in tokens[:lo] when known (DocumentIndex caches it); counted here otherwise."""
+    lo, hi = max(0, int(lo)), max(int(lo), int(hi))
+    ids = np.asarray(tokens[lo:hi])
+    if before is None:
+        before = int(np.count_nonzero(np.asarray(tokens[:lo]) == eot))
+    is_eot = (ids == eot).astype(np.int64)
+    out = np.empty(len(ids), np.int64)
+    if len(ids):
+        out[0] = 0
+        np.cumsum(is_eot[:-1], out=out[1:])
+    return out + int(before)
+
+
+class DocumentIndex:
+    """`document_indices` over a large corpus, cheap while scrolling: the EOT count of each block of `block`
+    tokens is computed once (lazily, up to the furthest block asked for) and kept as a prefix sum, so a
+    visible range reads only its own tokens plus at most one partial block."""
+
+    def __init__(self, tokens: Any, eot: int = GPT2_EOT, block: int = 1 << 16):
+        self.tokens = tokens
+        self.eot = int(eot)
+        self.block = max(1, int(block))
+        self.L = len(tokens)
+        self._prefix = np.zeros(1, np.int64)  # _prefix[k]: EOTs in tokens[:k * block]
+        self.blocks_counted = 0
+
+    def _eots_before(self, p: int) -> int:
+        k, r = divmod(int(p), self.block)
+        have = len(self._prefix) - 1
+        if k > have:
+            counts = [int(np.count_nonzero(np.asarray(self.tokens[j * self.block:(j + 1) * self.block]) == self.eot))
+                      for j in range(have, k)]
+            self._prefix = np.concatenate([self._prefix, self._prefix[-1] + np.cumsum(counts, dtype=np.int64)])
+            self.blocks_counted += len(counts)
+        base = int(self._prefix[k])
+        if r:
+            base += int(np.count_nonzero(np.asarray(self.tokens[k * self.block:p]) == self.eot))
+        return base
+
+    def indices(self, lo: int, hi: int) -> np.ndarray:
+        lo = max(0, min(int(lo), self.L))
+        hi = max(lo, min(int(hi), self.L))
+        return document_indices(self.tokens, lo, hi, self.eot, before=self._eots_before(lo))

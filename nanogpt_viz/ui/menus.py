@@ -61,7 +61,8 @@ def build_menus(win) -> None:
     group = QActionGroup(win)
     win.color_actions = {}
     for i, (mode, label) in enumerate((("step", "Colour by &step"), ("coverage", "Colour by &coverage"),
-                                       ("loss", "Colour by per-token &loss"))):
+                                       ("loss", "Colour by per-token &loss"),
+                                       ("documents", "Colour by &document (<|endoftext|> boundaries)"))):
         act = _action(win, v, label, lambda checked=False, m=mode: win.set_color_mode(m), f"Ctrl+{i + 1}")
         act.setCheckable(True)
         group.addAction(act)

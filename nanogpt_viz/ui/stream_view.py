@@ -40,13 +40,17 @@ from nanogpt_viz.data.batching import PlanError
 from nanogpt_viz.ui import palette
 from nanogpt_viz.viewmodel import (ShardMarks, StreamModel, StreamSlice, drift_banner, dropped_tail_note,
                                    loss_at_targets)
+from nanogpt_viz.viewmodel import GPT2_EOT, DocumentIndex  # documents mode, EOT marks (issue 13)
 
 # Zoom levels: ("dense", cell pitch px) draw coloured cells without text; an int is the number of
 # characters a chip shows (chip pitch = (chars + 1) * char advance, about 21..119 px).
 ZOOM_LEVELS: list[Any] = [("dense", 6), ("dense", 10), ("dense", 14), 2, 3, 4, 6, 8, 11, 16]
 DEFAULT_ZOOM = 6
 SCROLL_CAP = 1_000_000_000  # the scrollbar's max; beyond it value -> line is proportional
-COLOR_MODES = ("step", "coverage", "loss")
+COLOR_MODES = ("step", "coverage", "loss", "documents")
+# documents mode: one tint per document, cycling (neighbours always differ); <|endoftext|> chips marked
+DOC_COLORS = [QColor(c) for c in ("#cfe3f7", "#f9dcc4", "#d4edd0", "#eadcf3", "#f6efc2", "#d0eeee")]
+EOT_MARK = QColor("#1b1b1b")
 _MARGIN_X = 4
 _MARGIN_Y = 2
 _ELLIPSIS = "\u2026"
@@ -250,6 +254,7 @@ class StreamView(QAbstractScrollArea):
     def set_model(self, model: StreamModel | None) -> None:
         self._model = model
         self._marks = ShardMarks(model.plan) if model is not None else None
+        self._docs = DocumentIndex(model.tokens) if model is not None else None
         self._aligned = self._rows_aligned(model)
         self._model_gen += 1
         self._slice = None
@@ -592,6 +597,10 @@ class StreamView(QAbstractScrollArea):
             t = np.zeros(b - a) if vmax <= vmin else (np.nan_to_num(vals) - vmin) / (vmax - vmin)
             idx = (np.clip(t, 0.0, 1.0) * 255).astype(np.int64)
             return np.where(np.isfinite(vals), argb[idx], np.uint32(_argb(palette.UNUSED))).astype(np.uint32)
+        if mode == "documents" and getattr(self, "_docs", None) is not None:
+            doc = self._docs.indices(sl.lo + a, sl.lo + b)
+            lut = np.array([_argb(c) for c in DOC_COLORS], np.uint32)
+            return lut[doc % len(lut)]
         return _step_argb(steps)
 
     # ---- painting --------------------------------------------------------------------------------
@@ -672,6 +681,7 @@ class StreamView(QAbstractScrollArea):
 
         # 3) marks of the current step
         self._paint_marks(p, sl, a, b, lo)
+        self._paint_eot(p, ids, lo)
         if lay.row_n:
             self._paint_rows(p, sl, lo, hi, nlines)
 
@@ -863,6 +873,28 @@ class StreamView(QAbstractScrollArea):
                 p.drawText(rect, Qt.AlignLeft | Qt.AlignVCenter, self._elided(int(ids[i]), w))
                 runs += 1
         return runs
+
+    def _paint_eot(self, p: QPainter, ids: np.ndarray, lo: int) -> None:
+        """<|endoftext|> chips, in every colour mode: a dark outline and a bar down the chip's right edge
+        (a document ends here; the next token starts another)."""
+        idx = np.nonzero(np.asarray(ids) == GPT2_EOT)[0]
+        self._eot_marked = [int(lo + i) for i in idx[:10_000].tolist()]
+        if not len(idx):
+            return
+        dense = self._layout.dense
+        p.setBrush(Qt.NoBrush)
+        p.setPen(QPen(EOT_MARK, 1, Qt.DotLine))
+        for q in self._eot_marked:
+            r = self.chip_rect(q)
+            if r.isNull():
+                continue
+            if not dense:
+                p.drawRect(r.adjusted(0, 0, -1, -1))
+            p.fillRect(QRect(r.right() - (1 if dense else 2), r.top(), 2 if dense else 3, r.height()), EOT_MARK)
+
+    def eot_marked(self) -> list[int]:
+        """The <|endoftext|> positions the last paint marked."""
+        return list(getattr(self, "_eot_marked", []))
 
     def _paint_marks(self, p: QPainter, sl: StreamSlice, a: int, b: int, lo: int) -> None:
         lay = self._layout
@@ -1218,6 +1250,10 @@ def _legend_html(shards: bool = False, mode: str = "step", cov_max: int | None =
         bar = "".join(sw(QColor(int(r), int(g), int(b))) for r, g, b in lut)
         head = (f"per-token loss of the target (nats): {lo:.2f} {bar} {hi:.2f} &nbsp; "
                 f"{sw(palette.UNUSED)} no loss yet")
+    elif mode == "documents":
+        tints = "".join(sw(c) for c in DOC_COLORS[:4])
+        head = (f"{tints} documents (one tint each, split at &lt;|endoftext|&gt;) &nbsp; "
+                f"<b style='color:{EOT_MARK.name()}'>&#9614;</b> &lt;|endoftext|&gt; token (a document ends)")
     elif mode == "step":
         steps = "".join(sw(palette.step_color(k)) for k in range(4))
         head = f"{steps} step k colours (the step that reads a token) &nbsp; {sw(palette.UNUSED)} unused"
