@@ -83,7 +83,7 @@ class _Layout:
     """Geometry of one zoom level at one viewport width (all ints, pixel units)."""
 
     def __init__(self, level: Any, adv: int, text_h: int, label_h: int, width: int,
-                 row_n: int | None = None):
+                 row_n: int | None = None, bars: int = 0):
         self.dense = isinstance(level, tuple)
         if self.dense:
             self.chars = 0
@@ -115,6 +115,11 @@ class _Layout:
                 d = max(d for d in range(1, min(fit, row_n) + 1) if row_n % d == 0)
                 if d >= max(2, fit // 2):
                     self.tpl, self.row_n = d, row_n
+        # sliding windows on the flowing stream: each current row its own thin bar under the tokens
+        # (one slot per row, up to 8), so overlapping rows stay visible
+        self.bars = 0 if self.row_n else max(0, min(int(bars), 8))
+        self.bar_h = 1 if self.dense else 2
+        self.line_h += self.bars * (self.bar_h + 1)
         # the text of a chip starts here inside it (chars*adv wide, centred in the chip)
         self.text_dx = max(0, (self.chip_w - self.chars * adv) // 2)
 
@@ -461,8 +466,11 @@ class StreamView(QAbstractScrollArea):
     # ---- layout / scrolling internals ------------------------------------------------------------
     def _make_layout(self) -> _Layout:
         row_n = self._model.plan.N if (self._rows_as_lines and self._aligned and self._model is not None) else None
+        bars = 0
+        if self._model is not None and self._model.plan.mode == "sliding":
+            bars = int(np.prod(self._model.plan.starts(0).shape))  # K x W x B rows per step
         return _Layout(ZOOM_LEVELS[self._zoom], self._adv, self._text_h, self._label_h,
-                       self.viewport().width(), row_n)
+                       self.viewport().width(), row_n, bars)
 
     def _full_lines(self) -> int:
         return max(1, (self.viewport().height() - _MARGIN_Y) // self._layout.line_h)
@@ -684,10 +692,40 @@ class StreamView(QAbstractScrollArea):
         self._paint_eot(p, ids, lo)
         if lay.row_n:
             self._paint_rows(p, sl, lo, hi, nlines)
+        self._paint_row_bars(p, lo, hi)
 
         # 4) shard boundaries and their names
         nb = self._paint_boundaries(p, sl, lo, hi)
         return n, text_runs, nb, len(drop_rects)
+
+    def row_bars(self) -> list[tuple[int, int, list[QRect]]]:
+        """The bars of the last paint (sliding windows): (row start, slot, its rectangles on screen)."""
+        return list(getattr(self, "_row_bars", []))
+
+    def _paint_row_bars(self, p: QPainter, lo: int, hi: int) -> None:
+        """Sliding windows: each of the step's rows as its own thin bar in the rank colour under its N
+        inputs, one slot per row (shade by the row within its micro-batch), so stride < N overlap shows."""
+        lay = self._layout
+        self._row_bars = []
+        if not lay.bars or self._model is None:
+            return
+        starts, _m, ranks, brow = self._model.current_rows(self._step)
+        N, tpl, pitch = self._model.plan.N, lay.tpl, lay.pitch
+        for j, s in enumerate(starts.tolist()):
+            slot = j % lay.bars
+            color = palette.rank_color(int(ranks[j])).darker(100 + 30 * (int(brow[j]) % 4))
+            segs = []
+            pos, end_all = max(lo, int(s)), min(hi, int(s) + N)
+            while pos < end_all:
+                line = pos // tpl
+                end = min(end_all, (line + 1) * tpl)
+                y = (_MARGIN_Y + (line - self._first_line) * lay.line_h + lay.band + lay.chip_h + 1
+                     + slot * (lay.bar_h + 1))
+                r = QRect(_MARGIN_X + (pos % tpl) * pitch, y, (end - pos) * pitch - lay.gap, lay.bar_h)
+                p.fillRect(r, color)
+                segs.append(r)
+                pos = end
+            self._row_bars.append((int(s), slot, segs))
 
     def _paint_rows(self, p: QPainter, sl: StreamSlice, lo: int, hi: int, nlines: int) -> None:
         """Rows as lines: Y's extra target at the end of each row (a faint copy of the next row's first
