@@ -91,3 +91,23 @@ def test_loss_read_out_shows_val_bpb_only_when_the_records_carry_it(qtbot):
     assert "bpb" not in lp.hover(2)
     lp.clear_history()
     assert len(lp.bpb) == 0 and len(lp.val_bpb) == 0
+
+
+def test_forgetting_to_divide_by_k_puts_every_step_above_the_clip_line(qtbot, make_window, env):  # noqa: F811
+    win = make_window()
+    _open(qtbot, win, env / "c.txt")
+    pc = win.session.plan_config.with_(block_size=32, batch_size=4, sampling="sequential", grad_accum=4,
+                                       world_size=1)
+    win.plan_panel.set_config(pc)
+    win.session.set_plan_config(pc)
+    norms = {}
+    for wrong in (False, True):
+        win.train_panel.no_divide.setChecked(wrong)
+        _train(qtbot, win, 3)
+        assert win.run.trainer.train_config.divide_by_k is (not wrong)
+        win.views.paint()
+        norms[wrong] = win.grad_plot.series()[1].copy()
+    assert win.grad_plot.clipped_share() == 1.0  # the clip is active on every step
+    assert np.all(norms[True] > win.grad_plot.clip)
+    # step 0: the same initial weights and batch, the loss summed over K=4 micro-batches instead of averaged
+    assert norms[True][0] == pytest.approx(4 * norms[False][0], rel=1e-3)

@@ -501,6 +501,11 @@ class TrainPanel(QGroupBox):
         form.addRow("Precision", self.dtype)
         form.addRow("Residual", self.residual)
         form.addRow("Compile", self.compile)
+        self.no_divide = QCheckBox("Experiment: sum the micro-batch losses without dividing by K")
+        self.no_divide.setToolTip("Trains the same plan the wrong way (train --no-divide-by-k): every gradient is "
+                                  "K times too large; the Gradient norm tab shows it above the clip line every "
+                                  "step. Not remembered between sessions.")
+        form.addRow("", self.no_divide)
         form.addRow("GPUs", self.gpus)
         self.hosts_label = QLabel("Hosts")
         form.addRow(self.hosts_label, self.hosts)
@@ -598,7 +603,8 @@ class TrainPanel(QGroupBox):
                            eval_interval=self.eval_interval.value(), eval_batches=0,
                            eval_protocol=self.eval_protocol.currentData(), device=self.device.currentData(),
                            dtype=self.dtype.currentText(), residual_dtype=self.residual.currentData(),
-                           compile={"auto": None, "on": True, "off": False}[self.compile.currentText()])
+                           compile={"auto": None, "on": True, "off": False}[self.compile.currentText()],
+                           divide_by_k=not self.no_divide.isChecked())
 
     def _on_start(self) -> None:
         try:
@@ -630,7 +636,7 @@ class TrainPanel(QGroupBox):
         self.stop_btn.setEnabled(running)
         for w in (self.preset, self.n_layer, self.n_head, self.n_embd, self.dropout, self.steps, self.lr,
                   self.eval_interval, self.device, self.dtype, self.residual, self.compile, self.gpus, self.hosts,
-                  self.context, self.eval_protocol):
+                  self.context, self.eval_protocol, self.no_divide):
             w.setEnabled(not running)
         self.fresh_btn.setEnabled(not running)
         if not running:
