@@ -2,6 +2,10 @@
 after a field was edited, Enter/Esc hand the focus back to the stream, Help lists the shortcuts."""
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -142,3 +146,23 @@ def test_help_lists_every_shortcut(qtbot, win):
     dlg = next(d for d in QApplication.topLevelWidgets() if d.windowTitle() == "Keyboard shortcuts")
     assert dlg.isVisible()
     dlg.close()
+
+
+def test_the_scale_factor_is_the_one_asked_for(win):
+    """Under QT_SCALE_FACTOR=2 (the HiDPI run below) the window really paints at 2 device pixels a pixel."""
+    want = float(os.environ.get("QT_SCALE_FACTOR") or 1)
+    assert win.devicePixelRatioF() == pytest.approx(want)
+
+
+@pytest.mark.skipif(bool(os.environ.get("QT_SCALE_FACTOR")), reason="already the HiDPI child run")
+def test_sizes_at_hidpi_scale_2(tmp_path):
+    """The size checks above (run bar, live line, step controls unclipped at 1280x720, 1600x1000 and
+    1920x1080; the collapsed dock; buttons keeping their place) again at QT_SCALE_FACTOR=2, in a child
+    process (the factor is read once, when Qt starts)."""
+    env = {**os.environ, "QT_SCALE_FACTOR": "2", "QT_QPA_PLATFORM": os.environ.get("QT_QPA_PLATFORM", "offscreen")}
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(Path(__file__)),
+                        "-k", "in_view or collapses or keep_their_place or scale_factor"],
+                       cwd=str(Path(__file__).resolve().parents[1]), env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    assert re.search(r"\b6 passed", r.stdout), r.stdout[-2000:]
