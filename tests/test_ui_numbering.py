@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import QSettings
+from PySide6.QtWidgets import QLabel
 
 from nanogpt_viz.config import PlanConfig
 from nanogpt_viz.viewmodel import offset_short, offset_text
@@ -45,6 +46,9 @@ def test_readout_at_step_1_of_n1024_b4_starts_at_token_4097(qtbot, tmp_path, mon
     assert win.stream.stream.describe(4096).splitlines()[0] == "t[4,096] · token 4,097"
     assert win.xy.tooltip_text("x", 0, 0).startswith("X[0, 0] = t[4,096] · token 4,097")
     win.xy.labels.grab()
+    dlg = win.xy.expand_row(0)  # the row's dialog says where the row starts, both ways
+    assert "Row 0 starts at t[4,096] · token 4,097 (s = 4,096)" in dlg.findChild(QLabel).text()
+    dlg.close()
     win.save_settings()
     assert QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat).value("count_from_one") in (False, "false")
     win.close()

@@ -678,7 +678,7 @@ class XYPanel(QWidget):
                           "target_pos": s + j + 1, "target_id": int(self._Y[i, j]),
                           "loss": self.loss_at(i, j)})
         title = f"Row {i} of step {self._step:,} · micro {self._micro} · rank {self._rank}: {N} predictions"
-        intro = (f"Row {i} starts at s = {s:,}: X[{i}] = t[{s:,}..{s + N - 1:,}] and Y[{i}] = t[{s + 1:,}.."
+        intro = (f"Row {i} starts at {offset_text(s, getattr(self, '_one_based', True))} (s = {s:,}): X[{i}] = t[{s:,}..{s + N - 1:,}] and Y[{i}] = t[{s + 1:,}.."
                  f"{s + N:,}]. One row is not one example but N = {N} of them: with causal attention, "
                  f"position j sees only the j+1 tokens t[s..s+j] and is trained to predict the next one, "
                  f"Y[{i}, j] = t[s+j+1]. All B×N = {B * N:,} predictions of the micro-batch are averaged "
