@@ -499,6 +499,22 @@ class _IntAxis(pg.AxisItem):
         return [str(int(round(v))) for v in values]
 
 
+def _loss_image(left: str, bar: str) -> tuple[pg.PlotWidget, pg.ImageItem, pg.ColorBarItem]:
+    """A plot of losses as an image: positions in the block across, `left` down (top first), a colour bar."""
+    plot = pg.PlotWidget(background=palette.BACKGROUND,
+                         axisItems={"bottom": _IntAxis("bottom"), "left": _IntAxis("left")})
+    item = plot.getPlotItem()
+    item.setLabel("bottom", "position in block (j)")
+    item.setLabel("left", left)
+    item.invertY(True)
+    item.setMenuEnabled(False)
+    image = pg.ImageItem(axisOrder="row-major")
+    item.addItem(image)
+    colorbar = pg.ColorBarItem(values=(0.0, 1.0), colorMap=loss_colormap(), label=bar, interactive=False, width=14)
+    colorbar.setImageItem(image, insert_in=item)
+    return plot, image, colorbar
+
+
 class TokenLossHeatmap(QWidget):
     """The (B, N) per-token losses of one micro-batch of the current step as an image."""
 
@@ -506,18 +522,7 @@ class TokenLossHeatmap(QWidget):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self.plot = pg.PlotWidget(background=palette.BACKGROUND,
-                                  axisItems={"bottom": _IntAxis("bottom"), "left": _IntAxis("left")})
-        item = self.plot.getPlotItem()
-        item.setLabel("bottom", "position in block (j)")
-        item.setLabel("left", "row (i)")
-        item.invertY(True)
-        item.setMenuEnabled(False)
-        self.image = pg.ImageItem(axisOrder="row-major")
-        item.addItem(self.image)
-        self.colorbar = pg.ColorBarItem(values=(0.0, 1.0), colorMap=loss_colormap(), label="loss",
-                                        interactive=False, width=14)
-        self.colorbar.setImageItem(self.image, insert_in=item)
+        self.plot, self.image, self.colorbar = _loss_image("row (i)", "loss")
         self.label = QLabel("hover a cell: row, position, loss")
         self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         lay = QVBoxLayout(self)
@@ -802,18 +807,8 @@ class StepPositionMap(QWidget):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self.plot = pg.PlotWidget(background=palette.BACKGROUND,
-                                  axisItems={"bottom": _IntAxis("bottom"), "left": _IntAxis("left")})
+        self.plot, self.image, self.colorbar = _loss_image("step", "mean loss")
         item = self.plot.getPlotItem()
-        item.setLabel("bottom", "position in block (j)")
-        item.setLabel("left", "step")
-        item.invertY(True)
-        item.setMenuEnabled(False)
-        self.image = pg.ImageItem(axisOrder="row-major")
-        item.addItem(self.image)
-        self.colorbar = pg.ColorBarItem(values=(0.0, 1.0), colorMap=loss_colormap(), label="mean loss",
-                                        interactive=False, width=14)
-        self.colorbar.setImageItem(self.image, insert_in=item)
         self.cursor = pg.InfiniteLine(angle=0, pen=pg.mkPen(palette.RANK_COLORS[0], width=1))
         self.cursor.setVisible(False)
         item.addItem(self.cursor)
