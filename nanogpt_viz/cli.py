@@ -522,7 +522,7 @@ _RECIPE_FLAGS = (("lr", "learning_rate"), ("min_lr", "min_lr"), ("warmup_steps",
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from nanogpt_viz.run.record import RunLog, format_eta
+    from nanogpt_viz.run.record import RunLog, format_eta, metric_record
     from nanogpt_viz.data.evaluation import default_protocol
     from nanogpt_viz.engine.trainer import DistInfo, EvalReport, RunEnd, RunInfo, StepReport, TrainControl, Trainer
 
@@ -670,24 +670,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                     sys.stderr.write(f"step 0: val {ev.val_loss:.4f}{est} ({ev.val_protocol} protocol, "
                                      f"{ev.val_tokens:,} val targets)\n")
             elif isinstance(ev, StepReport):
-                rec = {"step": ev.step, "epoch": ev.epoch, "loss": ev.loss, "lr": ev.lr,
-                       "tokens_per_s": ev.tokens_per_s, "grad_norm": ev.grad_norm, "mfu": ev.mfu,
-                       "mfu_datasheet": ev.mfu_datasheet,
-                       "val_loss": ev.val_loss, "dt": ev.dt, "tokens_seen": ev.tokens_seen,
-                       "world_size": ev.world_size}
-                rec.update(ev.lens_record())  # bpb, val_bpb, rows_across_docs, targets_after_eot, ...
-                if ev.val_loss is not None:  # after step+1 steps, measured under val_protocol
-                    rec.update(val_protocol=ev.val_protocol, val_tokens=ev.val_tokens)
-                    if ev.train_loss_est is not None:
-                        rec["train_loss_est"] = ev.train_loss_est
-                if init_eval is not None:  # the evaluation before step 0 (nanoGPT's "step 0" line)
-                    rec.update(init_val_loss=init_eval.val_loss, init_val_protocol=init_eval.val_protocol,
-                               init_val_tokens=init_eval.val_tokens)
-                    if init_eval.val_bpb is not None:
-                        rec["init_val_bpb"] = init_eval.val_bpb
-                    if init_eval.train_loss_est is not None:
-                        rec["init_train_loss_est"] = init_eval.train_loss_est
-                    init_eval = None
+                rec = metric_record(ev, init_eval)
+                init_eval = None
                 if log:
                     log.metric(rec)
                     if ev.step % 10 == 0 or ev.val_loss is not None:

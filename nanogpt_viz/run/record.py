@@ -84,6 +84,27 @@ def _plain(v: Any) -> Any:
     return v
 
 
+def metric_record(rep: Any, init_eval: Any = None) -> dict[str, Any]:
+    """The metrics.jsonl / `train --json` line of one StepReport (and of the evaluation before step 0, which rides
+    on the first step's line): one format for the CLI and the window."""
+    rec = {"step": rep.step, "epoch": rep.epoch, "loss": rep.loss, "lr": rep.lr, "tokens_per_s": rep.tokens_per_s,
+           "grad_norm": rep.grad_norm, "mfu": rep.mfu, "mfu_datasheet": rep.mfu_datasheet, "val_loss": rep.val_loss,
+           "dt": rep.dt, "tokens_seen": rep.tokens_seen, "world_size": rep.world_size}
+    rec.update(rep.lens_record())  # bpb, val_bpb, rows_across_docs, targets_after_eot, ...
+    if rep.val_loss is not None:  # after step+1 steps, measured under val_protocol
+        rec.update(val_protocol=rep.val_protocol, val_tokens=rep.val_tokens)
+        if rep.train_loss_est is not None:
+            rec["train_loss_est"] = rep.train_loss_est
+    if init_eval is not None:  # the evaluation before step 0 (nanoGPT's "step 0" line)
+        rec.update(init_val_loss=init_eval.val_loss, init_val_protocol=init_eval.val_protocol,
+                   init_val_tokens=init_eval.val_tokens)
+        if init_eval.val_bpb is not None:
+            rec["init_val_bpb"] = init_eval.val_bpb
+        if init_eval.train_loss_est is not None:
+            rec["init_train_loss_est"] = init_eval.train_loss_est
+    return rec
+
+
 class RunLog:
     def __init__(self, run_dir: str | os.PathLike):
         self.dir = Path(run_dir)

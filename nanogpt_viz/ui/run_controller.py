@@ -21,7 +21,7 @@ import numpy as np
 from PySide6.QtCore import QCoreApplication, QEvent, QObject, Signal
 
 from nanogpt_viz.engine.trainer import RunEnd, RunInfo, StepReport
-from nanogpt_viz.run.record import EndReason
+from nanogpt_viz.run.record import EndReason, metric_record
 from nanogpt_viz.ui.worker import TrainController
 
 __all__ = ["RunController", "StepLosses", "RECENT_REPORTS"]
@@ -226,24 +226,8 @@ class RunController(QObject):
         if log is None:
             return
         for ev in batch:
-            rec = {"step": ev.step, "epoch": ev.epoch, "loss": ev.loss, "lr": ev.lr, "tokens_per_s": ev.tokens_per_s,
-                   "grad_norm": ev.grad_norm, "mfu": ev.mfu, "val_loss": ev.val_loss, "dt": ev.dt,
-                   "tokens_seen": ev.tokens_seen, "world_size": ev.world_size}
-            rec.update(ev.lens_record())  # bpb, val_bpb, rows_across_docs, targets_after_eot, ...
-            if ev.val_loss is not None:
-                rec.update(val_protocol=ev.val_protocol, val_tokens=ev.val_tokens)
-                if ev.train_loss_est is not None:
-                    rec["train_loss_est"] = ev.train_loss_est
-            init = self._init_eval
-            if init is not None:
-                rec.update(init_val_loss=init.val_loss, init_val_protocol=init.val_protocol,
-                           init_val_tokens=init.val_tokens)
-                if init.val_bpb is not None:
-                    rec["init_val_bpb"] = init.val_bpb
-                if init.train_loss_est is not None:
-                    rec["init_train_loss_est"] = init.train_loss_est
-                self._init_eval = None
-            log.metric(rec)
+            log.metric(metric_record(ev, self._init_eval))
+            self._init_eval = None
 
     def _buffer(self, rep: StepReport) -> None:
         self._batch.append(rep)
