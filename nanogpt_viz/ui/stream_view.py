@@ -16,9 +16,13 @@ Shards: the stream is the split's shards end to end. Each shard's first token ge
 dropped tail is tinted and hatched, and its tooltip says why the loader never reads it. Boundaries and
 tails on screen are found with searchsorted (`ShardMarks`), never by a loop over positions.
 
-`OverviewBar` shows the whole corpus, one bin per pixel column, with a tick per shard boundary and a
-marker where DataLoaderLite's ranks first read different shards; `StreamPanel` composes both with a
-drift banner, a legend and zoom buttons.
+`OverviewBar` (ui/overview_bar.py) shows the whole corpus, one bin per pixel column, with a tick per
+shard boundary and a marker where DataLoaderLite's ranks first read different shards; `StreamPanel`
+composes both with a drift banner, a legend and zoom buttons.
+
+The arithmetic (the layout of a zoom level, positions <-> lines and rectangles, scrolling, the chip
+colours as ARGB arrays, chip texts) is pure and lives in `nanogpt_viz/viewmodel_stream.py`; this
+module paints and handles events.
 
 Positions are 64-bit: signals carrying positions are declared 'qlonglong' (Python receivers get int).
 """
@@ -30,98 +34,38 @@ import time
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QEvent, QPoint, QPointF, QRect, QSize, Qt, Signal
-from PySide6.QtGui import (QBrush, QColor, QFont, QFontDatabase, QFontMetricsF, QImage, QPainter, QPen,
-                           QPolygon, QWheelEvent)
-from PySide6.QtWidgets import (QAbstractScrollArea, QHBoxLayout, QLabel, QSizePolicy, QToolButton,
-                               QToolTip, QVBoxLayout, QWidget)
+from PySide6.QtCore import QPoint, QPointF, QRect, QSize, Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QFont, QFontDatabase, QFontMetricsF, QImage, QPainter, QPen, QWheelEvent
+from PySide6.QtWidgets import QAbstractScrollArea, QHBoxLayout, QLabel, QToolButton, QToolTip, QVBoxLayout, QWidget
 
 from nanogpt_viz.data.batching import PlanError
 from nanogpt_viz.ui import palette
+from nanogpt_viz.ui.overview_bar import BOUNDARY, DRIFT, OverviewBar
 from nanogpt_viz.viewmodel import (ShardMarks, StreamModel, StreamSlice, drift_banner, dropped_tail_note,
                                    loss_at_targets)
 from nanogpt_viz.viewmodel import GPT2_EOT, DocumentIndex  # documents mode, EOT marks (issue 13)
+from nanogpt_viz.viewmodel_stream import (COLOR_MODES, DEFAULT_ZOOM, MARGIN_X, MARGIN_Y, SCROLL_CAP, ZOOM_LEVELS,
+                                          ChipCodes, StreamLayout, argb, current_runs, display_text,
+                                          line_to_value, loss_argb, lut_argb, rows_aligned, scroll_first_line,
+                                          scrollbar_steps, step_argb, step_scroll_target, stripe_odd_rows,
+                                          style_lines, text_styles, value_to_line)
 
-# Zoom levels: ("dense", cell pitch px) draw coloured cells without text; an int is the number of
-# characters a chip shows (chip pitch = (chars + 1) * char advance, about 21..119 px).
-ZOOM_LEVELS: list[Any] = [("dense", 6), ("dense", 10), ("dense", 14), 2, 3, 4, 6, 8, 11, 16]
-DEFAULT_ZOOM = 6
-SCROLL_CAP = 1_000_000_000  # the scrollbar's max; beyond it value -> line is proportional
-COLOR_MODES = ("step", "coverage", "loss", "documents")
 # documents mode: one tint per document, cycling (neighbours always differ); <|endoftext|> chips marked
 DOC_COLORS = [QColor(c) for c in ("#cfe3f7", "#f9dcc4", "#d4edd0", "#eadcf3", "#f6efc2", "#d0eeee")]
 EOT_MARK = QColor("#1b1b1b")
-_MARGIN_X = 4
-_MARGIN_Y = 2
-_ELLIPSIS = "\u2026"
-_SPACE = 32
-# shards: the boundary line and name tag, the dropped tails' tint and hatch, the ranks' drift marker
-BOUNDARY = QColor("#263238")
-BOUNDARY_TAG_TEXT = QColor("#ffffff")
+# shards: the dropped tails' tint and hatch (the boundary line and the drift marker: overview_bar.py)
 DROPPED_BG = QColor("#dcd2cc")
 DROPPED_HATCH = QColor("#9c8577")
-DRIFT = QColor("#8e24aa")
+BOUNDARY_TAG_TEXT = QColor("#ffffff")
 MAX_TAGS = 200  # shard-name tags drawn per paint at most (boundary lines are always drawn)
 
 
 def _argb(c: QColor, alpha: int = 255) -> int:
-    return (alpha << 24) | (c.red() << 16) | (c.green() << 8) | c.blue()
+    return argb((c.red(), c.green(), c.blue()), alpha)
 
 
-def _rgb_of_argb(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return (a >> 16) & 0xFF, (a >> 8) & 0xFF, a & 0xFF
-
-
-def _step_argb(steps: np.ndarray) -> np.ndarray:
-    table = palette.step_rgb_table().astype(np.uint32)
-    argb = (np.uint32(0xFF000000) | (table[:, 0] << 16) | (table[:, 1] << 8) | table[:, 2])
-    out = argb[np.mod(steps, len(table))]
-    return np.where(steps >= 0, out, np.uint32(_argb(palette.UNUSED))).astype(np.uint32)
-
-
-class _Layout:
-    """Geometry of one zoom level at one viewport width (all ints, pixel units)."""
-
-    def __init__(self, level: Any, adv: int, text_h: int, label_h: int, width: int,
-                 row_n: int | None = None, bars: int = 0):
-        self.dense = isinstance(level, tuple)
-        if self.dense:
-            self.chars = 0
-            self.pitch = int(level[1])
-            self.gap = 1
-            self.chip_w = self.pitch - self.gap
-            self.chip_h = self.pitch - 1
-            self.band = 0
-            self.line_h = self.pitch
-        else:
-            self.chars = int(level)
-            self.pitch = (self.chars + 1) * adv
-            self.gap = 2
-            self.chip_w = self.pitch - self.gap
-            self.chip_h = text_h + 4
-            self.band = label_h
-            self.line_h = self.band + self.chip_h + 2
-        self.adv = adv
-        fit = max(1, (width - 2 * _MARGIN_X) // self.pitch)
-        self.tpl = fit
-        self.ghost = False  # one row per line, with a column for Y's extra target at the end
-        self.row_n = 0  # rows as lines: N (each row starts a line); 0: the stream flows line to line
-        if row_n and self.dense and row_n < fit // 2:
-            row_n = None  # a dense overview of short rows: the stream flows, lines full
-        if row_n:
-            if row_n + 1 <= fit:
-                self.tpl, self.ghost, self.row_n = row_n, True, row_n
-            else:  # a long row wraps onto whole lines: the largest divisor of N that fits
-                d = max(d for d in range(1, min(fit, row_n) + 1) if row_n % d == 0)
-                if d >= max(2, fit // 2):
-                    self.tpl, self.row_n = d, row_n
-        # sliding windows on the flowing stream: each current row its own thin bar under the tokens
-        # (one slot per row, up to 8), so overlapping rows stay visible
-        self.bars = 0 if self.row_n else max(0, min(int(bars), 8))
-        self.bar_h = 1 if self.dense else 2
-        self.line_h += self.bars * (self.bar_h + 1)
-        # the text of a chip starts here inside it (chars*adv wide, centred in the chip)
-        self.text_dx = max(0, (self.chip_w - self.chars * adv) // 2)
+def _rect(r: tuple[int, int, int, int] | None) -> QRect:
+    return QRect() if r is None else QRect(*r)
 
 
 class StreamView(QAbstractScrollArea):
@@ -199,17 +143,11 @@ class StreamView(QAbstractScrollArea):
         self._text_h = int(math.ceil(self._fm.height()))
         self._ascent = self._fm.ascent()
         self._label_h = int(math.ceil(self._label_fm.height()))
-        self._codes_chars = -1
-        self._codes: np.ndarray | None = None
-        self._codes_ok: np.ndarray | None = None
-        self._codes_unsafe: np.ndarray | None = None
+        self._codes: ChipCodes | None = None
         self._elide_cache: dict[tuple[int, int], str] = {}
 
     def _display(self, token_id: int) -> str:
-        t = self._table
-        if t is not None and 0 <= token_id < len(t):
-            return t[token_id]
-        return str(token_id) if t is None else f"<?{token_id}>"
+        return display_text(self._table, token_id)
 
     def _elided(self, token_id: int, width: int) -> str:
         key = (token_id, width)
@@ -221,46 +159,24 @@ class StreamView(QAbstractScrollArea):
             self._elide_cache[key] = s
         return s
 
+    def _fits_grid(self, text: str) -> bool:
+        """Whether `text` lands on the monospace grid in both weights (else it is drawn on its own)."""
+        n = len(text) * self._adv
+        return abs(self._fm.horizontalAdvance(text) - n) < 0.5 and abs(self._fm_bold.horizontalAdvance(text) - n) < 0.5
+
     def _code_rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(n, chars+1) UTF-32 code points of the chips' padded texts, and a mask of tokens whose
         text does not fit the monospace grid (drawn one by one)."""
-        m = self._layout.chars
-        V = len(self._table) if self._table is not None else 65536  # no table: ids as numbers
-        cap = V + 1  # last slot: ids outside the table / no table (filled per id on demand)
-        if self._codes_chars != m or self._codes is None or len(self._codes) != cap:
-            self._codes_chars = m
-            self._codes = np.full((cap, m + 1), _SPACE, np.uint32)
-            self._codes_ok = np.zeros(cap, bool)
-            self._codes_unsafe = np.zeros(cap, bool)
-        inside = (ids >= 0) & (ids < V)
-        slot = np.where(inside, ids, V)
-        need = np.unique(slot[~self._codes_ok[slot]])
-        for i in need.tolist():
-            if i == V:
-                continue
-            self._fill_code(i, self._display(i), i)
-        codes = self._codes[slot]
-        unsafe = self._codes_unsafe[slot] | ~inside
-        return codes, unsafe
-
-    def _fill_code(self, slot: int, text: str, token_id: int) -> None:
-        m = self._layout.chars
-        if len(text) > m:
-            text = text[:max(0, m - 1)] + _ELLIPSIS
-        ok = bool(text) and abs(self._fm.horizontalAdvance(text) - len(text) * self._adv) < 0.5 \
-            and abs(self._fm_bold.horizontalAdvance(text) - len(text) * self._adv) < 0.5
-        self._codes_ok[slot] = True
-        if ok:
-            self._codes[slot, :len(text)] = [ord(c) for c in text]
-        else:
-            self._codes_unsafe[slot] = True
+        if self._codes is None or self._codes.chars != self._layout.chars:
+            self._codes = ChipCodes(self._layout.chars, self._table, self._fits_grid)
+        return self._codes.rows(ids)
 
     # ---- public API ------------------------------------------------------------------------------
     def set_model(self, model: StreamModel | None) -> None:
         self._model = model
         self._marks = ShardMarks(model.plan) if model is not None else None
         self._docs = DocumentIndex(model.tokens) if model is not None else None
-        self._aligned = self._rows_aligned(model)
+        self._aligned = rows_aligned(model)
         self._model_gen += 1
         self._slice = None
         self._slice_key = None
@@ -270,17 +186,6 @@ class StreamView(QAbstractScrollArea):
 
     def model(self) -> StreamModel | None:
         return self._model
-
-    @staticmethod
-    def _rows_aligned(model: StreamModel | None) -> bool:
-        """Rows that start at multiples of N (the sequential loaders on one shard): each can start a line."""
-        if model is None or model.plan.mode not in ("sequential", "llmc", "shuffled"):
-            return False
-        N = model.plan.N
-        try:
-            return all(int(s) % N == 0 for k in (0, 1) for s in model.current_rows(k)[0])
-        except Exception:  # a plan too short for two steps
-            return False
 
     def set_rows_as_lines(self, on: bool) -> None:
         """One row per line (the default where the plan allows it) or the stream flowing line to line."""
@@ -387,45 +292,28 @@ class StreamView(QAbstractScrollArea):
         return self._first_line
 
     def total_lines(self) -> int:
-        L = self._model.L if self._model is not None else 0
-        return -(-L // self._layout.tpl)
+        return self._layout.total_lines(self._model.L if self._model is not None else 0)
 
     def scroll_to_position(self, p: int, center: bool = True) -> None:
         if self._model is None:
             return
         p = max(0, min(int(p), self._model.L - 1))
-        line = p // self._layout.tpl
-        if center:
-            line -= self._full_lines() // 2
-        else:
-            line -= 1 if line > 0 else 0  # one line of context above
-        self._set_first_line(line)
+        self._set_first_line(scroll_first_line(p, self._layout.tpl, self._full_lines(), center))
 
     def ensure_step_visible(self) -> None:
         if self._model is None:
             return
-        starts = self._model.current_rows(self._step)[0]
-        if len(starts):
-            first = int(starts.min())
-            end = int(starts.max()) + self._model.plan.N + 1  # through the last row's extra target
-            lo, hi = self.visible_range()
-            tpl = self._layout.tpl
-            fits = (end - first) <= max(tpl, (self._full_lines() - 1) * tpl)
-            if fits and self._model.plan.mode != "random":
-                # the whole step fits: show all of it, scrolling only when part of it is off screen
-                if not (lo <= first and end <= hi - tpl):
-                    self.scroll_to_position(first, center=False)
-            elif not (lo <= first < hi - tpl):
-                self.scroll_to_position(first, center=False)
+        target = step_scroll_target(self._model.current_rows(self._step)[0], self._model.plan.N,
+                                    *self.visible_range(), self._layout.tpl, self._full_lines(),
+                                    self._model.plan.mode == "random")
+        if target is not None:
+            self.scroll_to_position(target, center=False)
 
     def visible_range(self) -> tuple[int, int]:
         """[lo, hi) of the corpus positions drawn (partially visible last line included)."""
         if self._model is None:
             return 0, 0
-        tpl = self._layout.tpl
-        lo = self._first_line * tpl
-        hi = min(self._model.L, (self._first_line + self._drawn_lines()) * tpl)
-        return lo, max(lo, hi)
+        return self._layout.visible_range(self._first_line, self._drawn_lines(), self._model.L)
 
     def visible_slice(self) -> StreamSlice | None:
         """The cached StreamSlice that covers the visible range (computed if needed)."""
@@ -435,27 +323,13 @@ class StreamView(QAbstractScrollArea):
         """Corpus position of the chip under a viewport point, -1 for none."""
         if self._model is None:
             return -1
-        lay = self._layout
-        x, y = point.x() - _MARGIN_X, point.y() - _MARGIN_Y
-        if x < 0 or y < 0:
-            return -1
-        col = x // lay.pitch
-        if col >= lay.tpl:
-            return -1
-        p = (self._first_line + y // lay.line_h) * lay.tpl + col
-        return int(p) if p < self._model.L else -1
+        return self._layout.position_at(point.x(), point.y(), self._first_line, self._model.L)
 
     def chip_rect(self, position: int) -> QRect:
         """Viewport rectangle of a position's chip (empty QRect when it is not on screen)."""
-        if self._model is None or not (0 <= position < self._model.L):
+        if self._model is None:
             return QRect()
-        lay = self._layout
-        line, col = divmod(int(position), lay.tpl)
-        li = line - self._first_line
-        if li < 0 or li >= self._drawn_lines():
-            return QRect()
-        return QRect(_MARGIN_X + col * lay.pitch, _MARGIN_Y + li * lay.line_h + lay.band, lay.chip_w,
-                     lay.chip_h)
+        return _rect(self._layout.chip_rect(int(position), self._first_line, self._drawn_lines(), self._model.L))
 
     def paint_stats(self) -> dict[str, Any]:
         return dict(self._stats)
@@ -464,19 +338,19 @@ class StreamView(QAbstractScrollArea):
         return QSize(800, 400)
 
     # ---- layout / scrolling internals ------------------------------------------------------------
-    def _make_layout(self) -> _Layout:
+    def _make_layout(self) -> StreamLayout:
         row_n = self._model.plan.N if (self._rows_as_lines and self._aligned and self._model is not None) else None
         bars = 0
         if self._model is not None and self._model.plan.mode == "sliding":
             bars = int(np.prod(self._model.plan.starts(0).shape))  # K x W x B rows per step
-        return _Layout(ZOOM_LEVELS[self._zoom], self._adv, self._text_h, self._label_h,
+        return StreamLayout(ZOOM_LEVELS[self._zoom], self._adv, self._text_h, self._label_h,
                        self.viewport().width(), row_n, bars)
 
     def _full_lines(self) -> int:
-        return max(1, (self.viewport().height() - _MARGIN_Y) // self._layout.line_h)
+        return self._layout.full_lines(self.viewport().height())
 
     def _drawn_lines(self) -> int:
-        return max(1, -(-(self.viewport().height() - _MARGIN_Y) // self._layout.line_h))
+        return self._layout.drawn_lines(self.viewport().height())
 
     def _max_first(self) -> int:
         return max(0, self.total_lines() - self._full_lines())
@@ -502,26 +376,19 @@ class StreamView(QAbstractScrollArea):
         self.viewport().update()
 
     def _line_to_value(self, line: int) -> int:
-        mf = self._max_first()
-        return line if mf <= SCROLL_CAP else line * SCROLL_CAP // mf
+        return line_to_value(line, self._max_first())
 
     def _value_to_line(self, value: int) -> int:
-        mf = self._max_first()
-        return value if mf <= SCROLL_CAP else value * mf // SCROLL_CAP
+        return value_to_line(value, self._max_first())
 
     def _sync_scrollbar(self) -> None:
         sb = self.verticalScrollBar()
-        mf = self._max_first()
+        maximum, page, single = scrollbar_steps(self._max_first(), self._full_lines())
         self._syncing = True
         try:
-            if mf <= SCROLL_CAP:
-                sb.setRange(0, mf)
-                sb.setPageStep(self._full_lines())
-                sb.setSingleStep(1)
-            else:
-                sb.setRange(0, SCROLL_CAP)
-                sb.setPageStep(max(1, self._full_lines() * SCROLL_CAP // mf))
-                sb.setSingleStep(max(1, SCROLL_CAP // mf))
+            sb.setRange(0, maximum)
+            sb.setPageStep(page)
+            sb.setSingleStep(single)
             sb.setValue(self._line_to_value(self._first_line))
         finally:
             self._syncing = False
@@ -588,9 +455,7 @@ class StreamView(QAbstractScrollArea):
             cov = sl.coverage[a:b]
             plan = self._model.plan
             mx = plan.epoch(self._step) + 1 if plan.mode != "random" else int(cov.max(initial=1))
-            uniq, inv = np.unique(cov, return_inverse=True)
-            lut = np.array([_argb(palette.coverage_color(int(c), mx)) for c in uniq], np.uint32)
-            return lut[inv.reshape(-1)]
+            return lut_argb(cov, lambda c: _argb(palette.coverage_color(c, mx)))
         if mode == "loss":
             vals = np.full(b - a, np.nan, np.float32)
             if self._loss is not None:
@@ -599,17 +464,12 @@ class StreamView(QAbstractScrollArea):
                 except (IndexError, ValueError) as e:  # a report that does not match the plan
                     self._loss = None
                     self.message.emit(f"The per-token loss does not match this plan ({e}); not shown.")
-            vmin, vmax = self._loss_range
-            lut = palette.loss_lut(256).astype(np.uint32)
-            argb = np.uint32(0xFF000000) | (lut[:, 0] << 16) | (lut[:, 1] << 8) | lut[:, 2]
-            t = np.zeros(b - a) if vmax <= vmin else (np.nan_to_num(vals) - vmin) / (vmax - vmin)
-            idx = (np.clip(t, 0.0, 1.0) * 255).astype(np.int64)
-            return np.where(np.isfinite(vals), argb[idx], np.uint32(_argb(palette.UNUSED))).astype(np.uint32)
+            return loss_argb(vals, *self._loss_range, palette.loss_lut(256), _argb(palette.UNUSED))
         if mode == "documents" and getattr(self, "_docs", None) is not None:
             doc = self._docs.indices(sl.lo + a, sl.lo + b)
             lut = np.array([_argb(c) for c in DOC_COLORS], np.uint32)
             return lut[doc % len(lut)]
-        return _step_argb(steps)
+        return step_argb(steps, palette.step_rgb_table(), _argb(palette.UNUSED))
 
     # ---- painting --------------------------------------------------------------------------------
     def paintEvent(self, event) -> None:  # noqa: N802
@@ -650,14 +510,7 @@ class StreamView(QAbstractScrollArea):
         ids = sl.ids[a:b]
 
         # 1) backgrounds: one pixel per chip, scaled to the chip cells line by line
-        colors = self._colors(sl, a, b)
-        odd = cur & (rows % 2 == 1)  # alternate a subtle stripe on the current step's rows
-        if odd.any():
-            c = colors[odd]
-            r, g, bl = _rgb_of_argb(c)
-            colors = colors.copy()
-            colors[odd] = (np.uint32(0xFF000000) | ((r * 7 // 8) << 16) | ((g * 7 // 8) << 8)
-                           | (bl * 7 // 8)).astype(np.uint32)
+        colors = stripe_odd_rows(self._colors(sl, a, b), cur, rows)  # a subtle stripe on the step's rows
         dropped = self._marks.dropped(lo, hi) if self._marks is not None else []
         if dropped:  # each shard's dropped tail: its own tint (hatched below)
             colors = colors.copy()
@@ -669,12 +522,11 @@ class StreamView(QAbstractScrollArea):
         img = QImage(grid.data, tpl, nlines, tpl * 4, QImage.Format_ARGB32)
         full_w = tpl * pitch
         for li in range(nlines):
-            y = _MARGIN_Y + li * lay.line_h + lay.band
-            p.drawImage(QRect(_MARGIN_X, y, full_w, lay.chip_h), img, QRect(0, li, tpl, 1))
+            p.drawImage(QRect(MARGIN_X, lay.chip_y(li), full_w, lay.chip_h), img, QRect(0, li, tpl, 1))
         del img
         gap_h = nlines * lay.line_h
         for c in range(1, tpl + 1):
-            p.fillRect(QRect(_MARGIN_X + c * pitch - lay.gap, _MARGIN_Y, lay.gap, gap_h),
+            p.fillRect(QRect(lay.chip_x(c) - lay.gap, MARGIN_Y, lay.gap, gap_h),
                        palette.BACKGROUND)
         drop_rects = self._run_rects(dropped)
         if drop_rects:
@@ -710,21 +562,13 @@ class StreamView(QAbstractScrollArea):
         if not lay.bars or self._model is None:
             return
         starts, _m, ranks, brow = self._model.current_rows(self._step)
-        N, tpl, pitch = self._model.plan.N, lay.tpl, lay.pitch
+        N = self._model.plan.N
         for j, s in enumerate(starts.tolist()):
             slot = j % lay.bars
             color = palette.rank_color(int(ranks[j])).darker(100 + 30 * (int(brow[j]) % 4))
-            segs = []
-            pos, end_all = max(lo, int(s)), min(hi, int(s) + N)
-            while pos < end_all:
-                line = pos // tpl
-                end = min(end_all, (line + 1) * tpl)
-                y = (_MARGIN_Y + (line - self._first_line) * lay.line_h + lay.band + lay.chip_h + 1
-                     + slot * (lay.bar_h + 1))
-                r = QRect(_MARGIN_X + (pos % tpl) * pitch, y, (end - pos) * pitch - lay.gap, lay.bar_h)
+            segs = [QRect(*r) for r in lay.bar_rects(s, N, lo, hi, self._first_line, slot)]
+            for r in segs:
                 p.fillRect(r, color)
-                segs.append(r)
-                pos = end
             self._row_bars.append((int(s), slot, segs))
 
     def _paint_rows(self, p: QPainter, sl: StreamSlice, lo: int, hi: int, nlines: int) -> None:
@@ -734,14 +578,13 @@ class StreamView(QAbstractScrollArea):
         tpl, pitch, N = lay.tpl, lay.pitch, lay.row_n
         L = self._model.L
         if lay.ghost:
-            x = _MARGIN_X + tpl * pitch
+            x = lay.chip_x(tpl)
             for li in range(nlines):
                 q = lo + (li + 1) * tpl  # the token after this row: its Y's last target
                 if q >= L or not (sl.lo <= q < sl.lo + len(sl.ids)):
                     continue
                 i = q - sl.lo
-                y = _MARGIN_Y + li * lay.line_h + lay.band
-                rect = QRect(x, y, lay.chip_w, lay.chip_h)
+                rect = QRect(x, lay.chip_y(li), lay.chip_w, lay.chip_h)
                 c = QColor.fromRgba(int(self._colors(sl, i, i + 1)[0]))
                 c.setAlpha(90)
                 p.fillRect(rect, c)
@@ -757,9 +600,9 @@ class StreamView(QAbstractScrollArea):
         full_w = tpl * pitch
         for li in range(nlines):
             start = lo + li * tpl
-            y = _MARGIN_Y + li * lay.line_h
+            y = lay.line_y(li)
             if start % N == 0 and li > 0:
-                p.fillRect(QRect(_MARGIN_X, y, full_w, 1), palette.UNUSED_TEXT)
+                p.fillRect(QRect(MARGIN_X, y, full_w, 1), palette.UNUSED_TEXT)
             i = start - sl.lo
             if 0 <= i < len(sl.current) and sl.current[i]:
                 p.fillRect(QRect(0, y + lay.band, 3, lay.line_h - 1),
@@ -767,23 +610,13 @@ class StreamView(QAbstractScrollArea):
                 if start % N != 0 and li == 0 and not lay.dense:  # the row's label, repeated on top
                     p.setFont(self._label_font)
                     p.setPen(palette.rank_color(int(sl.rank[i])))
-                    p.drawText(QRect(_MARGIN_X, y, pitch * 8, lay.band), Qt.AlignLeft | Qt.AlignBottom,
+                    p.drawText(QRect(MARGIN_X, y, pitch * 8, lay.band), Qt.AlignLeft | Qt.AlignBottom,
                                f"r{int(sl.rank[i])} m{int(sl.micro[i])} b{int(sl.brow[i])} (cont.)")
 
     # ---- shards ----------------------------------------------------------------------------------
     def _run_rects(self, runs: list[tuple[int, int]]) -> list[QRect]:
         """Chip-row rectangles covering stream runs [a, b) on screen, one per line each run spans."""
-        lay = self._layout
-        tpl, pitch = lay.tpl, lay.pitch
-        out = []
-        for a, b in runs:
-            la, lb = a // tpl, (b - 1) // tpl
-            for line in range(max(la, self._first_line), min(lb, self._first_line + self._drawn_lines() - 1) + 1):
-                c0 = a - line * tpl if line == la else 0
-                c1 = b - 1 - line * tpl if line == lb else tpl - 1
-                y = _MARGIN_Y + (line - self._first_line) * lay.line_h + lay.band
-                out.append(QRect(_MARGIN_X + c0 * pitch, y, (c1 - c0 + 1) * pitch - lay.gap, lay.chip_h))
-        return out
+        return [QRect(*r) for r in self._layout.run_rects(runs, self._first_line, self._drawn_lines())]
 
     def shard_boundaries(self) -> list[dict[str, Any]]:
         """The shard boundaries on screen as painted: for each shard's first token in view (the first
@@ -793,35 +626,16 @@ class StreamView(QAbstractScrollArea):
             return []
         lo, hi = self.visible_range()
         lay = self._layout
-        tpl, pitch = lay.tpl, lay.pitch
-        pos, idx = self._marks.boundaries(max(0, lo - tpl), hi)  # a line above: its lower edge shows
+        pos, idx = self._marks.boundaries(max(0, lo - lay.tpl), hi)  # a line above: its lower edge shows
         names = self._model.plan.shard_names
         S = self._model.plan.n_shards
-        right = _MARGIN_X + tpl * pitch
-        w = 2
         out = []
         for q, s in zip(pos.tolist(), idx.tolist()):
-            line, c = divmod(q, tpl)
-            li = line - self._first_line
-            y = _MARGIN_Y + li * lay.line_h
-            x = _MARGIN_X + c * pitch - (lay.gap + w) // 2
-            # horizontal strokes sit in the gap between two lines of chips
-            top = y - (1 if lay.dense else w)
-            bottom = top + lay.line_h
-            segs: list[QRect] = []
-            if q > 0:
-                segs.append(QRect(x, top, right - x, w))  # over the new shard's part of this line
-                if c > 0:
-                    segs.append(QRect(x, top, w, lay.line_h + w))  # before its first chip
-                    segs.append(QRect(_MARGIN_X, bottom, x - _MARGIN_X + w, w))  # under the old part
+            segs = [QRect(*r) for r in lay.boundary_segments(q, self._first_line)]
             tag = QRect()
             if q >= lo:
-                label = f"{names[s]}  ({s + 1}/{S})"
-                tw = int(math.ceil(self._label_fm.horizontalAdvance(label))) + 6
-                th = self._label_h + (0 if not lay.dense else 2)
-                # right of the boundary; flush left of the line's end when the boundary is near it
-                left = max(_MARGIN_X, min(x + w, right - tw))
-                tag = QRect(left, y if not lay.dense else y + 1, min(tw, right - left), th)
+                tw = int(math.ceil(self._label_fm.horizontalAdvance(f"{names[s]}  ({s + 1}/{S})"))) + 6
+                tag = QRect(*lay.tag_rect(q, self._first_line, tw, self._label_h))
             out.append({"position": q, "shard": s, "name": names[s], "segments": segs, "tag": tag})
         return out
 
@@ -866,34 +680,21 @@ class StreamView(QAbstractScrollArea):
 
     def _paint_texts(self, p: QPainter, ids, steps, cur, colors, n: int, nlines: int) -> int:
         lay = self._layout
-        tpl, m = lay.tpl, lay.chars
+        tpl = lay.tpl
         codes, unsafe = self._code_rows(ids)
-        r, g, b = _rgb_of_argb(colors)
-        dark = (r * 299 + g * 587 + b * 114) < 120_000
-        unused = steps < 0
-        # style: 0 text, 1 bold text, 2 unused text, 3 light text, 4 light bold
-        style = np.where(cur, 1, np.where(unused, 2, 0))
-        style = np.where(dark & (style < 2), style + 3, style)
+        style = text_styles(cur, steps, colors)  # 0 text, 1 bold, 2 unused, 3 light, 4 light bold
         light = QColor("#ffffff")
         pens = {0: (self._font, palette.TEXT), 1: (self._bold, palette.TEXT),
                 2: (self._font, palette.UNUSED_TEXT), 3: (self._font, light), 4: (self._bold, light)}
         safe = ~unsafe
-        x0 = _MARGIN_X + lay.text_dx
-        y_text = _MARGIN_Y + lay.band + (lay.chip_h - self._text_h) / 2 + self._ascent
+        x0 = MARGIN_X + lay.text_dx
+        y_text = lay.chip_y(0) + (lay.chip_h - self._text_h) / 2 + self._ascent
         runs = 0
-        pad = nlines * tpl - n
         for s in np.unique(style[safe]).tolist():
-            sel = safe & (style == s)
-            arr = np.where(sel[:, None], codes, np.uint32(_SPACE))
-            if pad:
-                arr = np.concatenate([arr, np.full((pad, m + 1), _SPACE, np.uint32)])
-            arr = arr.reshape(nlines, tpl * (m + 1))
-            any_line = np.concatenate([sel, np.zeros(pad, bool)]).reshape(nlines, tpl).any(axis=1)
             font, color = pens[s]
             p.setFont(font)
             p.setPen(color)
-            for li in np.nonzero(any_line)[0].tolist():
-                text = arr[li].tobytes().decode("utf-32-le").rstrip()
+            for li, text in style_lines(codes, safe & (style == s), nlines, tpl):
                 p.drawText(QPointF(x0, y_text + li * lay.line_h), text)
                 runs += 1
         # tokens whose glyphs break the grid: one elided drawText each
@@ -906,8 +707,7 @@ class StreamView(QAbstractScrollArea):
                 p.setFont(font)
                 p.setPen(color)
                 li, col = divmod(i, tpl)
-                rect = QRect(_MARGIN_X + col * lay.pitch + 1, _MARGIN_Y + li * lay.line_h + lay.band,
-                             w, lay.chip_h)
+                rect = QRect(lay.chip_x(col) + 1, lay.chip_y(li), w, lay.chip_h)
                 p.drawText(rect, Qt.AlignLeft | Qt.AlignVCenter, self._elided(int(ids[i]), w))
                 runs += 1
         return runs
@@ -938,24 +738,18 @@ class StreamView(QAbstractScrollArea):
         lay = self._layout
         tpl, pitch = lay.tpl, lay.pitch
         cur = sl.current[a:b]
-        rows = sl.row[a:b]
         pos = np.arange(lo, lo + (b - a), dtype=np.int64)
         col_all = pos % tpl
         line_all = pos // tpl - self._first_line
 
         def rect_of(i: int, j: int | None = None) -> QRect:
-            j = i if j is None else j
-            return QRect(_MARGIN_X + int(col_all[i]) * pitch, _MARGIN_Y + int(line_all[i]) * lay.line_h
-                         + lay.band, (int(col_all[j]) - int(col_all[i]) + 1) * pitch - lay.gap, lay.chip_h)
+            return QRect(*lay.span_rect(int(line_all[i]), int(col_all[i]), int(col_all[i if j is None else j])))
 
         p.setBrush(Qt.NoBrush)
         # runs of one row on one line get one outline in the rank colour
         idx = np.nonzero(cur)[0]
         if len(idx):
-            brk = np.ones(len(idx), bool)
-            brk[1:] = (np.diff(idx) != 1) | (rows[idx[1:]] != rows[idx[:-1]]) | (col_all[idx[1:]] == 0)
-            starts = idx[brk]
-            ends = np.append(idx[np.nonzero(brk)[0][1:] - 1], idx[-1])
+            starts, ends = current_runs(cur, sl.row[a:b], col_all)
             width = 1 if lay.dense else 2
             ranks = sl.rank[a:b]
             for s, e in zip(starts.tolist(), ends.tolist()):
@@ -972,8 +766,7 @@ class StreamView(QAbstractScrollArea):
                 for i in first.tolist():
                     label = f"r{int(sl.rank[a + i])} m{int(sl.micro[a + i])} b{int(sl.brow[a + i])}"
                     p.setPen(palette.rank_color(int(sl.rank[a + i])))
-                    x = _MARGIN_X + int(col_all[i]) * pitch
-                    y = _MARGIN_Y + int(line_all[i]) * lay.line_h
+                    x, y = lay.chip_x(int(col_all[i])), lay.line_y(int(line_all[i]))
                     p.drawText(QRect(x, y, pitch * 6, lay.band), Qt.AlignLeft | Qt.AlignBottom, label)
         # the extra target of each current row: dashed
         tgt = np.nonzero(sl.target_only[a:b])[0]
@@ -1101,173 +894,6 @@ class StreamView(QAbstractScrollArea):
         self._relayout(keep=None)
         if old.ghost != self._layout.ghost:
             self.layout_changed.emit()
-
-
-class OverviewBar(QWidget):
-    """The whole corpus at a glance: one bin per pixel column, the current step and the view."""
-
-    jump_requested = Signal("qlonglong")
-    MARK = 4  # rows of the current-step marker above and below
-    TICK_GAP = 3  # px: boundary ticks closer than this are thinned out (hundreds of shards)
-    HELP = ("The whole corpus: colour = step that reads it, red marks = current step, box = what the "
-            "stream shows, dark ticks = shard boundaries, purple triangle = ranks out of step. "
-            "Click or drag to jump.")
-
-    def __init__(self, parent: QWidget | None = None):
-        super().__init__(parent)
-        self._model: StreamModel | None = None
-        self._marks: ShardMarks | None = None
-        self._ticks = np.zeros(0, np.int64)
-        self._model_gen = 0
-        self._step = 0
-        self._range: tuple[int, int] | None = None
-        self._img: QImage | None = None
-        self._img_buf: np.ndarray | None = None
-        self._img_key: tuple | None = None
-        self.setFixedHeight(28)
-        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
-        self.setCursor(Qt.PointingHandCursor)
-        self.setToolTip(self.HELP)
-
-    def set_model(self, model: StreamModel | None) -> None:
-        self._model = model
-        self._marks = ShardMarks(model.plan) if model is not None else None
-        self._model_gen += 1
-        self._img_key = None
-        self.update()
-
-    def set_step(self, step: int) -> None:
-        self._step = max(0, int(step))
-        self.update()
-
-    def set_visible_range(self, lo: int, hi: int) -> None:
-        self._range = (int(lo), int(hi))
-        self.update()
-
-    def position_at_x(self, x: float) -> int:
-        if self._model is None:
-            return -1
-        w = max(1, self.width())
-        L = self._model.L
-        x = max(0, min(w - 1, int(x)))
-        return int(min(L - 1, (2 * x + 1) * L // (2 * w)))  # the middle of the pixel's bin
-
-    def _image(self) -> QImage | None:
-        w, h = self.width(), self.height()
-        if self._model is None or w <= 0:
-            return None
-        key = (self._step, w, h, self._model_gen)
-        if key == self._img_key and self._img is not None:
-            return self._img
-        steps, cur = self._model.overview(self._step, bins=w)
-        steps = np.asarray(steps)[:w]
-        cur = np.asarray(cur, bool)[:w]
-        table = palette.step_rgb_table()
-        unused = np.array([palette.UNUSED.red(), palette.UNUSED.green(), palette.UNUSED.blue()],
-                          np.uint8)
-        body = np.where((steps >= 0)[:, None], table[np.mod(steps, len(table))], unused[None, :])
-        buf = np.empty((h, w, 4), np.uint8)
-        buf[..., 3] = 255
-        buf[:, :, :3] = body[None, :, :]
-        bg = np.array([palette.BACKGROUND.red(), palette.BACKGROUND.green(), palette.BACKGROUND.blue()],
-                      np.uint8)
-        red = np.array([255, 0, 0], np.uint8)
-        mark = np.where(cur[:, None], red[None, :], bg[None, :])
-        mk = min(self.MARK, h // 4)
-        buf[:mk, :, :3] = mark[None]
-        buf[h - mk:, :, :3] = mark[None]
-        # shard boundaries: a 1 px tick each; when they crowd, thinned to one per TICK_GAP px and
-        # shortened to the lower half, so hundreds of shards read as a comb rather than a dark bar
-        xs = self.boundary_xs(w)
-        self._ticks = xs
-        if len(xs):
-            col = np.array([BOUNDARY.red(), BOUNDARY.green(), BOUNDARY.blue()], np.uint8)
-            crowded = len(xs) > w // (2 * self.TICK_GAP)
-            top = mk + (h - 2 * mk) // 2 if crowded else mk
-            buf[top:h - mk, xs, :3] = col if not crowded else (0.55 * col + 0.45 * body[xs][None]).astype(np.uint8)
-        self._img_buf = np.ascontiguousarray(buf)
-        self._img = QImage(self._img_buf.data, w, h, w * 4, QImage.Format_RGBA8888)
-        self._img_key = key
-        return self._img
-
-    def boundary_xs(self, w: int | None = None) -> np.ndarray:
-        """Pixel columns of the shard-boundary ticks (thinned to one per TICK_GAP px when crowded)."""
-        if self._model is None or self._marks is None or self._model.plan.n_shards <= 1:
-            return np.zeros(0, np.int64)
-        w = self.width() if w is None else w
-        L = self._model.L
-        xs = np.unique(self._marks.starts[1:] * w // L)
-        if len(xs) > w // (2 * self.TICK_GAP):  # crowded: snap to a TICK_GAP px comb
-            xs = np.unique(xs // self.TICK_GAP * self.TICK_GAP)
-        return xs[(xs >= 0) & (xs < w)]
-
-    def drift_x(self) -> int | None:
-        """Pixel column of the drift marker (where DataLoaderLite's ranks first read different
-        shards), None when they never do."""
-        if self._marks is None or self._model is None or self._model.L <= 0:
-            return None
-        d = self._marks.drift()
-        if d is None:
-            return None
-        return int(min(self.width() - 1, d[1] * self.width() // self._model.L))
-
-    def describe_x(self, x: int) -> str:
-        """Tooltip text at a pixel column: the shard there and, near its marker, the drift."""
-        if self._model is None:
-            return self.HELP
-        pos = self.position_at_x(x)
-        plan = self._model.plan
-        lines = []
-        if plan.n_shards > 1:
-            s = min(int(plan.shard_of([pos])[0]), plan.n_shards - 1)
-            lines.append(f"{plan.shard_names[s]} (shard {s + 1}/{plan.n_shards}), position {pos:,}")
-        dx = self.drift_x()
-        if dx is not None and abs(x - dx) <= 4:
-            step, _, note = self._marks.drift()
-            lines.append(f"ranks out of step from step {step:,}: {note}")
-        lines.append(self.HELP)
-        return "\n".join(lines)
-
-    def event(self, event) -> bool:  # noqa: D401 - Qt override
-        if event.type() == QEvent.ToolTip and self._model is not None:
-            QToolTip.showText(event.globalPos(), self.describe_x(event.pos().x()), self)
-            return True
-        return super().event(event)
-
-    def paintEvent(self, event) -> None:  # noqa: N802
-        p = QPainter(self)
-        p.fillRect(self.rect(), palette.BACKGROUND)
-        img = self._image()
-        if img is not None:
-            p.drawImage(0, 0, img)
-            if self._range is not None and self._model is not None and self._model.L > 0:
-                L, w = self._model.L, self.width()
-                x0 = int(self._range[0] * w // L)
-                x1 = max(x0 + 3, int(-(-self._range[1] * w // L)))
-                r = QRect(x0, 0, x1 - x0, self.height() - 1)
-                p.fillRect(r, QColor(0, 0, 0, 55))
-                p.setPen(QPen(QColor(0, 0, 0, 200), 1))
-                p.drawRect(r)
-            dx = self.drift_x()
-            if dx is not None:  # a purple triangle over the top marker row and a dotted line
-                p.setPen(QPen(DRIFT, 1, Qt.DotLine))
-                p.drawLine(dx, 0, dx, self.height() - 1)
-                p.setPen(Qt.NoPen)
-                p.setBrush(DRIFT)
-                p.drawPolygon(QPolygon([QPoint(dx - 5, 0), QPoint(dx + 5, 0), QPoint(dx, 7)]))
-                p.setBrush(Qt.NoBrush)
-        else:
-            p.setPen(palette.UNUSED_TEXT)
-            p.drawText(self.rect(), Qt.AlignCenter, "no corpus")
-        p.end()
-
-    def mousePressEvent(self, event) -> None:  # noqa: N802
-        if event.button() == Qt.LeftButton and self._model is not None:
-            self.jump_requested.emit(self.position_at_x(event.position().x()))
-
-    def mouseMoveEvent(self, event) -> None:  # noqa: N802
-        if event.buttons() & Qt.LeftButton and self._model is not None:
-            self.jump_requested.emit(self.position_at_x(event.position().x()))
 
 
 def _legend_html(shards: bool = False, mode: str = "step", cov_max: int | None = None,
@@ -1471,4 +1097,5 @@ class StreamPanel(QWidget):
         self.stream.set_placeholder(text)
 
 
-__all__ = ["StreamView", "OverviewBar", "StreamPanel", "ZOOM_LEVELS", "COLOR_MODES"]
+__all__ = ["StreamView", "OverviewBar", "StreamPanel", "ZOOM_LEVELS", "COLOR_MODES", "DEFAULT_ZOOM", "SCROLL_CAP",
+           "BOUNDARY", "DRIFT", "DROPPED_BG", "DROPPED_HATCH", "DOC_COLORS", "EOT_MARK"]
