@@ -28,7 +28,7 @@ def toks(n, seed=0, hi=50257, dtype=np.uint16):
 
 
 def leftovers(folder):
-    return [p.name for p in folder.rglob("*") if ".tmp-" in p.name]
+    return [p.name for p in folder.rglob("*") if ".tmp" in p.name]
 
 
 # -- nanoGPT ---------------------------------------------------------------------------------------

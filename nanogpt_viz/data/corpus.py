@@ -35,12 +35,12 @@ import pickle
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, ContextManager, Iterator, Sequence
 
 import numpy as np
 
+from nanogpt_viz.atomic import atomic_file
 from nanogpt_viz.data import tokenizer as _tok
 
 __all__ = [
@@ -426,29 +426,9 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "nanogpt-viz"
 
 
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f"{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-
-
-@contextmanager
-def _atomic_write(path) -> Iterator[io.BufferedWriter]:
-    """Write to a temp sibling, then flush + fsync + os.replace; remove the temp on any error."""
-    path = Path(path)
-    tmp = _tmp_name(path)
-    f = open(tmp, "wb")
-    try:
-        yield f
-        f.flush()
-        os.fsync(f.fileno())
-        f.close()
-        os.replace(tmp, path)
-    except BaseException:
-        f.close()
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        raise
+def _atomic_write(path) -> ContextManager[io.BufferedWriter]:
+    """A binary file written all or nothing (nanogpt_viz.atomic); the folder must exist."""
+    return atomic_file(path, "wb", mkdir=False)
 
 
 def _as_int_array(tokens, lo: int, hi: int, what: str) -> np.ndarray:

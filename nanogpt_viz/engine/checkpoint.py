@@ -25,13 +25,13 @@ import os
 import pickle
 import re
 import random
-import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from nanogpt_viz.atomic import atomic_path
 from nanogpt_viz.config import ModelConfig
 
 FORMAT_VERSION = 1
@@ -189,21 +189,13 @@ def save_checkpoint(path: str | os.PathLike, *, model_state: dict, optimizer_sta
                     "format_version": FORMAT_VERSION},
     }
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # same directory, so os.replace is an atomic rename on one filesystem; the pid in the name tells
-    # remove_stale_temps which partial files no live process is still writing
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
+    # atomic_path: a hidden sibling .ckpt.pt.PID-XXXX.tmp, fsynced, renamed over `path`; the pid in the
+    # name tells remove_stale_temps which partial files no live process is still writing
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())  # data on disk before the rename makes it visible
-        os.replace(tmp_name, path)
+        with atomic_path(path) as tmp_name:
+            with open(tmp_name, "wb") as f:
+                torch.save(payload, f)
     except BaseException as exc:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
         if isinstance(exc, (RuntimeError, OSError)) and not isinstance(exc, (FileNotFoundError, PermissionError)):
             # torch's zip writer reports a failed write as "[enforce fail at inline_container.cc] ... file write
             # failed": say what it was (a full disk, judged by the free space against the file's size)
@@ -220,7 +212,6 @@ def save_checkpoint(path: str | os.PathLike, *, model_state: dict, optimizer_sta
             raise OSError(errno.EIO, f"writing {path} failed ({str(exc).strip().splitlines()[0][:200]})",
                           str(path.parent)) from None
         raise
-    _fsync_dir(path.parent)  # make the rename itself durable
     return path.resolve()
 
 
@@ -301,19 +292,6 @@ def describe_mismatch(saved: dict, expected: dict) -> str:
     if unexpected:
         parts.append(f"{len(unexpected)} weight(s) the model does not have ({some(unexpected)})")
     return "; ".join(parts)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _as_int(value: Any, name: str) -> int:

@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from nanogpt_viz.run.record import DEFAULT_HISTORY_BUDGET, HISTORY_DIR, atomic_write_text, format_bytes
+from nanogpt_viz.atomic import atomic_write_text
+from nanogpt_viz.run.record import DEFAULT_HISTORY_BUDGET, HISTORY_DIR, format_bytes
 
 _VERSION = 1
 _INDEX_DTYPE = np.dtype("<i8")

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from nanogpt_viz.atomic import atomic_write_text
+
 # the run directory's files
 CKPT_FILE = "ckpt.pt"
 METRICS_FILE = "metrics.jsonl"
@@ -61,21 +63,6 @@ class EndReason(str, Enum):
     def ok(self) -> bool:
         """The run ended as asked (finished, or stopped by the user)."""
         return self in (EndReason.FINISHED, EndReason.STOPPED)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _plain(v: Any) -> Any:

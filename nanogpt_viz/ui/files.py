@@ -5,14 +5,13 @@ Loading a checkpoint never writes it: Start continues it into a new run director
 """
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from pathlib import Path
 
 from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox
 
+from nanogpt_viz.atomic import atomic_copy
 from nanogpt_viz.config import PlanConfig
 from nanogpt_viz.ui import dialogs
 from nanogpt_viz.ui.plots import LossPoint
@@ -22,13 +21,7 @@ def save_copy(src: str | None, dst: str) -> str:
     """Copy a checkpoint atomically (a reader never sees half a file)."""
     if not src:
         raise OSError("the run has no checkpoint to copy")
-    tmp = f"{dst}.tmp-{os.getpid()}"
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_copy(src, dst)
     return dst
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple
@@ -20,7 +19,7 @@ from PySide6.QtCore import QObject, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSlider, QStackedLayout, QVBoxLayout, QWidget
 
-from nanogpt_viz.run.record import atomic_write_text
+from nanogpt_viz.atomic import atomic_path, atomic_write_text
 from nanogpt_viz.ui import palette
 
 __all__ = ["RingSeries", "LossPlot", "LossPoint", "TokenLossHeatmap", "PositionLossPlot", "PlotCoalescer",
@@ -128,18 +127,10 @@ def loss_colormap() -> pg.ColorMap:
     return pg.ColorMap(np.linspace(0.0, 1.0, len(lut)), lut, name="nanogpt-loss")
 
 
-def _atomic_target(path: str | os.PathLike, suffix: str) -> tuple[Path, str]:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=str(path.parent))
-    os.close(fd)
-    return path, tmp
-
-
 def _export_png(widget: QWidget, plot_item: Any, path: str | os.PathLike, width: int | None = None) -> Path:
     """Write a PNG of `plot_item` (pyqtgraph ImageExporter), falling back to a widget grab; atomic."""
-    path, tmp = _atomic_target(path, ".png")
-    try:
+    path = Path(path)
+    with atomic_path(path, suffix=".tmp.png") as tmp:  # the exporter picks the format by the suffix
         if not widget.isVisible():  # never shown (offscreen / headless export): lay it out first
             if widget.width() < 200 or widget.height() < 150:
                 widget.resize(max(widget.width(), 640), max(widget.height(), 420))
@@ -166,13 +157,6 @@ def _export_png(widget: QWidget, plot_item: Any, path: str | os.PathLike, width:
             ok = widget.grab().save(tmp, "PNG")
         if not ok or os.path.getsize(tmp) == 0:
             raise OSError(f"could not render a PNG for {path}")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     return path
 
 
