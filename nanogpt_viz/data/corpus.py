@@ -12,6 +12,11 @@ Formats (chosen by content, the extension only breaks ties):
   mode reads them), split into train/val by characters and each part tokenized with GPT-2
   exactly as nanoGPT's ``data/shakespeare/prepare.py`` does, cached as nanoGPT ``.bin`` files
   keyed by the file's content hash and the split point.
+* ``text-dir``: a folder of UTF-8 text files, one document each, joined in sorted file-name order as
+  GPT-2's data was: each file is tokenized on its own (``encode_ordinary``, so a literal
+  ``<|endoftext|>`` in a file stays text) and followed by the single ``<|endoftext|>`` token (50256),
+  as nanoGPT's ``data/openwebtext/prepare.py`` appends it to each document. Cached as one ``.bin`` keyed
+  by the folder's content (each file's name and bytes); the val split is the last fraction of the tokens.
 
 Everything is memory-mapped read-only: opening costs the same for 1 MB and 20 GB.
 Token ids are checked against the vocabulary on open only in a bounded sample (the
@@ -47,9 +52,10 @@ __all__ = [
     "CorpusError", "Cancelled", "TokenArray", "TokenCorpus", "open_corpus", "tokenize_text_file",
     "default_corpus", "default_cache_dir", "write_nanogpt_bin", "write_llmc_shard", "write_npy_shard",
     "FORMATS", "DEFAULT_CORPUS_NAME", "OPEN_VALIDATE_TOKENS", "UndecodableText", "UNDECODABLE_MAX", "path_problem",
+    "text_documents",
 ]
 
-FORMATS = ("text", "nanogpt-bin", "nanogpt-dir", "llmc", "llmc-dir", "npy", "npy-dir")
+FORMATS = ("text", "text-dir", "nanogpt-bin", "nanogpt-dir", "llmc", "llmc-dir", "npy", "npy-dir")
 DEFAULT_CORPUS_NAME = "Python language reference (built-in)"
 OPEN_VALIDATE_TOKENS = 4_000_000  # per split, on open: first 2M + last 2M token ids checked
 
@@ -63,7 +69,7 @@ _CACHE_VERSION = 2  # 2: text cut into train/val by characters, as nanoGPT's pre
 
 _ACCEPTED = ("Accepted: UTF-8 text, nanoGPT .bin (raw uint16 tokens, e.g. train.bin/val.bin), "
              "llm.c / modded-nanogpt shards (.bin with a 256-int32 header), build-nanogpt .npy shards, "
-             "or a folder of those.")
+             "or a folder of those; or a folder of text files (one document each).")
 
 Progress = Callable[[int, int], None]
 Cancel = Callable[[], bool]
@@ -345,6 +351,7 @@ class TokenCorpus:
         self._splits = dict(splits)
         self.undecodable_bytes = 0  # text: bytes that were not UTF-8 (replaced with U+FFFD)
         self.source_bytes = 0  # text: the file's size
+        self.doc_tokens: list[int] | None = None  # text-dir: tokens of each document, its <|endoftext|> included
 
     def split(self, name: str) -> TokenArray:
         if name not in ("train", "val"):
@@ -979,7 +986,8 @@ def _single_file_corpus(path: Path, kind: str, head: bytes, size: int, val_fract
     return TokenCorpus(path, path.name, fmt, splits, vocab_size=vocab, notes=notes, files=files)
 
 
-def _dir_corpus(path: Path, val_fraction: float) -> TokenCorpus:
+def _dir_corpus(path: Path, val_fraction: float, cache_dir=None, progress: Progress | None = None,
+                cancel: Cancel | None = None, accept_undecodable: bool = False) -> TokenCorpus:
     notes: list[str] = []
     entries = sorted((p for p in path.iterdir()
                       if p.is_file() and not p.name.startswith(".") and ".tmp-" not in p.name),
@@ -1008,7 +1016,7 @@ def _dir_corpus(path: Path, val_fraction: float) -> TokenCorpus:
     if npys and bins:
         raise CorpusError(f"{path} holds both .npy and .bin token files; keep one kind of shard per folder.")
     if not npys and not bins:
-        raise CorpusError(f"{path} contains no token files. {_ACCEPTED}")
+        return _text_dir_corpus(path, entries, val_fraction, cache_dir, progress, cancel, accept_undecodable)
     if npys:
         fmt, shards = "npy-dir", [(p, _open_npy(p)) for p in npys]
     else:
@@ -1037,6 +1045,113 @@ def _dir_corpus(path: Path, val_fraction: float) -> TokenCorpus:
                                  val_fraction, notes)
     notes.insert(0, f"{len(train)} training shard(s)")
     return TokenCorpus(path, path.name, fmt, splits, vocab_size=vocab, notes=notes, files=files)
+
+
+def text_documents(path) -> list[Path]:
+    """The documents of a folder of text files, in the order they are joined: every regular file not
+    hidden, sorted by name (byte order of the names, the same on every system); empty files left out.
+    Raises CorpusError when the folder holds none, or holds a file that is not text."""
+    path = Path(os.fspath(path)).expanduser()
+    return _text_documents(path, sorted((p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+                                         and ".tmp-" not in p.name), key=lambda p: p.name))
+
+
+def _text_documents(path: Path, entries: list[Path]) -> list[Path]:
+    if not entries:
+        raise CorpusError(f"{path} contains no token files. {_ACCEPTED}")  # and no text files: it is empty
+    docs = []
+    for p in entries:
+        if p.stat().st_size == 0:
+            continue
+        try:
+            kind = _classify(p)[0]
+        except CorpusError:
+            kind = "binary"
+        if kind != "text":
+            raise CorpusError(f"{p.name} in the folder {path} is not a text file ({kind} data); a folder of text "
+                              f"files must hold only UTF-8 text files, one document each. {_ACCEPTED}")
+        docs.append(p)
+    if not docs:
+        raise CorpusError(f"The folder {path} holds only empty files; there is no text to tokenize.")
+    return docs
+
+
+def _text_dir_corpus(path: Path, entries: list[Path], val_fraction: float, cache_dir, progress, cancel,
+                     accept_undecodable: bool) -> TokenCorpus:
+    """A folder of text files as one stream: each document tokenized on its own (encode_ordinary) and
+    followed by <|endoftext|> (50256), in sorted file-name order; cached as one nanoGPT .bin."""
+    docs = _text_documents(path, entries)
+    skipped = len(entries) - len(docs)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CorpusError(f"Cannot create the token cache folder {cache} ({e.strerror or e}); "
+                          f"set NANOGPT_VIZ_CACHE to a writable folder.") from None
+    sizes = [p.stat().st_size for p in docs]
+    total = sum(sizes)
+    h = hashlib.blake2b(digest_size=16)  # the folder's content: each document's name and bytes, in order
+    for p, size in zip(docs, sizes):
+        h.update(p.name.encode("utf-8", "surrogateescape") + b"\x00" + str(size).encode() + b"\x00")
+        h.update(_hash_file(p, cancel).encode())
+    digest = h.hexdigest()
+    bin_path, meta_path = cache / f"gpt2-docs-{digest}.bin", cache / f"gpt2-docs-{digest}.json"
+    meta = _read_meta(meta_path)
+    try:
+        hit = meta is not None and bin_path.stat().st_size == 2 * int(meta["n_tokens"])
+    except (OSError, ValueError, KeyError, TypeError):
+        hit = False
+    if hit:
+        if progress is not None:
+            progress(total, total)
+        n_tokens, doc_tokens, n_rep = int(meta["n_tokens"]), list(meta["doc_tokens"]), int(meta.get("n_replaced", 0))
+        notes = [f"loaded from cache {bin_path}"]
+    else:
+        eot = np.array([_tok.EOT], dtype="<u2")
+        doc_tokens, n_rep, done = [], 0, 0
+        part = cache / f"gpt2-docs-{digest}.part-{os.getpid()}-{threading.get_ident()}.bin"
+        try:
+            with _atomic_write(bin_path) as out:
+                for p, size in zip(docs, sizes):
+                    def sub(d, t, base=done):
+                        if progress is not None:
+                            progress(min(base + d, total), total)
+                    try:
+                        with open(p, "rb") as f:
+                            r = _tokenize_stream(f, size, part, progress=sub, cancel=cancel, universal_newlines=True)
+                        out.write(part.read_bytes())
+                    finally:
+                        part.unlink(missing_ok=True)
+                    out.write(eot.tobytes())
+                    doc_tokens.append(r.n_train + 1)
+                    n_rep += r.n_replaced
+                    done += size
+        except (Cancelled, CorpusError, _tok.TokenizerError):
+            raise
+        except OSError as e:
+            raise CorpusError(f"Could not tokenize the folder {path} into {bin_path} ({e.strerror or e}).") from None
+        n_tokens = sum(doc_tokens)
+        with _atomic_write(meta_path) as f:
+            f.write(json.dumps({"version": _CACHE_VERSION, "tokenizer": "gpt2", "source": str(path),
+                                "files": [p.name for p in docs], "doc_tokens": doc_tokens, "n_tokens": n_tokens,
+                                "n_replaced": n_rep, "source_bytes": total}, indent=1).encode("utf-8"))
+        notes = [f"tokenized {n_tokens:,} tokens, cached at {bin_path}"]
+    if n_rep > UNDECODABLE_MAX * total and not accept_undecodable:
+        raise UndecodableText(
+            f"{path}: {n_rep:,} of {total:,} bytes ({100 * n_rep / total:.1f}%) of its text files are not UTF-8, so "
+            f"some are probably not UTF-8 text (Latin-1? UTF-16? binary data?); convert them to UTF-8, or accept "
+            f"the replaced bytes (--accept-undecodable)", path=path, replaced=n_rep, total=total)
+    notes.insert(0, f"{len(docs)} documents (text files in sorted name order, each followed by <|endoftext|> "
+                    f"as GPT-2's data was)" + (f"; {skipped} empty file(s) left out" if skipped else ""))
+    if n_rep:
+        notes.append(f"{n_rep:,} of {total:,} bytes ({100 * n_rep / max(total, 1):.2g}%) are not UTF-8 and were "
+                     f"replaced with U+FFFD")
+    arr = TokenArray([_map_tokens(bin_path, n_tokens)], names=[bin_path.name])
+    splits = _split_fraction(arr, val_fraction, notes)
+    corpus = TokenCorpus(path, path.name, "text-dir", splits, notes=notes, files=list(docs))
+    corpus.undecodable_bytes, corpus.source_bytes = n_rep, total
+    corpus.doc_tokens = list(doc_tokens)  # tokens of each document, its <|endoftext|> included
+    return corpus
 
 
 def open_corpus(path, *, val_fraction: float = 0.1, cache_dir=None, progress: Progress | None = None,
@@ -1069,7 +1184,7 @@ def open_corpus(path, *, val_fraction: float = 0.1, cache_dir=None, progress: Pr
         raise CorpusError(problem)
     try:
         if p.is_dir():
-            corpus = _dir_corpus(p, f)
+            corpus = _dir_corpus(p, f, cache_dir, progress, cancel, accept_undecodable)
         else:
             kind, head, size = _classify(p)
             if kind == "text":
