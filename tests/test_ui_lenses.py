@@ -121,7 +121,7 @@ def test_topk_popover_shows_what_engine_topk_gives_for_the_same_weights(qtbot, m
     with qtbot.waitSignal(lens.computed, timeout=30_000) as sig:
         QTest.mouseClick(canvas, Qt.MouseButton.LeftButton, pos=rect.center())
     res, ms = sig.args
-    start = int(win.xy._starts[2])
+    start = int(win.xy.starts()[2])
     _same(res, top_k_at(ref, tokens, start + 7, k=10, context_start=start))
     assert res.target == int(tokens[start + 8])
     timings = [ms]

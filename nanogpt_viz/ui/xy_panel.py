@@ -19,13 +19,11 @@ from PySide6.QtWidgets import (QAbstractItemView, QApplication, QComboBox, QDial
 
 from nanogpt_viz.ui import palette
 from nanogpt_viz.viewmodel import offset_short, offset_text
+from nanogpt_viz.viewmodel_xy import MAX_CELL_W, MIN_CELL_W, XYGeometry, XYState, row_predictions
 
 
 __all__ = ["XYPanel", "RowExplainDialog"]
 
-_MIN_CELL_W = 6
-_MAX_CELL_W = 160
-_CONTEXT_SHOWN = 8  # display texts shown of a row's context in the "explain row" dialog
 
 
 def _mix(a: QColor, b: QColor, t: float) -> QColor:
@@ -49,71 +47,54 @@ def _mono_font(point_delta: float = -1.0) -> QFont:
 
 
 class _Canvas(QWidget):
-    """The painted chips. Geometry (widget coordinates): row i occupies a band of height row_h;
-    its X line is at the top of the band, its Y line ARROW_GAP pixels below."""
+    """The painted chips, placed by `XYGeometry`. It reads the panel's `XYState` and reports what the
+    mouse does through its signals; the panel decides."""
 
-    LEFT = 4
-    TOP = 4
-    ARROW_GAP = 7
-    ROW_GAP = 9
+    hovered_cell = Signal(object)  # (which, i, j) under the mouse, None on leave
+    row_pressed = Signal(int)
+    cell_clicked = Signal(int, int)  # (i, j): the prediction from X[i, j]
+    row_activated = Signal(int)  # a double click: explain the row
+    row_menu_requested = Signal(int, QPoint)  # (row, global position)
+    zoom_requested = Signal(float, float)  # (factor, canvas x under the mouse)
 
-    def __init__(self, panel: "XYPanel"):
-        super().__init__(panel)
-        self.panel = panel
+    def __init__(self, state: XYState, display_text, tooltip_text, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.state = state
+        self.display_text = display_text  # token id -> its text
+        self.tooltip_text = tooltip_text  # (which, i, j) -> the cell's tooltip
         self.setMouseTracking(True)
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent, True)
         self.setFocusPolicy(Qt.FocusPolicy.WheelFocus)
         self.font_ = _mono_font()
         self.fm = QFontMetrics(self.font_)
-        self.cell_h = self.fm.height() + 6
+        self.geometry_ = XYGeometry(self.fm.height() + 6, state)
+        self.cell_h = self.geometry_.cell_h
         self._elided: dict[int, str] = {}
         self._elided_w = -1
 
     # ---- geometry -----------------------------------------------------------------------------
     @property
     def cell_w(self) -> int:
-        return self.panel._cell_w
+        return self.state.cell_w
 
     @property
     def row_h(self) -> int:
-        return 2 * self.cell_h + self.ARROW_GAP + self.ROW_GAP
+        return self.geometry_.row_h
 
     def row_top(self, i: int) -> int:
-        return self.TOP + i * self.row_h
+        return self.geometry_.row_top(i)
 
     def cell_rect(self, which: str, i: int, j: int) -> QRect:
-        y = self.row_top(i) + (0 if which == "x" else self.cell_h + self.ARROW_GAP)
-        return QRect(self.LEFT + j * self.cell_w, y, self.cell_w, self.cell_h)
+        return QRect(*self.geometry_.cell_rect(which, i, j))
 
     def cell_at(self, pos: QPoint) -> tuple[str, int, int] | None:
-        X = self.panel._X
-        if X is None:
-            return None
-        B, N = X.shape
-        x, y = pos.x() - self.LEFT, pos.y() - self.TOP
-        if x < 0 or y < 0:
-            return None
-        i, dy = divmod(y, self.row_h)
-        j = x // self.cell_w
-        if not (0 <= i < B and 0 <= j < N):
-            return None
-        if dy < self.cell_h:
-            return "x", int(i), int(j)
-        if self.cell_h + self.ARROW_GAP <= dy < 2 * self.cell_h + self.ARROW_GAP:
-            return "y", int(i), int(j)
-        return None
+        return self.geometry_.cell_at(pos.x(), pos.y())
 
     def row_at_y(self, y: int) -> int:
-        X = self.panel._X
-        if X is None or y < self.TOP:
-            return -1
-        i = (y - self.TOP) // self.row_h
-        return int(i) if i < X.shape[0] else -1
+        return self.geometry_.row_at_y(y)
 
     def content_size(self) -> QSize:
-        X = self.panel._X
-        B, N = (0, 0) if X is None else X.shape
-        return QSize(2 * self.LEFT + N * self.cell_w, 2 * self.TOP + B * self.row_h)
+        return QSize(*self.geometry_.content_size())
 
     def sizeHint(self) -> QSize:  # noqa: N802
         return self.content_size()
@@ -122,6 +103,9 @@ class _Canvas(QWidget):
         self.resize(self.content_size())
         self.updateGeometry()
         self.update()
+
+    def clear_text_cache(self) -> None:
+        self._elided.clear()
 
     # ---- painting -----------------------------------------------------------------------------
     def _elide(self, tid: int) -> str:
@@ -133,7 +117,7 @@ class _Canvas(QWidget):
         if s is None:
             if len(self._elided) > 50_000:
                 self._elided.clear()
-            s = self.fm.elidedText(self.panel.display_text(tid), Qt.TextElideMode.ElideRight, cw - 4)
+            s = self.fm.elidedText(self.display_text(tid), Qt.TextElideMode.ElideRight, cw - 4)
             self._elided[tid] = s
         return s
 
@@ -141,44 +125,42 @@ class _Canvas(QWidget):
         p = QPainter(self)
         r = event.rect()
         p.fillRect(r, palette.BACKGROUND)
-        panel = self.panel
-        X, Y, starts = panel._X, panel._Y, panel._starts
+        st, geo = self.state, self.geometry_
+        X, Y, starts = st.X, st.Y, st.starts
         if X is None:
             p.setPen(palette.UNUSED_TEXT)
             p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "no plan")
             return
-        B, N = X.shape
+        N = X.shape[1]
         cw, ch = self.cell_w, self.cell_h
-        j0 = max(0, (r.left() - self.LEFT) // cw)
-        j1 = min(N, (r.right() - self.LEFT) // cw + 1)
-        i0 = max(0, (r.top() - self.TOP) // self.row_h)
-        i1 = min(B, (r.bottom() - self.TOP) // self.row_h + 1)
+        j0, j1 = geo.cols_between(r.left(), r.right())
+        i0, i1 = geo.rows_between(r.top(), r.bottom())
         if j0 >= j1 or i0 >= i1:
             return
         p.setFont(self.font_)
-        x_bg = palette.step_color(panel._step)
+        x_bg = palette.step_color(st.step)
         y_bg = _mix(x_bg, QColor("#ffffff"), 0.55)
         x_fg, y_fg = _text_on(x_bg), _text_on(y_bg)
         left_mid = Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft
-        loss = panel._visible_loss() if panel._color_mode == "loss" else None
+        loss = st.visible_loss() if st.color_mode == "loss" else None
         show_text = cw >= 10
-        hl = panel._highlight
-        hover = panel._hover_pos
+        hl = st.highlight
+        hover = st.hover_pos
         link_pen = QPen(QColor(0, 0, 0, 60), 1)
         hover_link_pen = QPen(palette.CURRENT_OUTLINE, 2)
         outline_pen = QPen(palette.CURRENT_OUTLINE, 2)
         p.setRenderHint(QPainter.RenderHint.Antialiasing, False)
         for i in range(i0, i1):
             s = int(starts[i])
-            top = self.row_top(i)
-            ytop = top + ch + self.ARROW_GAP
+            top = geo.row_top(i)
+            ytop = geo.y_top(i)
             # X line then Y line
             for j in range(j0, j1):
-                x = self.LEFT + j * cw
+                x = geo.LEFT + j * cw
                 p.fillRect(x, top, cw - 1, ch, x_bg)
                 if loss is not None:
                     v = float(loss[i, j])
-                    bg = palette.loss_color(v, panel._vmin, panel._vmax) if math.isfinite(v) else y_bg
+                    bg = palette.loss_color(v, st.vmin, st.vmax) if math.isfinite(v) else y_bg
                 else:
                     bg = y_bg
                 p.fillRect(x, ytop, cw - 1, ch, bg)
@@ -192,7 +174,7 @@ class _Canvas(QWidget):
                 p.setRenderHint(QPainter.RenderHint.Antialiasing, True)
                 p.setPen(link_pen)
                 for j in range(j0, j1):
-                    xa = self.LEFT + j * cw + cw // 2
+                    xa = geo.LEFT + j * cw + cw // 2
                     p.drawLine(QPointF(xa, ytop - 0.5), QPointF(xa + cw, top + ch + 0.5))
                 p.setRenderHint(QPainter.RenderHint.Antialiasing, False)
             # highlights: any cell holding the hovered / highlighted corpus position
@@ -213,7 +195,7 @@ class _Canvas(QWidget):
                         p.drawRect(cr)
                 if is_hover and 0 <= pos - s - 1 < N:  # emphasise the pair link of the hovered token
                     j = pos - s - 1
-                    xa = self.LEFT + j * cw + cw // 2
+                    xa = geo.LEFT + j * cw + cw // 2
                     p.setRenderHint(QPainter.RenderHint.Antialiasing, True)
                     p.setPen(hover_link_pen)
                     p.drawLine(QPointF(xa, ytop - 0.5), QPointF(xa + cw, top + ch + 0.5))
@@ -222,25 +204,24 @@ class _Canvas(QWidget):
 
     # ---- interaction --------------------------------------------------------------------------
     def mouseMoveEvent(self, event) -> None:  # noqa: N802
-        self.panel._hover_cell(self.cell_at(event.position().toPoint()))
+        self.hovered_cell.emit(self.cell_at(event.position().toPoint()))
         super().mouseMoveEvent(event)
 
     def leaveEvent(self, event) -> None:  # noqa: N802
-        self.panel._hover_cell(None)
+        self.hovered_cell.emit(None)
         super().leaveEvent(event)
 
     def mousePressEvent(self, event) -> None:  # noqa: N802
         cell = self.cell_at(event.position().toPoint())
         if cell is not None:
-            self.panel._select_row(cell[1])
-            start = int(self.panel._starts[cell[1]])  # X[i, j] and Y[i, j]: the prediction from input j
-            self.panel.prediction_clicked.emit(start + int(cell[2]), start)
+            self.row_pressed.emit(cell[1])
+            self.cell_clicked.emit(cell[1], cell[2])
         super().mousePressEvent(event)
 
     def mouseDoubleClickEvent(self, event) -> None:  # noqa: N802
         cell = self.cell_at(event.position().toPoint())
         if cell is not None:
-            self.panel.expand_row(cell[1])
+            self.row_activated.emit(cell[1])
         else:
             super().mouseDoubleClickEvent(event)
 
@@ -251,35 +232,36 @@ class _Canvas(QWidget):
                 QToolTip.hideText()
                 ev.ignore()
             else:
-                QToolTip.showText(ev.globalPos(), self.panel.tooltip_text(*cell), self,
-                                  self.cell_rect(*cell))
+                QToolTip.showText(ev.globalPos(), self.tooltip_text(*cell), self, self.cell_rect(*cell))
             return True
         return super().event(ev)
 
     def contextMenuEvent(self, event) -> None:  # noqa: N802
         i = self.row_at_y(event.pos().y())
         if i >= 0:
-            self.panel._row_menu(i, event.globalPos())
+            self.row_menu_requested.emit(i, event.globalPos())
 
     def wheelEvent(self, event) -> None:  # noqa: N802
         if event.modifiers() & Qt.KeyboardModifier.ControlModifier:
             dy = event.angleDelta().y()
             if dy:
-                factor = 1.15 ** (dy / 120.0)
-                self.panel._zoom_at(factor, event.position().x())
+                self.zoom_requested.emit(1.15 ** (dy / 120.0), event.position().x())
             event.accept()
             return
         event.ignore()
 
 
 class _RowLabels(QWidget):
-    """The label column ("row i", "s=…", X / Y tags); follows the canvas' vertical scroll."""
+    """The label column ("row i", "s=…", X / Y tags); follows the canvas' vertical scroll bar."""
 
     WIDTH = 132
+    row_pressed = Signal(int)
+    row_activated = Signal(int)
+    row_menu_requested = Signal(int, QPoint)
 
-    def __init__(self, panel: "XYPanel"):
-        super().__init__(panel)
-        self.panel = panel
+    def __init__(self, state: XYState, geometry: XYGeometry, scroll_bar, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.state, self.geo, self.scroll_bar = state, geometry, scroll_bar
         self.setFixedWidth(self.WIDTH)
         self.font_ = _mono_font()
         self.tag_font = QFont(self.font_)
@@ -287,36 +269,34 @@ class _RowLabels(QWidget):
         self.setToolTip("double-click a row to list its N (context → next token) predictions")
 
     def _offset(self) -> int:
-        return self.panel.scroll.verticalScrollBar().value()
+        return self.scroll_bar.value()
 
     def row_at_y(self, y: int) -> int:
-        return self.panel.canvas.row_at_y(y + self._offset())
+        return self.geo.row_at_y(y + self._offset())
 
     def paintEvent(self, event) -> None:  # noqa: N802
         p = QPainter(self)
         p.fillRect(event.rect(), palette.BACKGROUND)
-        panel, canvas = self.panel, self.panel.canvas
-        if panel._X is None:
+        st, geo = self.state, self.geo
+        if st.X is None:
             return
-        B = panel._X.shape[0]
         off = self._offset()
-        ch = canvas.cell_h
-        band = palette.rank_color(panel._rank)
-        i0 = max(0, (off - canvas.TOP) // canvas.row_h)
-        i1 = min(B, (off + self.height() - canvas.TOP) // canvas.row_h + 1)
+        ch = geo.cell_h
+        band = palette.rank_color(st.rank)
+        i0, i1 = geo.rows_between(off, off + self.height())
         tag_w = 34
         for i in range(i0, i1):
-            top = canvas.row_top(i) - off
-            ytop = top + ch + canvas.ARROW_GAP
-            if i == panel._selected_row:
-                p.fillRect(QRect(0, top - 2, self.width(), 2 * ch + canvas.ARROW_GAP + 4), QColor(0, 0, 0, 18))
-            p.fillRect(QRect(0, top, 3, 2 * ch + canvas.ARROW_GAP), band)
+            top = geo.row_top(i) - off
+            ytop = top + ch + geo.ARROW_GAP
+            if i == st.selected_row:
+                p.fillRect(QRect(0, top - 2, self.width(), 2 * ch + geo.ARROW_GAP + 4), QColor(0, 0, 0, 18))
+            p.fillRect(QRect(0, top, 3, 2 * ch + geo.ARROW_GAP), band)
             p.setFont(self.font_)
             p.setPen(palette.TEXT)
             text_rect_w = self.width() - tag_w - 8
             p.drawText(QRect(6, top, text_rect_w, ch), Qt.AlignmentFlag.AlignVCenter, f"row {i}")
             p.setPen(palette.UNUSED_TEXT)
-            start, one = int(panel._starts[i]), getattr(panel, "_one_based", True)
+            start, one = int(st.starts[i]), st.one_based
             label = offset_short(start, one)
             if p.fontMetrics().horizontalAdvance(label) > text_rect_w:  # a long corpus: the compact form
                 label = f"#{start + 1:,}" if one else f"s={start:,}"
@@ -324,29 +304,29 @@ class _RowLabels(QWidget):
             p.setFont(self.tag_font)
             p.setPen(palette.TEXT)
             tx = self.width() - tag_w - 2
-            p.fillRect(QRect(tx, top, tag_w, ch), palette.step_color(panel._step))
+            p.fillRect(QRect(tx, top, tag_w, ch), palette.step_color(st.step))
             p.drawText(QRect(tx, top, tag_w, ch), Qt.AlignmentFlag.AlignCenter, "X")
-            p.fillRect(QRect(tx, ytop, tag_w, ch), _mix(palette.step_color(panel._step), QColor("#ffffff"), 0.55))
+            p.fillRect(QRect(tx, ytop, tag_w, ch), _mix(palette.step_color(st.step), QColor("#ffffff"), 0.55))
             p.drawText(QRect(tx, ytop, tag_w, ch), Qt.AlignmentFlag.AlignCenter, "Y ←1")
         p.end()
 
     def mousePressEvent(self, event) -> None:  # noqa: N802
         i = self.row_at_y(int(event.position().y()))
         if i >= 0:
-            self.panel._select_row(i)
+            self.row_pressed.emit(i)
 
     def mouseDoubleClickEvent(self, event) -> None:  # noqa: N802
         i = self.row_at_y(int(event.position().y()))
         if i >= 0:
-            self.panel.expand_row(i)
+            self.row_activated.emit(i)
 
     def contextMenuEvent(self, event) -> None:  # noqa: N802
         i = self.row_at_y(event.pos().y())
         if i >= 0:
-            self.panel._row_menu(i, event.globalPos())
+            self.row_menu_requested.emit(i, event.globalPos())
 
     def wheelEvent(self, event) -> None:  # noqa: N802
-        QApplication.sendEvent(self.panel.scroll.verticalScrollBar(), event)  # scroll the rows like the canvas
+        QApplication.sendEvent(self.scroll_bar, event)  # scroll the rows like the canvas
 
 
 # ----------------------------------------------------------------------------------------------
@@ -419,24 +399,8 @@ class XYPanel(QWidget):
     def __init__(self, parent: QWidget | None = None, cell_width: int = 44):
         super().__init__(parent)
         self._model = None
-        self._step = 0
-        self._micro = 0
-        self._rank = 0
-        self._starts: np.ndarray | None = None
-        self._X: np.ndarray | None = None
-        self._Y: np.ndarray | None = None
         self._table: Sequence[str] | None = None
-        self._loss: np.ndarray | None = None
-        self._loss_ranks: tuple[int, ...] = ()
-        self._loss_step: int | None = None
-        self._vmin = 0.0
-        self._vmax = 0.0
-        self._color_mode = "plain"
-        self._highlight: int | None = None
-        self._hover_pos: int | None = None
-        self._hover: tuple[str, int, int] | None = None
-        self._selected_row = 0
-        self._cell_w = int(np.clip(cell_width, _MIN_CELL_W, _MAX_CELL_W))
+        self.state = XYState(cell_w=int(np.clip(cell_width, MIN_CELL_W, MAX_CELL_W)))
         self._dialogs: list[QDialog] = []
 
         self.header = QLabel()
@@ -461,7 +425,7 @@ class XYPanel(QWidget):
         self.rank_spin.valueChanged.connect(self._on_spin)
         self.color_combo.currentIndexChanged.connect(
             lambda _i: self.set_color_mode(self.color_combo.currentData()))
-        self.explain_button.clicked.connect(lambda: self.expand_row(self._selected_row))
+        self.explain_button.clicked.connect(lambda: self.expand_row(self.state.selected_row))
 
         controls = QHBoxLayout()
         for w in (self.micro_label, self.micro_spin, self.rank_label, self.rank_spin):
@@ -470,14 +434,21 @@ class XYPanel(QWidget):
         controls.addWidget(self.color_combo)
         controls.addWidget(self.explain_button)
 
-        self.canvas = _Canvas(self)
+        self.canvas = _Canvas(self.state, self.display_text, self.tooltip_text, self)
         self.scroll = QScrollArea()
         self.scroll.setFrameShape(QScrollArea.Shape.NoFrame)
         self.scroll.setWidgetResizable(False)
         self.scroll.setWidget(self.canvas)
         self.scroll.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
-        self.labels = _RowLabels(self)
+        self.labels = _RowLabels(self.state, self.canvas.geometry_, self.scroll.verticalScrollBar(), self)
         self.scroll.verticalScrollBar().valueChanged.connect(self.labels.update)
+        for child in (self.canvas, self.labels):
+            child.row_pressed.connect(self._select_row)
+            child.row_activated.connect(self.expand_row)
+            child.row_menu_requested.connect(self._row_menu)
+        self.canvas.hovered_cell.connect(self._hover_cell)
+        self.canvas.cell_clicked.connect(self._on_cell_clicked)
+        self.canvas.zoom_requested.connect(self._zoom_at)
 
         body = QHBoxLayout()
         body.setSpacing(0)
@@ -493,7 +464,7 @@ class XYPanel(QWidget):
     # ---- public API ---------------------------------------------------------------------------
     def set_one_based(self, on: bool) -> None:
         """Count tokens from 1 (View menu): row labels read "token 2,305" instead of "t[2,304]"."""
-        self._one_based = bool(on)
+        self.state.one_based = bool(on)
         self.labels.update()
 
     def set_model(self, model) -> None:
@@ -508,17 +479,17 @@ class XYPanel(QWidget):
             spin.blockSignals(False)
             spin.setVisible(n > 1)
             label.setVisible(n > 1)
-        self._micro = min(self._micro, K - 1)
-        self._rank = min(self._rank, W - 1)
-        self._hover_pos = None
-        self._hover = None
+        self.state.micro = min(self.state.micro, K - 1)
+        self.state.rank = min(self.state.rank, W - 1)
+        self.state.hover_pos = None
+        self.state.hover = None
         self._refresh()
 
     def set_step(self, step: int) -> None:
         step = max(0, int(step))
-        if step == self._step and self._X is not None:
+        if step == self.state.step and self.state.X is not None:
             return
-        self._step = step
+        self.state.step = step
         self._refresh()
 
     def set_micro_rank(self, micro: int, rank: int) -> None:
@@ -534,32 +505,20 @@ class XYPanel(QWidget):
     def set_display_table(self, table: Sequence[str] | None) -> None:
         """Display text per token id (tokenizer.display_table()); None: show ids."""
         self._table = table
-        self.canvas._elided.clear()
+        self.canvas.clear_text_cache()
         self.canvas.update()
 
     def set_loss(self, per_token: np.ndarray | None, ranks: Sequence[int] = (), vmin: float = 0.0,
                  vmax: float = 0.0, step: int | None = None) -> None:
         """Per-token losses (K, len(ranks), B, N) of a trained step; None clears. With `step`, the
         losses are only shown while that step is the current one."""
-        if per_token is None:
-            self._loss = None
-            self._loss_ranks = ()
-            self._loss_step = None
-        else:
-            self._loss = np.asarray(per_token, dtype=np.float32)
-            self._loss_ranks = tuple(int(r) for r in ranks)
-            self._loss_step = None if step is None else int(step)
-            self._vmin, self._vmax = float(vmin), float(vmax)
-            if not self._vmax > self._vmin:
-                fin = self._loss[np.isfinite(self._loss)]
-                if fin.size:
-                    self._vmin, self._vmax = float(fin.min()), float(fin.max())
+        self.state.set_loss(per_token, ranks, vmin, vmax, step)
         self.canvas.update()
 
     def set_color_mode(self, mode: str) -> None:
         if mode not in ("plain", "loss"):
             raise ValueError(f"colour mode must be 'plain' or 'loss' (got {mode!r})")
-        self._color_mode = mode
+        self.state.color_mode = mode
         idx = self.color_combo.findData(mode)
         if idx != self.color_combo.currentIndex():
             self.color_combo.blockSignals(True)
@@ -568,24 +527,24 @@ class XYPanel(QWidget):
         self.canvas.update()
 
     def color_mode(self) -> str:
-        return self._color_mode
+        return self.state.color_mode
 
     def set_highlight(self, position: int | None) -> None:
         """Outline every X / Y cell holding corpus `position` (None or -1: none). Emits nothing."""
         position = None if position is None or int(position) < 0 else int(position)
-        if position != self._highlight:
-            self._highlight = position
+        if position != self.state.highlight:
+            self.state.highlight = position
             self.canvas.update()
 
     def set_cell_width(self, width: int) -> None:
-        width = int(np.clip(int(width), _MIN_CELL_W, _MAX_CELL_W))
-        if width != self._cell_w:
-            self._cell_w = width
+        width = int(np.clip(int(width), MIN_CELL_W, MAX_CELL_W))
+        if width != self.state.cell_w:
+            self.state.cell_w = width
             self.canvas.relayout()
             self.labels.update()
 
     def cell_width(self) -> int:
-        return self._cell_w
+        return self.state.cell_w
 
     def cell_rect(self, which: str, i: int, j: int) -> QRect:
         """Rectangle of X[i, j] (which="x") or Y[i, j] ("y") in `.canvas` coordinates."""
@@ -595,33 +554,24 @@ class XYPanel(QWidget):
 
     def values(self) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
         """(X, Y) shown, each (B, N); (None, None) without a model."""
-        if self._X is None:
+        if self.state.X is None:
             return None, None
-        return self._X.copy(), self._Y.copy()
+        return self.state.X.copy(), self.state.Y.copy()
 
     def starts(self) -> np.ndarray | None:
-        return None if self._starts is None else self._starts.copy()
+        return None if self.state.starts is None else self.state.starts.copy()
 
     def selection(self) -> tuple[int, int, int]:
         """(step, micro, rank) shown."""
-        return self._step, self._micro, self._rank
+        return self.state.step, self.state.micro, self.state.rank
 
     def position_of(self, which: str, i: int, j: int) -> int:
         """Corpus position held by X[i, j] (starts[i]+j) or Y[i, j] (starts[i]+j+1)."""
-        return int(self._starts[i]) + int(j) + (1 if which == "y" else 0)
+        return self.state.position_of(which, i, j)
 
     def highlighted_cells(self, position: int) -> list[tuple[str, int, int]]:
         """Every (which, i, j) holding corpus `position`."""
-        if self._X is None:
-            return []
-        B, N = self._X.shape
-        out = []
-        for i in range(B):
-            s = int(self._starts[i])
-            for which, j in (("x", position - s), ("y", position - s - 1)):
-                if 0 <= j < N:
-                    out.append((which, i, j))
-        return out
+        return self.state.highlighted_cells(position)
 
     def header_text(self) -> str:
         return self.header.text()
@@ -634,20 +584,16 @@ class XYPanel(QWidget):
 
     def loss_at(self, i: int, j: int) -> float | None:
         """Loss of predicting Y[i, j] in the shown (micro, rank), None when not available."""
-        a = self._visible_loss()
-        if a is None:
-            return None
-        v = float(a[i, j])
-        return v if math.isfinite(v) else None
+        return self.state.loss_at(i, j)
 
     def tooltip_text(self, which: str, i: int, j: int) -> str:
-        X, Y = self._X, self._Y
+        X, Y = self.state.X, self.state.Y
         if X is None:
             return ""
         pos = self.position_of(which, i, j)
         tid = int(X[i, j] if which == "x" else Y[i, j])
         name = "X" if which == "x" else "Y"
-        lines = [f"{name}[{i}, {j}] = {offset_text(pos, getattr(self, '_one_based', True))}", f"id {tid}   text '{self.display_text(tid)}'"]
+        lines = [f"{name}[{i}, {j}] = {offset_text(pos, self.state.one_based)}", f"id {tid}   text '{self.display_text(tid)}'"]
         hx = self._bytes_hex(tid)
         if hx:
             lines.append(f"bytes {hx}")
@@ -662,23 +608,16 @@ class XYPanel(QWidget):
 
     def expand_row(self, i: int) -> QDialog:
         """Open (non-modal) and return a dialog listing row i's N (context → next token) pairs."""
-        if self._X is None:
+        if self.state.X is None:
             raise ValueError("no plan to explain")
         i = int(i)
-        B, N = self._X.shape
+        B, N = self.state.X.shape
         if not 0 <= i < B:
             raise IndexError(f"row {i} is outside 0..{B - 1}")
-        s = int(self._starts[i])
-        row_ids = np.concatenate([self._X[i], self._Y[i, -1:]])  # t[s .. s+N]
-        pairs = []
-        for j in range(N):
-            lo = max(0, j + 1 - _CONTEXT_SHOWN)
-            pairs.append({"j": j, "context_start": s, "context_end": s + j,
-                          "context_ids": [int(t) for t in row_ids[lo:j + 1]],
-                          "target_pos": s + j + 1, "target_id": int(self._Y[i, j]),
-                          "loss": self.loss_at(i, j)})
-        title = f"Row {i} of step {self._step:,} · micro {self._micro} · rank {self._rank}: {N} predictions"
-        intro = (f"Row {i} starts at {offset_text(s, getattr(self, '_one_based', True))} (s = {s:,}): X[{i}] = t[{s:,}..{s + N - 1:,}] and Y[{i}] = t[{s + 1:,}.."
+        s = int(self.state.starts[i])
+        pairs = row_predictions(self.state, i)
+        title = f"Row {i} of step {self.state.step:,} · micro {self.state.micro} · rank {self.state.rank}: {N} predictions"
+        intro = (f"Row {i} starts at {offset_text(s, self.state.one_based)} (s = {s:,}): X[{i}] = t[{s:,}..{s + N - 1:,}] and Y[{i}] = t[{s + 1:,}.."
                  f"{s + N:,}]. One row is not one example but N = {N} of them: with causal attention, "
                  f"position j sees only the j+1 tokens t[s..s+j] and is trained to predict the next one, "
                  f"Y[{i}, j] = t[s+j+1]. All B×N = {B * N:,} predictions of the micro-batch are averaged "
@@ -706,54 +645,40 @@ class XYPanel(QWidget):
         except Exception:
             return ""
 
-    def _visible_loss(self) -> np.ndarray | None:
-        """(B, N) losses of the shown (micro, rank), or None."""
-        a = self._loss
-        if a is None or self._X is None or a.ndim != 4:
-            return None
-        if self._loss_step is not None and self._loss_step != self._step:
-            return None
-        if self._rank not in self._loss_ranks or self._micro >= a.shape[0]:
-            return None
-        r = self._loss_ranks.index(self._rank)
-        if r >= a.shape[1] or a.shape[2:] != self._X.shape:
-            return None
-        return a[self._micro, r]
-
     def _on_spin(self, *_args) -> None:
         micro, rank = self.micro_spin.value(), self.rank_spin.value()
-        if (micro, rank) != (self._micro, self._rank):
-            self._micro, self._rank = micro, rank
+        if (micro, rank) != (self.state.micro, self.state.rank):
+            self.state.micro, self.state.rank = micro, rank
             self._refresh()
             self.selection_changed.emit(micro, rank)
 
     def _refresh(self) -> None:
         m = self._model
         if m is None:
-            self._starts = self._X = self._Y = None
+            self.state.starts = self.state.X = self.state.Y = None
         else:
             try:
-                self._starts, self._X, self._Y = m.xy(self._step, self._micro, self._rank)
+                self.state.starts, self.state.X, self.state.Y = m.xy(self.state.step, self.state.micro, self.state.rank)
             except (ValueError, IndexError):
-                self._starts = self._X = self._Y = None
-        if self._X is not None and self._selected_row >= self._X.shape[0]:
-            self._selected_row = 0
+                self.state.starts = self.state.X = self.state.Y = None
+        if self.state.X is not None and self.state.selected_row >= self.state.X.shape[0]:
+            self.state.selected_row = 0
         self._update_header()
         self.canvas.relayout()
         self.labels.update()
-        self.explain_button.setEnabled(self._X is not None)
-        self.explain_button.setText(f"Explain row {self._selected_row}")
-        if self._hover is not None and self._X is not None:
-            which, i, j = self._hover
-            if i < self._X.shape[0] and j < self._X.shape[1]:
+        self.explain_button.setEnabled(self.state.X is not None)
+        self.explain_button.setText(f"Explain row {self.state.selected_row}")
+        if self.state.hover is not None and self.state.X is not None:
+            which, i, j = self.state.hover
+            if i < self.state.X.shape[0] and j < self.state.X.shape[1]:
                 self._set_hover_pos(self.position_of(which, i, j))
 
     def _update_header(self) -> None:
-        if self._X is None:
+        if self.state.X is None:
             self.header.setText("No plan: load a corpus to see the X / Y matrices of a step.")
             return
-        B, N = self._X.shape
-        text = (f"Step {self._step:,} · micro {self._micro} · rank {self._rank} · X, Y shape ({B}, {N}) · "
+        B, N = self.state.X.shape
+        text = (f"Step {self.state.step:,} · micro {self.state.micro} · rank {self.state.rank} · X, Y shape ({B}, {N}) · "
                 f"B×N = {B * N:,} predictions averaged into one loss")
         plan = getattr(self._model, "plan", None)
         if plan is not None and plan.K * plan.W > 1:
@@ -761,25 +686,29 @@ class XYPanel(QWidget):
         self.header.setText(text)
 
     def _set_hover_pos(self, pos: int | None) -> None:
-        if pos != self._hover_pos:
-            self._hover_pos = pos
+        if pos != self.state.hover_pos:
+            self.state.hover_pos = pos
             self.canvas.update()
             self.hovered.emit(-1 if pos is None else pos)
 
     def _hover_cell(self, cell: tuple[str, int, int] | None) -> None:
-        self._hover = cell
+        self.state.hover = cell
         self._set_hover_pos(None if cell is None else self.position_of(*cell))
 
+    def _on_cell_clicked(self, i: int, j: int) -> None:
+        start = int(self.state.starts[i])  # X[i, j] and Y[i, j]: the prediction from input j
+        self.prediction_clicked.emit(start + int(j), start)
+
     def _select_row(self, i: int) -> None:
-        if i != self._selected_row:
-            self._selected_row = i
+        if i != self.state.selected_row:
+            self.state.selected_row = i
             self.explain_button.setText(f"Explain row {i}")
             self.labels.update()
 
     def _row_menu(self, i: int, global_pos: QPoint) -> None:
         self._select_row(i)
         menu = QMenu(self)
-        act = QAction(f"Explain row {i} ({self._X.shape[1]} predictions)", menu)
+        act = QAction(f"Explain row {i} ({self.state.X.shape[1]} predictions)", menu)
         act.triggered.connect(lambda: self.expand_row(i))
         menu.addAction(act)
         menu.exec(global_pos)
@@ -787,14 +716,13 @@ class XYPanel(QWidget):
     def _zoom_at(self, factor: float, canvas_x: float) -> None:
         """Change the cell width keeping the column under `canvas_x` under the mouse."""
         bar = self.scroll.horizontalScrollBar()
-        old = self._cell_w
-        col = (canvas_x - _Canvas.LEFT) / old
+        old = self.state.cell_w
         view_x = canvas_x - bar.value()
         new = int(round(old * factor))
         if new == old:
             new = old + (1 if factor > 1 else -1)
         self.set_cell_width(new)
-        bar.setValue(int(_Canvas.LEFT + col * self._cell_w - view_x))
+        bar.setValue(self.canvas.geometry_.zoomed_scroll(old, canvas_x, view_x))
 
 
 def _alive(obj) -> bool:
