@@ -76,4 +76,71 @@ def bits_per_byte(mean_loss_nats: float, target_ids: Any) -> float | None:
     return float(mean_loss_nats) * ids.size / n_bytes / math.log(2)
 
 
-__all__ = ["StepDocuments", "step_documents", "split_by_boundary", "token_byte_lengths", "bits_per_byte"]
+def _target_bytes(target_ids: Any) -> np.ndarray | None:
+    """Bytes of each target (the shape of target_ids), None when an id is not a GPT-2 token."""
+    ids = np.asarray(target_ids)
+    if ids.size and (int(ids.max()) >= VOCAB_SIZE or int(ids.min()) < 0):
+        return None
+    return token_byte_lengths()[ids.astype(np.int64, copy=False)]
+
+
+def token_bits_per_byte(per_token: Any, target_ids: Any) -> np.ndarray | None:
+    """Each target's loss in bits per byte: loss / ln 2 / the bytes of that target (NaN where it has none:
+    <|endoftext|>). per_token and target_ids of one shape; None when the ids are not GPT-2 tokens."""
+    nbytes = _target_bytes(target_ids)
+    if nbytes is None:
+        return None
+    loss = np.asarray(per_token, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(nbytes > 0, loss / math.log(2) / np.maximum(nbytes, 1), np.nan)
+
+
+def position_bits_per_byte(per_token: Any, target_ids: Any, mask: Any = None) -> np.ndarray | None:
+    """Bits per byte at each position of the block (the last axis): sum(loss) / ln 2 / sum(bytes) over the
+    rows (those where `mask`, when given); NaN where those targets hold no bytes. None for non-GPT-2 ids."""
+    nbytes = _target_bytes(target_ids)
+    if nbytes is None:
+        return None
+    loss = np.asarray(per_token, dtype=np.float64)
+    keep = np.ones(loss.shape, bool) if mask is None else np.asarray(mask, bool)
+    axes = tuple(range(loss.ndim - 1))
+    num = np.where(keep, loss, 0.0).sum(axis=axes)
+    den = np.where(keep, nbytes, 0).sum(axis=axes)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / math.log(2) / np.maximum(den, 1), np.nan)
+
+
+def position_split(per_token: Any, x: Any, target_ids: Any = None, eot: int = EOT) -> dict[str, Any]:
+    """Loss by position in the block, split into targets that follow an <|endoftext|> (the first token of a
+    new document: x[..., j] is EOT) and the rest. per_token, x (the inputs) and target_ids: one shape (..., N).
+
+    Returns "after" and "rest" (N,) means (NaN where a position has no such target), "count_after" (N,),
+    the overall means "mean_after" / "mean_rest" (None when empty) with their counts "n_after" / "n_rest",
+    and, with target_ids of GPT-2 tokens, the same in bits per byte: "after_bpb", "rest_bpb",
+    "mean_after_bpb", "mean_rest_bpb" (sum of loss / ln 2 / sum of bytes)."""
+    loss = np.asarray(per_token, dtype=np.float64)
+    after = np.asarray(x) == eot
+    axes = tuple(range(loss.ndim - 1))
+    n_after = after.sum(axis=axes)
+    n_rest = (~after).sum(axis=axes)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pos_after = np.where(n_after > 0, np.where(after, loss, 0.0).sum(axis=axes) / np.maximum(n_after, 1), np.nan)
+        pos_rest = np.where(n_rest > 0, np.where(after, 0.0, loss).sum(axis=axes) / np.maximum(n_rest, 1), np.nan)
+    means = split_by_boundary(loss, x, eot)
+    out: dict[str, Any] = {"after": pos_after, "rest": pos_rest, "count_after": n_after.astype(np.int64),
+                           "mean_after": means["after_boundary"], "mean_rest": means["rest"],
+                           "n_after": means["after_boundary_n"], "n_rest": means["rest_n"]}
+    if target_ids is not None:
+        a = position_bits_per_byte(loss, target_ids, after)
+        r = position_bits_per_byte(loss, target_ids, ~after)
+        if a is not None and r is not None:
+            out["after_bpb"], out["rest_bpb"] = a, r
+            nbytes = _target_bytes(target_ids)
+            b_after, b_rest = int(nbytes[after].sum()), int(nbytes[~after].sum())
+            out["mean_after_bpb"] = float(loss[after].sum() / math.log(2) / b_after) if b_after else None
+            out["mean_rest_bpb"] = float(loss[~after].sum() / math.log(2) / b_rest) if b_rest else None
+    return out
+
+
+__all__ = ["StepDocuments", "step_documents", "split_by_boundary", "token_byte_lengths", "bits_per_byte",
+           "token_bits_per_byte", "position_bits_per_byte", "position_split"]

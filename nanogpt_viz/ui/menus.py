@@ -17,6 +17,16 @@ def _action(win, menu, text: str, slot, shortcut=None, tip: str = "") -> QAction
     return act
 
 
+def open_text_folder(win) -> None:
+    """File ▸ Open folder of text files…: a folder whose files are the documents of one corpus."""
+    from PySide6.QtWidgets import QFileDialog
+
+    path = QFileDialog.getExistingDirectory(win, "Open a folder of text files (one document each, joined with "
+                                                 "<|endoftext|>)")
+    if path:
+        win.load_corpus(path)
+
+
 def build_menus(win) -> None:
     """File, View, Go, Train, Help; the actions the tests and shortcuts reach are set on `win`."""
     runs, files = win.runs, win.files
@@ -25,6 +35,9 @@ def build_menus(win) -> None:
     win.open_act = _action(win, f, "&Open corpus…", win.open_dialog, QKeySequence.StandardKey.Open,
                            "Open a text file or the token files nanoGPT / llm.c / build-nanogpt write")
     win.open_dir_act = _action(win, f, "Open data &directory…", win.open_dir_dialog)
+    win.open_text_dir_act = _action(win, f, "Open folder of &text files…", lambda: open_text_folder(win),
+                                    tip="Each file one document, joined in name order with <|endoftext|> "
+                                        "as GPT-2's data was")
     win.recent_menu = f.addMenu("Open &recent")
     _action(win, f, "Open &built-in corpus", lambda: win.load_corpus(None))
     f.addSeparator()
@@ -32,6 +45,12 @@ def build_menus(win) -> None:
                                "A run directory: its corpus, plan, curves and every step's per-token losses")
     _action(win, f, "&Attach to a run directory…", runs.attach_dialog,
             tip="Follow a run started from the command line or by an earlier window")
+    win.compare_act = _action(win, f, "Compare &with run…", lambda: win.compare.dialog(),
+                              tip="Overlay another run's loss and gradient norm on the charts (e.g. the same "
+                                  "plan trained without dividing by K)")
+    win.remove_compare_act = _action(win, f, "Remove co&mparison", lambda: win.compare.remove(),
+                                     tip="Take the overlaid run off the charts")
+    win.remove_compare_act.setEnabled(False)
     _action(win, f, "&Load checkpoint…", files.load_checkpoint_dialog,
             tip="Start then continues it into a new run directory; the file is never written")
     _action(win, f, "Open &nanoGPT run…", files.open_nanogpt_run_dialog,
@@ -83,6 +102,16 @@ def build_menus(win) -> None:
                                         "off: \"t[4,096] · token 4,097\" (0-based, as Python indexes)")
     win.count_from_one_act.toggled.connect(win.set_count_from_one)
     v.addAction(win.count_from_one_act)
+    units = v.addMenu("Loss &units")
+    units.setToolTipsVisible(True)  # the disabled choice says why
+    units_group = QActionGroup(win)
+    win.units_actions = {}
+    for key, label in (("nats", "&Nats (cross-entropy, as trained)"), ("bpb", "&Bits per byte")):
+        act = _action(win, units, label, lambda checked=False, k=key: win.units.set_units(k))
+        act.setCheckable(True)
+        units_group.addAction(act)
+        win.units_actions[key] = act
+    win.units_actions["nats"].setChecked(True)
     v.addSeparator()
     for dock, key in ((win.plan_dock, "F2"), (win.train_dock, "F3"), (win.plot_dock, "F4")):
         dock.toggleViewAction().setShortcut(QKeySequence(key))  # a dock collapses and comes back

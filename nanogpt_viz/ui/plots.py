@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from html import escape as html_escape
 import threading
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple
@@ -17,13 +18,17 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QObject, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QSlider, QStackedLayout, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (QCheckBox, QHBoxLayout, QLabel, QPushButton, QSlider, QStackedLayout, QVBoxLayout,
+                               QWidget)
 
 from nanogpt_viz.atomic import atomic_path, atomic_write_text
 from nanogpt_viz.ui import palette
 
 __all__ = ["RingSeries", "LossPlot", "LossPoint", "TokenLossHeatmap", "PositionLossPlot", "PlotCoalescer",
-           "StepPositionMap", "loss_colormap", "select_rows"]
+           "StepPositionMap", "loss_colormap", "select_rows", "RunSeries", "UNITS"]
+
+# Loss units (issue 13, item 3): nats (the cross-entropy as trained) or bits per byte (text corpora)
+UNITS = {"nats": "loss (nats)", "bpb": "bits per byte"}
 
 
 # Thin cosmetic pens: a 1 px line draws several times faster than a 1.5-2 px one in Qt's raster
@@ -33,6 +38,33 @@ _VAL_PEN = pg.mkPen(palette.RANK_COLORS[1], width=1)
 _VAL_BRUSH = pg.mkBrush(palette.RANK_COLORS[1])
 _POS_PEN = pg.mkPen(palette.RANK_COLORS[2], width=1)
 _EMA_PEN = pg.mkPen(palette.RANK_COLORS[4], width=1)
+_OVERLAY_COLOR = QColor("#ff7f0e")  # a second run compared with the shown one: orange, dashed
+_AFTER_EOT_COLOR = palette.RANK_COLORS[1]
+_REST_COLOR = palette.RANK_COLORS[5]
+
+
+class RunSeries(NamedTuple):
+    """Another run's curves, read from its run record (metrics.jsonl), to overlay on the loss and
+    gradient-norm plots: each pair is (steps, values) as float64 arrays."""
+
+    label: str  # e.g. "20260102-run-b (not ÷K, K=4)"
+    loss: tuple[np.ndarray, np.ndarray]
+    val: tuple[np.ndarray, np.ndarray]
+    bpb: tuple[np.ndarray, np.ndarray]
+    val_bpb: tuple[np.ndarray, np.ndarray]
+    grad_norm: tuple[np.ndarray, np.ndarray]
+    clip: float | None = None
+
+
+def _legend_line(color, text: str, mark: str = "&#9473;&#9473;") -> str:
+    return f"<span style='color:{QColor(color).name()}'><b>{mark}</b></span> {text}"
+
+
+def _compare_button(tip: str) -> QPushButton:
+    b = QPushButton("Compare with run…")
+    b.setToolTip(tip)
+    b.setFlat(True)
+    return b
 
 
 # ----------------------------------------------------------------------------------------------
@@ -227,6 +259,14 @@ class LossPlot(QWidget):
         self.val_curve = item.plot([], [], pen=_VAL_PEN, symbol="o", symbolSize=6, symbolBrush=_VAL_BRUSH,
                                    symbolPen=None, name="val loss")
         self.val_curve.setDownsampling(auto=False)  # sparse: keep every symbol
+        # another run overlaid (ui/runs.RunComparison): its smoothed train curve dashed, its val as triangles
+        self.overlay_curve = item.plot([], [], pen=pg.mkPen(_OVERLAY_COLOR, width=2, style=Qt.PenStyle.DashLine))
+        self.overlay_val_curve = item.plot([], [], pen=None, symbol="t", symbolSize=7,
+                                           symbolBrush=pg.mkBrush(_OVERLAY_COLOR), symbolPen=None)
+        self.overlay_val_curve.setDownsampling(auto=False)
+        self.overlay: RunSeries | None = None
+        self.run_label = ""  # the shown run's name in the legend (set while another run is overlaid)
+        self.units = "nats"
         self.cursor = pg.InfiniteLine(angle=90, pen=pg.mkPen("#999999", style=Qt.PenStyle.DashLine))
         self.cursor.hide()
         item.addItem(self.cursor, ignoreBounds=True)
@@ -239,6 +279,10 @@ class LossPlot(QWidget):
         self.smoothing_label = QLabel()
         self.log_y = QCheckBox("log y")
         self.log_y.setToolTip("Logarithmic loss axis")
+        self.compare_btn = _compare_button("Overlay another run's loss curve (a run directory) on this one")
+        self.remove_btn = QPushButton("Remove comparison")
+        self.remove_btn.setFlat(True)
+        self.remove_btn.hide()
         self.legend = QLabel()  # outside the data: never covers the curve
         self.legend.setTextFormat(Qt.TextFormat.RichText)
         self.readout = QLabel(" ")
@@ -250,6 +294,8 @@ class LossPlot(QWidget):
         self.legend.setWordWrap(True)  # a narrow dock: two lines, never a clipped legend
         top = QHBoxLayout()
         top.setContentsMargins(6, 0, 6, 0)
+        top.addWidget(self.compare_btn)
+        top.addWidget(self.remove_btn)
         top.addStretch(1)
         top.addWidget(QLabel("smoothing"))
         top.addWidget(self.smoothing)
@@ -275,11 +321,52 @@ class LossPlot(QWidget):
         self._update_legend()
 
     def _update_legend(self) -> None:
-        def line(color, text, dot=False):
-            mark = "&#9679;" if dot else "&#9473;&#9473;"
-            return f"<span style='color:{QColor(color).name()}'><b>{mark}</b></span> {text}"
-        self.legend.setText(" &nbsp; ".join((line(palette.RANK_COLORS[0], "train loss (smoothed; raw faint)"),
-                                             line(palette.RANK_COLORS[1], self.val_label(), True))))
+        what = "bpb" if self.units == "bpb" else "loss"
+        own = f"{html_escape(self.run_label)}: " if self.overlay is not None and self.run_label else ""
+        val = self.val_label() if self.units == "nats" else self.val_label().replace("val loss", "val bpb", 1)
+        parts = [_legend_line(palette.RANK_COLORS[0], f"{own}train {what} (smoothed; raw faint)"),
+                 _legend_line(palette.RANK_COLORS[1], val, "&#9679;")]
+        if self.overlay is not None:
+            name = html_escape(self.overlay.label)
+            parts.append("<br>" + _legend_line(_OVERLAY_COLOR, f"{name}: train {what} (smoothed)", "&#9476;&#9476;"))
+            if len(self.overlay.val[0]):
+                parts.append(_legend_line(_OVERLAY_COLOR, f"{name}: val {what}", "&#9650;"))
+        self.legend.setText(" &nbsp; ".join(parts))
+
+    # ---- units and a second run -----------------------------------------------------------------
+    def set_units(self, units: str) -> None:
+        """Draw the train and val curves in nats or in bits per byte (from each step's record)."""
+        if units not in UNITS:
+            raise ValueError(f"units must be one of {sorted(UNITS)}, not {units!r}")
+        self.units = units
+        self.plot.getPlotItem().setLabel("left", UNITS[units])
+        self._update_legend()
+        self._dirty = True
+        self.redraw()
+
+    def set_run_label(self, label: str) -> None:
+        """The shown run's name in the legend when another run is overlaid."""
+        self.run_label = str(label or "")
+        self._update_legend()
+
+    def set_overlay(self, series: RunSeries | None) -> None:
+        """Overlay another run's train and val curves (None removes it)."""
+        self.overlay = series
+        self.remove_btn.setVisible(series is not None)
+        if series is not None:
+            self.remove_btn.setText(f"Remove {series.label.split(' (')[0]}")
+            self.remove_btn.setToolTip(f"Remove the overlaid run {series.label}")
+        self._update_legend()
+        self._dirty = True
+        self.redraw()
+
+    def overlay_series(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """What the overlay draws (raw, before smoothing), in the current units: (steps, train, val steps, val)."""
+        if self.overlay is None:
+            return None
+        o = self.overlay
+        (tx, ty), (vx, vy) = (o.bpb, o.val_bpb) if self.units == "bpb" else (o.loss, o.val)
+        return tx.copy(), ty.copy(), vx.copy(), vy.copy()
 
     def _on_smoothing(self, value: int) -> None:
         self.smoothing_label.setText(f"{value / 100:.2f}")
@@ -356,13 +443,15 @@ class LossPlot(QWidget):
         self.redraw()
 
     def add_bpb(self, step: int, bpb: float | None, val_bpb: float | None = None) -> None:
-        """Bits per byte of the step (and of its val loss), shown by the hover read-out when known."""
+        """Bits per byte of the step (and of its val loss): the hover read-out, and the curves in bpb units."""
         x = float(step)
         for ring, v in ((self.bpb, bpb), (self.val_bpb, val_bpb)):
             if v is not None:
                 if ring.last_x() == x:
                     ring.truncate_from(x)
                 ring.add(x, _finite_or_nan(v))
+        if self.units == "bpb":
+            self._dirty = True
 
     def _append(self, step: int, loss: float | None, val_loss: float | None) -> None:
         x = float(step)
@@ -400,17 +489,30 @@ class LossPlot(QWidget):
         self._dirty = False
         from nanogpt_viz.viewmodel import ema
 
-        tx, ty = self.train.data()
-        vx, vy = self.val.data()
+        tx, ty, vx, vy = self.drawn()
         w = self.smoothing_weight()
         self.raw_curve.setData(tx, ty, connect="finite")
         self.raw_curve.setVisible(w > 0)
         self.train_curve.setData(tx, ema(ty, w) if w > 0 else ty, connect="finite")
         self.val_curve.setData(vx, vy, connect="finite")
-        self.stack.setCurrentWidget(self.plot if len(tx) or len(vx) else self.empty)
+        over = self.overlay_series()
+        if over is None:
+            self.overlay_curve.setData([], [])
+            self.overlay_val_curve.setData([], [])
+        else:
+            ox, oy, ovx, ovy = over
+            self.overlay_curve.setData(ox, ema(oy, w) if w > 0 and len(oy) else oy, connect="finite")
+            self.overlay_val_curve.setData(ovx, ovy)
+        self.stack.setCurrentWidget(self.plot if len(tx) or len(vx) or over is not None else self.empty)
         self.redraw_count += 1
 
     # ---- reading back -------------------------------------------------------------------------
+    def drawn(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(train steps, train, val steps, val) in the current units: the losses, or each step's bpb."""
+        if self.units == "bpb":
+            return (*self.bpb.data(), *self.val_bpb.data())
+        return self.series()
+
     def series(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(train_steps, train_loss, val_steps, val_loss) as stored (float64 copies)."""
         tx, ty = self.train.data()
@@ -513,9 +615,46 @@ class TokenLossHeatmap(QWidget):
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.plot, 1)
         lay.addWidget(self.label)
-        self._data: np.ndarray | None = None
+        self._data: np.ndarray | None = None  # what is drawn: the losses, or their bits per byte
+        self._nats: np.ndarray | None = None
+        self._bpb: np.ndarray | None = None  # each target's loss / ln 2 / its bytes (NaN: <|endoftext|>)
+        self.units = "nats"
         self._levels: tuple[float, float] | None = None  # None: automatic (finite min/max)
         self.plot.scene().sigMouseMoved.connect(self._on_mouse_moved)
+
+    def set_units(self, units: str) -> None:
+        """Colour the cells by loss in nats or in bits per byte (when `set_bpb` gave them)."""
+        if units not in UNITS:
+            raise ValueError(f"units must be one of {sorted(UNITS)}, not {units!r}")
+        self.units = units
+        self.colorbar.setLabel("left", "loss (nats)" if units == "nats" else "bits per byte")
+        self._show()
+
+    def set_bpb(self, per_token_bpb: np.ndarray | None) -> None:
+        """The same (B, N) cells in bits per byte (None: unknown for this step)."""
+        if per_token_bpb is None or self._nats is None:
+            self._bpb = None
+        else:
+            b = np.asarray(per_token_bpb, dtype=np.float32).reshape(self._nats.shape)
+            self._bpb = b.copy()
+        self._show()
+
+    def _show(self) -> None:
+        src = self._bpb if self.units == "bpb" else self._nats
+        if src is None:
+            if self._data is not None:
+                self._data = None
+                self.image.clear()
+                self.label.setText("no bits per byte for this step" if self._nats is not None
+                                   else "no per-token losses for this step")
+            return
+        first = self._data is None or self._data.shape != src.shape
+        self._data = src
+        self.image.setImage(self._data, autoLevels=False)
+        self.image.setRect(-0.5, -0.5, float(src.shape[1]), float(src.shape[0]))  # cell (i, j) centred on (j, i)
+        self._apply_levels()
+        if first:
+            self.plot.getPlotItem().getViewBox().autoRange(padding=0.0)
 
     def set_levels(self, levels: tuple[float, float] | None) -> None:
         """Fix the colour range (vmin, vmax), or None for the data's finite min..max."""
@@ -532,13 +671,9 @@ class TokenLossHeatmap(QWidget):
             a = a[None, :]
         elif a.ndim > 2:
             a = a.reshape(-1, a.shape[-1])
-        first = self._data is None or self._data.shape != a.shape
-        self._data = a.copy()
-        self.image.setImage(self._data, autoLevels=False)
-        self.image.setRect(-0.5, -0.5, float(a.shape[1]), float(a.shape[0]))  # cell (i, j) centred on (j, i)
-        self._apply_levels()
-        if first:
-            self.plot.getPlotItem().getViewBox().autoRange(padding=0.0)
+        self._nats = a.copy()
+        self._bpb = None  # the step's bpb, when known, follows through set_bpb
+        self._show()
 
     def _apply_levels(self) -> None:
         if self._levels is not None:
@@ -551,7 +686,7 @@ class TokenLossHeatmap(QWidget):
         self.colorbar.setLevels((lo, hi))
 
     def clear(self) -> None:
-        self._data = None
+        self._data = self._nats = self._bpb = None
         self.image.clear()
         self.label.setText("no per-token losses for this step")
 
@@ -570,7 +705,11 @@ class TokenLossHeatmap(QWidget):
     def hover_text(self, i: int, j: int) -> str:
         if self._data is None or not (0 <= i < self._data.shape[0] and 0 <= j < self._data.shape[1]):
             return ""
-        return f"row i={i}, position j={j}: loss {float(self._data[i, j]):.4f}"
+        text = f"row i={i}, position j={j}: loss {float(self._nats[i, j]):.4f} nats"
+        if self._bpb is not None:
+            b = float(self._bpb[i, j])
+            text += f" · {b:.4f} bits per byte" if math.isfinite(b) else " · no bytes (<|endoftext|>)"
+        return text
 
     def _on_mouse_moved(self, scene_pos: QPointF) -> None:
         if self._data is None:
@@ -597,82 +736,203 @@ class TokenLossHeatmap(QWidget):
 
 class PositionLossPlot(QWidget):
     """Mean loss at each position j of the block (N,) for the latest step, plus an optional
-    exponential moving average over steps (positions late in the block see more context)."""
+    exponential moving average over steps (positions late in the block see more context).
+
+    Units: nats, or bits per byte (`set_bpb`: sum of loss / ln 2 / sum of bytes at each position). A toggle
+    splits the step's curve into the targets right after an <|endoftext|> (the first token of a new
+    document, with no context of its own) and the rest (`set_split`, data/documents.position_split)."""
+
+    SPLIT_TIP = ("Split the loss by position into the targets that follow an <|endoftext|> (the first token of a "
+                 "new document: the model predicts it from the end of another document) and all the others")
 
     def __init__(self, parent: QWidget | None = None, ema_alpha: float = 0.1):
         super().__init__(parent)
         self.ema_alpha = float(ema_alpha)
+        self.units = "nats"
         self.plot = pg.PlotWidget(background=palette.BACKGROUND)
         item = self.plot.getPlotItem()
         item.setLabel("bottom", "position in block (j)")
-        item.setLabel("left", "mean loss")
+        item.setLabel("left", "mean loss (nats)")
         item.showGrid(x=True, y=True, alpha=0.2)
-        item.addLegend(offset=(-10, 10))
+        self.legend_item = item.addLegend(offset=(-10, 10))
         self.curve = item.plot([], [], pen=_POS_PEN, name="this step")
         self.ema_curve = item.plot([], [], pen=_EMA_PEN, name="moving average")
+        self.rest_curve = pg.PlotDataItem([], [], pen=pg.mkPen(_REST_COLOR, width=1))
+        self.after_curve = pg.PlotDataItem([], [], pen=None, symbol="o", symbolSize=7,
+                                           symbolBrush=pg.mkBrush(_AFTER_EOT_COLOR), symbolPen=None)
+        self.after_curve.setDownsampling(auto=False)
+        item.addItem(self.rest_curve)
+        item.addItem(self.after_curve)
         self.ema_check = QCheckBox("moving average over steps")
         self.ema_check.setChecked(True)
         self.ema_check.toggled.connect(self.set_ema_enabled)
+        self.split_check = QCheckBox("split at <|endoftext|>")
+        self.split_check.setToolTip(self.SPLIT_TIP)
+        self.split_check.toggled.connect(self.set_split_enabled)
+        self.split_label = QLabel()
+        self.split_label.setTextFormat(Qt.TextFormat.RichText)
+        self.split_label.setWordWrap(True)
+        self.split_label.hide()
         row = QHBoxLayout()
         row.addWidget(self.ema_check)
+        row.addWidget(self.split_check)
         row.addStretch(1)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.plot, 1)
+        lay.addWidget(self.split_label)
         lay.addLayout(row)
-        self._y: np.ndarray | None = None
-        self._ema: np.ndarray | None = None
+        self._y: dict[str, np.ndarray | None] = {"nats": None, "bpb": None}
+        self._ema: dict[str, np.ndarray | None] = {"nats": None, "bpb": None}
+        self._split: dict[str, Any] | None = None
         self._ema_enabled = True
+        self._split_enabled = False
 
+    # ---- settings ---------------------------------------------------------------------------------
     def set_ema_enabled(self, on: bool) -> None:
         self._ema_enabled = bool(on)
         if self.ema_check.isChecked() != self._ema_enabled:
             self.ema_check.setChecked(self._ema_enabled)
-        self.ema_curve.setVisible(self._ema_enabled)
-        self._redraw_ema()
+        self._redraw()
+
+    def set_split_enabled(self, on: bool) -> None:
+        """Show the step's loss by position split at document boundaries (instead of the one curve)."""
+        self._split_enabled = bool(on)
+        if self.split_check.isChecked() != self._split_enabled:
+            self.split_check.setChecked(self._split_enabled)
+        self._redraw()
+
+    def split_enabled(self) -> bool:
+        return self._split_enabled
+
+    def set_units(self, units: str) -> None:
+        if units not in UNITS:
+            raise ValueError(f"units must be one of {sorted(UNITS)}, not {units!r}")
+        self.units = units
+        self.plot.getPlotItem().setLabel("left", "mean loss (nats)" if units == "nats" else "bits per byte")
+        self._redraw()
 
     def reset_ema(self) -> None:
-        self._ema = None
-        self._redraw_ema()
+        self._ema = {"nats": None, "bpb": None}
+        self._redraw()
 
-    def set_data(self, position_loss: np.ndarray | None, update_ema: bool = True) -> None:
-        """The curve of one step; `update_ema` folds it into the moving average (live steps, in
-        order; a step scrubbed to is shown without touching the average)."""
-        if position_loss is None:
-            self._y = None
-            self.curve.setData([], [])
-            return
-        y = np.asarray(position_loss, dtype=np.float64).ravel()
-        self._y = y.copy()
-        x = np.arange(len(y), dtype=np.float64)
-        self.curve.setData(x, y, connect="finite")
+    # ---- data ---------------------------------------------------------------------------------------
+    def _fold(self, units: str, y: np.ndarray, update_ema: bool) -> None:
+        self._y[units] = y.copy()
         if not update_ema:
             return
-        if self._ema is None or self._ema.shape != y.shape:
-            self._ema = y.copy()
+        ema = self._ema[units]
+        if ema is None or ema.shape != y.shape:
+            self._ema[units] = y.copy()
         else:
             a = self.ema_alpha
-            upd = (1.0 - a) * self._ema + a * y
-            self._ema = np.where(np.isfinite(upd), upd, np.where(np.isfinite(y), y, self._ema))
-        self._redraw_ema()
+            upd = (1.0 - a) * ema + a * y
+            self._ema[units] = np.where(np.isfinite(upd), upd, np.where(np.isfinite(y), y, ema))
 
-    def _redraw_ema(self) -> None:
-        if self._ema is None or not self._ema_enabled:
+    def set_data(self, position_loss: np.ndarray | None, update_ema: bool = True) -> None:
+        """The curve of one step (nats); `update_ema` folds it into the moving average (live steps, in
+        order; a step scrubbed to is shown without touching the average). The step's bpb and boundary
+        split, when known, follow through `set_bpb` / `set_split`; until then they are cleared."""
+        self._y["bpb"] = None
+        self._split = None
+        if position_loss is None:
+            self._y["nats"] = None
+        else:
+            self._fold("nats", np.asarray(position_loss, dtype=np.float64).ravel(), update_ema)
+        self._redraw()
+
+    def set_bpb(self, position_bpb: np.ndarray | None, update_ema: bool = True) -> None:
+        """The same step's curve in bits per byte (sum of loss / ln 2 / sum of bytes at each position)."""
+        if position_bpb is None:
+            self._y["bpb"] = None
+        else:
+            self._fold("bpb", np.asarray(position_bpb, dtype=np.float64).ravel(), update_ema)
+        self._redraw()
+
+    def set_split(self, split: dict[str, Any] | None) -> None:
+        """The step's loss by position split at <|endoftext|> (data/documents.position_split), or None."""
+        self._split = split
+        self._redraw()
+
+    def _redraw(self) -> None:
+        split_on = self._split_enabled
+        y = self._y[self.units]
+        if y is None or split_on:
+            self.curve.setData([], [])
+        else:
+            self.curve.setData(np.arange(len(y), dtype=np.float64), y, connect="finite")
+        ema = self._ema[self.units]
+        show_ema = ema is not None and self._ema_enabled and not split_on
+        if show_ema:
+            self.ema_curve.setData(np.arange(len(ema), dtype=np.float64), ema, connect="finite")
+        else:
             self.ema_curve.setData([], [])
+        self._redraw_split()
+        self._update_legend()
+
+    def _split_arrays(self) -> tuple[np.ndarray, np.ndarray] | None:
+        sp = self._split
+        if sp is None:
+            return None
+        if self.units == "bpb":
+            return (sp["after_bpb"], sp["rest_bpb"]) if "after_bpb" in sp else None
+        return sp["after"], sp["rest"]
+
+    def _redraw_split(self) -> None:
+        arrays = self._split_arrays() if self._split_enabled else None
+        self.split_label.setVisible(self._split_enabled)
+        if arrays is None:
+            self.after_curve.setData([], [])
+            self.rest_curve.setData([], [])
+            if self._split_enabled:
+                self.split_label.setText("No per-token losses for this step to split." if self._split is None
+                                         else "No bits per byte for this step.")
             return
-        self.ema_curve.setData(np.arange(len(self._ema), dtype=np.float64), self._ema, connect="finite")
+        after, rest = arrays
+        x = np.arange(len(rest), dtype=np.float64)
+        fin = np.isfinite(after)
+        self.after_curve.setData(x[fin], after[fin])
+        self.rest_curve.setData(x, rest, connect="finite")
+        sp = self._split
+        sfx = "_bpb" if self.units == "bpb" else ""
+        unit = " bpb" if self.units == "bpb" else ""
+        ma, mr = sp.get("mean_after" + sfx), sp.get("mean_rest" + sfx)
+
+        def mean(v, n):
+            return f"<b>{v:.3f}</b>{unit} over {n:,} targets" if v is not None else f"no targets ({n:,})"
+        jump = f" · jump <b>{ma - mr:+.3f}</b>{unit}" if ma is not None and mr is not None else ""
+        self.split_label.setText(
+            _legend_line(_AFTER_EOT_COLOR, "first token after &lt;|endoftext|&gt;: " + mean(ma, sp["n_after"]),
+                         "&#9679;") + " &nbsp; "
+            + _legend_line(_REST_COLOR, "the rest: " + mean(mr, sp["n_rest"])) + jump)
+
+    def _update_legend(self) -> None:
+        lg = self.legend_item
+        lg.clear()
+        if self._split_enabled:
+            lg.addItem(self.after_curve, "first token after <|endoftext|>")
+            lg.addItem(self.rest_curve, "the rest")
+        else:
+            lg.addItem(self.curve, "this step")
+            if self._ema_enabled:
+                lg.addItem(self.ema_curve, "moving average")
 
     def clear(self) -> None:
-        self._y = None
-        self._ema = None
-        self.curve.setData([], [])
-        self.ema_curve.setData([], [])
+        self._y = {"nats": None, "bpb": None}
+        self._ema = {"nats": None, "bpb": None}
+        self._split = None
+        self._redraw()
 
     def series(self) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """(latest position loss, moving average or None when off)."""
-        y = None if self._y is None else self._y.copy()
-        ema = None if (self._ema is None or not self._ema_enabled) else self._ema.copy()
-        return y, ema
+        """(latest position loss, moving average or None when off), in the current units."""
+        y, ema = self._y[self.units], self._ema[self.units]
+        return (None if y is None else y.copy(),
+                None if (ema is None or not self._ema_enabled) else ema.copy())
+
+    def split_series(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(after <|endoftext|>, the rest) by position as drawn (current units), None when not known."""
+        arrays = self._split_arrays()
+        return None if arrays is None else (arrays[0].copy(), arrays[1].copy())
 
     def export_png(self, path: str | os.PathLike, width: int | None = None) -> Path:
         return _export_png(self, self.plot.getPlotItem(), path, width)
@@ -886,6 +1146,9 @@ class GradNormPlot(QWidget):
         item.setClipToView(True)
         item.setDownsampling(auto=True, mode="peak")
         self.curve = item.plot([], [], pen=pg.mkPen(palette.RANK_COLORS[2], width=1))
+        self.overlay_curve = item.plot([], [], pen=pg.mkPen(_OVERLAY_COLOR, width=2, style=Qt.PenStyle.DashLine))
+        self.overlay: RunSeries | None = None
+        self.run_label = ""
         self.clip_line = pg.InfiniteLine(angle=0, movable=False,
                                          pen=pg.mkPen(palette.RANK_COLORS[1], width=1, style=Qt.PenStyle.DashLine))
         self.clip_line.hide()
@@ -902,9 +1165,16 @@ class GradNormPlot(QWidget):
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.empty.setWordWrap(True)
         self.empty.setStyleSheet("color: #666; font-size: 13px; padding: 20px;")
+        self.compare_btn = _compare_button("Overlay another run's gradient norm (a run directory) on this one: "
+                                           "the run trained without dividing by K sits K times higher")
+        self.remove_btn = QPushButton("Remove comparison")
+        self.remove_btn.setFlat(True)
+        self.remove_btn.hide()
         top = QHBoxLayout()
         top.setContentsMargins(6, 0, 6, 0)
         top.addWidget(self.legend, 1)
+        top.addWidget(self.compare_btn)
+        top.addWidget(self.remove_btn)
         top.addWidget(self.log_y)
         self.stack = QStackedLayout()
         self.stack.addWidget(self.empty)
@@ -931,12 +1201,49 @@ class GradNormPlot(QWidget):
         self.clip_line.show()
 
     def _update_legend(self) -> None:
-        def line(color, text):
-            return f"<span style='color:{QColor(color).name()}'><b>&#9473;&#9473;</b></span> {text}"
         clip = (f"clip threshold {self.clip:g} (above it the step was clipped)" if self.clip is not None
                 else "no clipping")
-        self.legend.setText(" &nbsp; ".join((line(palette.RANK_COLORS[2], "gradient norm before clipping"),
-                                             line(palette.RANK_COLORS[1], clip))))
+        own = f"{html_escape(self.run_label)}: " if self.overlay is not None and self.run_label else ""
+        parts = [_legend_line(palette.RANK_COLORS[2], f"{own}gradient norm before clipping"),
+                 _legend_line(palette.RANK_COLORS[1], clip)]
+        if self.overlay is not None:
+            o = self.overlay
+            share = self.overlay_clipped_share()
+            extra = (f", clipped on {100 * share:.0f}% of its steps" if self.clip is not None and len(o.grad_norm[0])
+                     else "")
+            if o.clip is not None and self.clip is not None and abs(o.clip - self.clip) > 1e-12:
+                extra += f", its own clip {o.clip:g}"
+            parts.append("<br>" + _legend_line(_OVERLAY_COLOR, f"{html_escape(o.label)}: gradient norm{extra}",
+                                               "&#9476;&#9476;"))
+        self.legend.setText(" &nbsp; ".join(parts))
+
+    def set_run_label(self, label: str) -> None:
+        self.run_label = str(label or "")
+        self._update_legend()
+
+    def set_overlay(self, series: RunSeries | None) -> None:
+        """Overlay another run's gradient norms (None removes it)."""
+        self.overlay = series
+        self.remove_btn.setVisible(series is not None)
+        if series is not None:
+            self.remove_btn.setText(f"Remove {series.label.split(' (')[0]}")
+            self.remove_btn.setToolTip(f"Remove the overlaid run {series.label}")
+        self._update_legend()
+        self._dirty = True
+        self.redraw()
+
+    def overlay_series(self) -> tuple[np.ndarray, np.ndarray] | None:
+        return None if self.overlay is None else (self.overlay.grad_norm[0].copy(), self.overlay.grad_norm[1].copy())
+
+    def overlay_clipped_share(self) -> float:
+        """The share of the overlaid run's steps above the shown run's threshold (its own when it has one)."""
+        if self.overlay is None:
+            return 0.0
+        clip = self.overlay.clip if self.overlay.clip is not None else self.clip
+        y = self.overlay.grad_norm[1]
+        if clip is None or not len(y):
+            return 0.0
+        return float(np.mean(y > clip))
 
     def set_clip(self, grad_clip: float | None) -> None:
         """The run's TrainConfig.grad_clip (0 or None: no clipping, no line)."""
@@ -979,7 +1286,9 @@ class GradNormPlot(QWidget):
         self._dirty = False
         x, y = self.norms.data()
         self.curve.setData(x, y, connect="finite")
-        self.stack.setCurrentWidget(self.plot if len(x) else self.empty)
+        over = self.overlay_series()
+        self.overlay_curve.setData(*(over if over is not None else ([], [])), connect="finite")
+        self.stack.setCurrentWidget(self.plot if len(x) or over is not None else self.empty)
 
     def series(self) -> tuple[np.ndarray, np.ndarray]:
         """(steps, grad norms) as stored."""
@@ -1007,6 +1316,11 @@ class GradNormPlot(QWidget):
         text = f"step {int(sx[i]):,} · grad norm {sy[i]:.4g}"
         if self.clip is not None:
             text += f" · clipped to {self.clip:g}" if sy[i] > self.clip else " · not clipped"
+        if self.overlay is not None:
+            ox, oy = self.overlay.grad_norm
+            j = nearest_index(ox, sx[i])
+            if j >= 0 and ox[j] == sx[i]:
+                text += f" · {self.overlay.label.split(' (')[0]}: {oy[j]:.4g}"
         self.readout.setText(text)
         return text
 

@@ -287,3 +287,124 @@ class RunActions(QObject):
         note = manifest.continued_note()
         win.statusBar().showMessage(f"Opened the run {run_dir}: {0 if last is None else last + 1:,} steps"
                                     + (f", {note}" if note else ""), 10000)
+
+
+# ---- another run overlaid on the charts (issue 13, item 5) -------------------------------------------------
+
+
+def run_label(run_dir, train: dict | None, plan: dict | None) -> str:
+    """A run's name in a legend: its directory's name and how it summed the micro-batch losses,
+    "÷K" (the mean, as it should) or "not ÷K" (the experiment that forgot to divide by K)."""
+    train, plan = train or {}, plan or {}
+    k = int(plan.get("grad_accum") or 1)
+    how = "÷K" if train.get("divide_by_k", True) else "not ÷K"
+    return f"{Path(run_dir).name} ({how}, K={k})"
+
+
+def read_run_series(run_dir) -> Any:
+    """Another run's curves from its run record: run.json (RunReader reads and checks it) and every line of
+    metrics.jsonl (loss, val loss, bpb, val bpb, gradient norm per step). Raises RunError (a sentence)."""
+    import json
+
+    import numpy as np
+
+    from nanogpt_viz.run.reader import RunReader
+    from nanogpt_viz.run.record import METRICS_FILE, RunError
+    from nanogpt_viz.ui.plots import RunSeries
+
+    reader = RunReader(run_dir)
+    m = reader.manifest
+    cols: dict[str, dict[int, float]] = {k: {} for k in ("loss", "val_loss", "bpb", "val_bpb", "grad_norm")}
+    try:
+        with open(Path(run_dir) / METRICS_FILE, "rb") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                    step = int(rec["step"])
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line being written, or damaged
+                for key, col in cols.items():
+                    v = rec.get(key)
+                    if isinstance(v, (int, float)) and not isinstance(v, bool):
+                        col[step] = float(v)  # a resumed run's later line for a step wins
+    except OSError:
+        pass
+    if not cols["loss"] and not cols["grad_norm"]:
+        raise RunError(f"{run_dir} has no trained steps yet (its {METRICS_FILE} holds no step)")
+
+    def pair(col):
+        steps = np.array(sorted(col), dtype=np.float64)
+        return steps, np.array([col[int(s)] for s in steps], dtype=np.float64)
+
+    try:
+        clip = float((m.train or {}).get("grad_clip", 1.0))
+    except (TypeError, ValueError):
+        clip = None
+    return RunSeries(label=run_label(run_dir, m.train, m.plan), loss=pair(cols["loss"]), val=pair(cols["val_loss"]),
+                     bpb=pair(cols["bpb"]), val_bpb=pair(cols["val_bpb"]), grad_norm=pair(cols["grad_norm"]),
+                     clip=clip if clip and clip > 0 else None)
+
+
+class RunComparison(QObject):
+    """File ▸ Compare with run…: another run drawn over the shown one's loss and gradient-norm curves, as a
+    second series each chart's legend names (its directory and ÷K / not ÷K); Remove takes it away."""
+
+    def __init__(self, win):
+        super().__init__(win)
+        self.win = win
+        self.series: Any = None
+        self.run_dir: Path | None = None
+
+    def dialog(self) -> None:
+        path = QFileDialog.getExistingDirectory(self.win, "Compare with run (a run directory)", str(runs_root()))
+        if path:
+            self.compare(path)
+
+    def compare(self, path) -> bool:
+        from nanogpt_viz.run.record import RunError
+
+        win = self.win
+        try:
+            series = read_run_series(path)
+        except RunError as exc:
+            win.error("Cannot compare with this run", f"{exc}; pick the directory a run wrote (it holds run.json "
+                                                      f"and metrics.jsonl).")
+            return False
+        self.series, self.run_dir = series, Path(path)
+        self.refresh_label()
+        win.loss_plot.set_overlay(series)
+        win.grad_plot.set_overlay(series)
+        if getattr(win, "remove_compare_act", None) is not None:
+            win.remove_compare_act.setEnabled(True)
+        win.statusBar().showMessage(f"Comparing with {series.label}: drawn dashed on the loss and gradient-norm "
+                                    f"charts", 8000)
+        return True
+
+    def remove(self) -> None:
+        self.series = self.run_dir = None
+        self.win.loss_plot.set_overlay(None)
+        self.win.grad_plot.set_overlay(None)
+        if getattr(self.win, "remove_compare_act", None) is not None:
+            self.win.remove_compare_act.setEnabled(False)
+
+    def shown_label(self) -> str:
+        """The shown run's legend name: its directory and ÷K / not ÷K (the trainer's, else its run.json)."""
+        from nanogpt_viz.run.record import RunError, read_manifest
+
+        run = self.win.run
+        run_dir = getattr(run, "run_dir", None)
+        if run_dir is None:
+            return "this window's run" if run.shown else "no run shown"
+        trainer = getattr(run, "trainer", None)
+        if trainer is not None:
+            return run_label(run_dir, trainer.train_config.to_dict(), trainer.plan_config.to_dict())
+        try:
+            m = read_manifest(run_dir)
+        except (RunError, OSError, ValueError):
+            return Path(run_dir).name
+        return run_label(run_dir, m.train, m.plan)
+
+    def refresh_label(self, *_args) -> None:
+        label = self.shown_label()
+        self.win.loss_plot.set_run_label(label)
+        self.win.grad_plot.set_run_label(label)

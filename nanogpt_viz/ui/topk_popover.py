@@ -20,6 +20,7 @@ import threading
 import time
 from typing import Any
 
+import numpy as np
 from PySide6.QtCore import QEvent, QObject, QPoint, Qt, Signal
 from PySide6.QtGui import QCursor
 from PySide6.QtWidgets import QApplication, QFrame, QLabel, QVBoxLayout, QWidget
@@ -45,6 +46,20 @@ class TopKPopover(QFrame):
         lay.setContentsMargins(10, 8, 10, 8)
         lay.addWidget(self.label)
         self.result = None
+        self.units = "nats"  # or "bpb": View ▸ Loss units (ui/lenses.UnitsLens)
+
+    def loss_text(self, res: Any) -> str:
+        """The target's loss in the chosen units: nats, or bits per byte (loss / ln 2 / the target's bytes)."""
+        nats = f"<b>{res.target_loss:.3f}</b> nats"
+        if self.units != "bpb":
+            return nats
+        from nanogpt_viz.data.documents import token_bits_per_byte, token_byte_lengths
+
+        bpb = token_bits_per_byte([res.target_loss], [res.target])
+        if bpb is None or not np.isfinite(bpb[0]):
+            return f"{nats} (no bytes: bits per byte undefined)"
+        n = int(token_byte_lengths()[int(res.target)])
+        return f"<b>{float(bpb[0]):.3f}</b> bits per byte ({res.target_loss:.3f} nats over {n} byte{'s' * (n != 1)})"
 
     # the application-wide filter only while shown: a Python filter on every event would slow the window
     def showEvent(self, ev) -> None:  # noqa: N802
@@ -92,7 +107,7 @@ class TopKPopover(QFrame):
         text = (f"<b>after t[{res.position:,}]</b> <span style='color:#666'>…{esc(context_tail)}</span><br>"
                 f"target t[{res.position + 1:,}] = <code><b>{esc(shown(res.target))}</b></code>: "
                 f"rank <b>{res.target_rank:,}</b>{rank_note}, p = <b>{res.target_prob:.4f}</b>, "
-                f"loss = <b>{res.target_loss:.3f}</b> nats<br>"
+                f"loss = {self.loss_text(res)}<br>"
                 f"<table cellspacing='0' cellpadding='1'>{''.join(rows)}</table>"
                 f"<span style='color:#666'>context t[{res.context_start:,}..{res.position:,}] "
                 f"({res.position - res.context_start + 1:,} tokens) · {esc(source)} · {ms:.0f} ms</span>")
