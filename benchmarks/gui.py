@@ -3,22 +3,33 @@
 CPU (this 2-core machine):   python benchmarks/gui.py
 GPU box, headless:           QT_QPA_PLATFORM=offscreen python benchmarks/gui.py --preset gpt2 --device cuda
 
-1. Training throughput driven from the window (MainWindow, Start clicked on the train panel, the
-   view following the trained step) vs the headless engine (Trainer.run() looped directly), same
-   plan / model / recipe / steps, alternated in one process. tokens/s = tokens of the steps after
-   the warmup / wall time between their reports (the per-step `dt` figure is printed too).
-   Target: window / headless >= 0.97.
+1. Training throughput, three sides with the same plan / model / recipe / steps, alternated in one run:
+   - window: MainWindow, Start clicked on the train panel, the view following the trained step. It is
+     a real window run: a new run directory with run.json, metrics.jsonl, the per-token loss history
+     (run/history.py) and ckpt.pt, checked after every round (every step's rows in the history);
+   - headless: the plain engine, Trainer.run() looped in a process of its own, no run directory
+     (out_dir=None: no run.json, no history, no metrics, no checkpoint);
+   - headless + history: the same, with a run directory (out_dir, run.json as the window writes it):
+     the trainer appends every step's per-token losses to history/ through HistoryWriter; the time of
+     each append (Trainer._record_step, timed around the real call) is reported per step as well.
+   tokens/s = tokens of the steps after the warmup / wall time between their reports (the engine's
+   StepReport.finished_at; the per-step `dt` figure is printed too). Targets: window / headless >= 0.97;
+   history: (headless + history) / headless >= 0.99 and append time < 1% of the step time.
 2. Main-thread event latency while the window trains: a 5 ms QTimer probe records its lateness
    (actual - expected interval). Target: p99 <= 16 ms.
 3. Stream paint time with ~5,000 token chips visible (StreamView.grab(), its paint_stats()).
 4. Memory over 20,000 steps of plot history: StepReport-shaped pushes through the real
    PlotCoalescer + LossPlot + heatmap + position plot (a flush every 50 pushes); RSS from
    /proc/self/statm, and the time of one flush + repaint as the history grows.
+(Scrubbing a 20,000-step run's history in the window: benchmarks/scrub_bench.py.)
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,9 +38,68 @@ from types import SimpleNamespace
 
 import numpy as np
 
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+
+# ---- the headless side: its own process, no Qt --------------------------------------------------
+def headless_child(spec: dict) -> None:
+    """Train with the plain engine (spec["out"] None) or the engine writing its run record (a run
+    directory: run.json as the window writes it, and the history); one JSON line per step on stdout."""
+    from nanogpt_viz.config import ModelConfig, PlanConfig, TrainConfig
+    from nanogpt_viz.engine.runtime import tune_allocator
+    from nanogpt_viz.engine.trainer import RunEnd, StepReport, Trainer
+
+    tune_allocator()  # as `nanogpt-viz` does at start-up (the window gets it too)
+    if spec["builtin"]:
+        from nanogpt_viz.data.corpus import default_corpus
+
+        corpus = default_corpus()
+    else:
+        from nanogpt_viz.data.corpus import open_corpus
+
+        corpus = open_corpus(spec["corpus"])
+    pc, mc = PlanConfig.from_dict(spec["plan"]), ModelConfig.from_dict(spec["model"])
+    tc = TrainConfig.from_dict(spec["train"])
+    tokens = corpus.split(pc.split)
+    val = corpus.split("val") if corpus.has_split("val") and pc.split == "train" else None
+    out, manifest = spec["out"], None
+    if out is not None:  # as RunActions.start: a new directory, its run.json, then the trainer
+        from nanogpt_viz.run.record import make_manifest, read_manifest, write_manifest
+
+        os.makedirs(out)
+        write_manifest(out, make_manifest(out, corpus, pc.split, pc, mc, tc, world_size=pc.world_size,
+                                          model_preset=spec["preset"]))
+        manifest = read_manifest(out)
+    trainer = Trainer(tokens, val, pc, mc, tc, out_dir=out, model_preset=spec["preset"], manifest=manifest,
+                      corpus_info={"path": str(corpus.path), "name": corpus.name, "tokens": len(tokens),
+                                   "vocab_size": corpus.vocab_size})
+    spent: list[float] = []
+    record = trainer._record_step  # noqa: SLF001 - timed around the real call, nothing else changes
+
+    def timed_record(step, per_token):
+        t0 = time.perf_counter()
+        record(step, per_token)
+        spent.append(time.perf_counter() - t0)
+
+    if out is not None:
+        trainer._record_step = timed_record  # noqa: SLF001
+    for ev in trainer.run():
+        if isinstance(ev, StepReport):
+            hist_s = spent.pop() if spent else None
+            sys.stdout.write(json.dumps({"step": ev.step, "t": ev.finished_at, "dt": ev.dt, "loss": ev.loss,
+                                         "hist_s": hist_s}) + "\n")
+            sys.stdout.flush()
+        elif isinstance(ev, RunEnd):
+            sys.stdout.write(json.dumps({"end": str(ev.reason), "message": ev.message}) + "\n")
+            sys.stdout.flush()
+
+
+if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--headless-child":
+    headless_child(json.loads(sys.argv[2]))
+    sys.exit(0)
+
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("PYQTGRAPH_QT_LIB", "PySide6")
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 _TMP = tempfile.mkdtemp(prefix="nanogpt-viz-gui-bench-")
 os.environ.setdefault("NANOGPT_VIZ_RUNS", os.path.join(_TMP, "runs"))
@@ -103,13 +173,28 @@ def throughput(recv: list[tuple[float, int]], tokens_per_step: int, warmup: int)
 
 
 # ---- 1 + 2: the window vs the engine --------------------------------------------------------
+def check_run_dir(run_dir: Path, steps: int, N: int) -> str:
+    """What the window's run wrote (a real window run: run.json, metrics.jsonl, history/, ckpt.pt);
+    exits when the history lacks a step's per-token rows."""
+    from nanogpt_viz.run.history import HistoryReader
+
+    hist = HistoryReader(run_dir)
+    kept = sum(hist.has_rows(int(s)) for s in hist.steps)
+    lines = sum(1 for _ in open(run_dir / "metrics.jsonl", encoding="utf-8"))
+    ckpt = run_dir / "ckpt.pt"
+    if len(hist) != steps or kept != steps or hist.N != N or not (run_dir / "run.json").is_file():
+        raise SystemExit(f"the window's run directory {run_dir} is incomplete: history {len(hist)} steps "
+                         f"({kept} with rows, N={hist.N}), run.json {(run_dir / 'run.json').is_file()}")
+    return (f"run.json, metrics.jsonl {lines} lines, history {len(hist)} steps with rows "
+            f"({hist.bytes_on_disk() / 2 ** 20:.1f} MiB), ckpt.pt "
+            + (f"{ckpt.stat().st_size / 2 ** 20:,.0f} MiB" if ckpt.exists() else "MISSING"))
+
+
 def gui_run(app, win, steps: int, warmup: int, with_probe: bool = False) -> dict:
     """One training run started from the window. The latency probe wakes the GUI thread 200 times
     a second, which on 2 cores costs the model CPU time, so throughput rounds run without it."""
-    from nanogpt_viz.engine.trainer import StepReport
-
     recv: list[tuple[float, int]] = []
-    reports: list[StepReport] = []
+    reports: list = []
     ends = []
     lateness: list[float] = []
     probe = QTimer()
@@ -124,62 +209,78 @@ def gui_run(app, win, steps: int, warmup: int, with_probe: bool = False) -> dict
             lateness.append(max(0.0, now - state["last"] - 5.0))
         state["last"] = now
 
-    def on_report(rep) -> None:
-        # when the engine made the report: the window receives step reports in batches, at its
-        # refresh rate, so the arrival time would be off by up to a refresh period
-        recv.append((rep.finished_at, rep.step))
-        reports.append(rep)
+    def on_reports(batch) -> None:
+        # when the engine made each report: the window receives them in batches, at its refresh
+        # rate, so the arrival time would be off by up to a refresh period
+        for rep in batch:
+            recv.append((rep.finished_at, rep.step))
+            reports.append(rep)
 
     probe.timeout.connect(on_probe)
-    ctl = win.trainer_ctl
-    ctl.report.connect(on_report)
-    ctl.ended.connect(ends.append)
+    run = win.run  # the RunController
+    win.runs.set_continuation(None)  # every round is a fresh run (Start would continue the last checkpoint)
+    run.reports.connect(on_reports)
+    run.ended.connect(ends.append)
     try:
         win.train_panel.steps.setValue(steps)
         clock.start()
         if with_probe:
             probe.start()
         win.train_panel.start_btn.click()  # the panel's Start, as a user would
-        spin(app, lambda: bool(ends) and not ctl.is_running(), 3600, signals=(ctl.running_changed,))
+        spin(app, lambda: bool(ends) and not run.is_running(), 3600, signals=(run.running_changed,))
     finally:
         probe.stop()
-        ctl.report.disconnect(on_report)
-        ctl.ended.disconnect(ends.append)
-    if ends[-1].reason != "finished":
-        raise SystemExit(f"window run failed: {ends[-1].message}")
-    tps_step = reports[0].starts.size * win.session.plan.N
+        run.reports.disconnect(on_reports)
+        run.ended.disconnect(ends.append)
+    if str(ends[-1].reason) != "finished":
+        raise SystemExit(f"window run failed: {ends[-1].reason}: {ends[-1].message}")
+    N = win.session.plan.N
+    tps_step = reports[0].starts.size * N
     timed = reports[warmup:]
+    trainer = run.trainer
     return {"tok_s": throughput(recv, tps_step, warmup),
-            "tok_s_dt": tps_step * len(timed) / sum(r.dt for r in timed),
-            "lateness": lateness, "final_loss": reports[-1].loss, "trainer": win.last_trainer}
+            "tok_s_dt": tps_step * len(timed) / sum(r.dt for r in timed), "dt_ms": 1e3 * float(np.median([r.dt for r in timed])),
+            "lateness": lateness, "final_loss": reports[-1].loss, "trainer": trainer,
+            "run_dir": Path(run.run_dir), "record": check_run_dir(Path(run.run_dir), steps, N)}
 
 
-def headless_run(corpus_path: str, pc, preset: str, mc, tc, warmup: int) -> dict:
-    """The headless engine as users run it: `nanogpt-viz train --json` in its own process, on the
-    same corpus file, plan, model and recipe. (Training once in this process's main thread and
-    then in a thread measurably slows the second run, so the engine gets a process of its own.)
-    tokens/s is timed as for the window: between the arrivals of the reports after the warmup."""
-    import json
-    import subprocess
-
-    from nanogpt_viz.run.launch import train_args
-
-    args = train_args(corpus_path, pc, preset, mc, tc, os.path.join(_TMP, f"headless-{time.time_ns()}"))
-    proc = subprocess.Popen([sys.executable, "-m", "nanogpt_viz", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, bufsize=1)
-    recv: list[tuple[float, int]] = []
-    recs = []
+def headless_run(spec: dict, with_history: bool, warmup: int) -> dict:
+    """The headless engine in a process of its own (training once in this process's main thread
+    and then in a thread measurably slows the second run), with or without the history."""
+    spec = dict(spec, out=os.path.join(_TMP, f"headless-{time.time_ns()}") if with_history else None)
+    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--headless-child", json.dumps(spec)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+    recs, end = [], None
     for line in proc.stdout:
         if line.startswith("{"):
-            recv.append((time.perf_counter(), 0))
-            recs.append(json.loads(line))
-    if proc.wait() != 0 or len(recs) != tc.steps:
-        raise SystemExit(f"headless run failed (exit {proc.returncode}, {len(recs)} steps)")
-    recv = [(t, r["step"]) for (t, _), r in zip(recv, recs)]
+            rec = json.loads(line)
+            if "end" in rec:
+                end = rec
+            else:
+                recs.append(rec)
+    err = proc.stderr.read()
+    steps = spec["train"]["steps"]
+    if proc.wait() != 0 or len(recs) != steps or end is None or end["end"] != "finished":
+        raise SystemExit(f"headless run failed (exit {proc.returncode}, {len(recs)} steps, {end}):\n{err[-3000:]}")
+    out = {"final_loss": recs[-1]["loss"]}
+    if with_history:
+        from nanogpt_viz.run.history import HistoryReader
+
+        hist = HistoryReader(spec["out"])
+        if len(hist) != steps:
+            raise SystemExit(f"headless + history: the history holds {len(hist)} of {steps} steps")
+        hs = [r["hist_s"] for r in recs[warmup:]]
+        out["hist_ms"] = 1e3 * float(np.median(hs))
+        out["hist_ms_p99"] = 1e3 * pct(hs, 99)
+        out["hist_share"] = float(np.sum(hs) / np.sum([r["dt"] for r in recs[warmup:]]))
+        out["hist_mib"] = hist.bytes_on_disk() / 2 ** 20
+        shutil.rmtree(spec["out"], ignore_errors=True)  # a gpt2 checkpoint is 1.5 GB: keep the disk free
+    recv = [(r["t"], r["step"]) for r in recs]
     timed = recs[warmup:]
-    return {"tok_s": throughput(recv, pc.tokens_per_step, warmup),
-            "tok_s_dt": pc.tokens_per_step * len(timed) / sum(r["dt"] for r in timed),
-            "final_loss": recs[-1]["loss"]}
+    tokens = spec["tokens_per_step"]
+    out.update(tok_s=throughput(recv, tokens, warmup), tok_s_dt=tokens * len(timed) / sum(r["dt"] for r in timed),
+               dt_ms=1e3 * float(np.median([r["dt"] for r in timed])))
+    return out
 
 
 def bench_training(app, args) -> dict:
@@ -205,37 +306,70 @@ def bench_training(app, args) -> dict:
     steps = args.warmup + args.steps
     print(f"plan N={N} B={B} ({N * B:,} tokens/step), preset {args.preset}, {steps} steps "
           f"({args.warmup} warmup), device {args.device}, {args.repeat} rounds", flush=True)
-    gui, headless, ratios = [], [], []
-    cfg = None
+    sides = ("window", "headless", "headless+history")
+    got: dict[str, list[dict]] = {k: [] for k in sides}
+    spec = None
     for r in range(args.repeat):
-        # the order alternates (window first in even rounds) so a drift of the machine's speed
-        # over the run does not favour either side; each round's pair gives one ratio
-        h = None
-        if r % 2 and cfg is not None:
-            h = headless_run(*cfg)
-        win.resume_dir = None  # every round is a fresh run
-        g = gui_run(app, win, steps, args.warmup)
-        t = g.pop("trainer")
-        cfg = (str(win.session.corpus.path), t.plan_config, args.preset, t.model_config, t.train_config,
-               args.warmup)
-        if h is None:
-            h = headless_run(*cfg)
-        gui.append(g)
-        headless.append(h)
-        ratios.append(g["tok_s"] / h["tok_s"])
-        print(f"  round {r}: window {g['tok_s']:,.0f} tok/s (dt-based {g['tok_s_dt']:,.0f}), "
-              f"headless {h['tok_s']:,.0f} tok/s (dt-based {h['tok_s_dt']:,.0f}); ratio {ratios[-1]:.3f}; "
-              f"final loss {g['final_loss']:.4f} / {h['final_loss']:.4f}", flush=True)
-    win.resume_dir = None
-    probe_run = gui_run(app, win, steps, args.warmup, with_probe=True)  # latency: its own run
-    print(f"  latency round: window {probe_run['tok_s']:,.0f} tok/s with the 5 ms probe running", flush=True)
+        # the order rotates (each side first in turn) so a drift of the machine's speed over the run
+        # favours no side; the window goes first in round 0: its run gives the settings the others use
+        order = sides[r % 3:] + sides[:r % 3] if r else sides
+        res: dict[str, dict] = {}
+        for side in order:
+            if side == "window":
+                g = gui_run(app, win, steps, args.warmup, with_probe=args.probe_in_rounds)
+                t = g.pop("trainer")
+                if spec is None:
+                    spec = {"builtin": win.corpus_path is None, "corpus": str(win.session.corpus.path),
+                            "plan": t.plan_config.to_dict(), "model": t.model_config.to_dict(),
+                            "train": t.train_config.to_dict(), "preset": args.preset,
+                            "tokens_per_step": t.plan_config.block_size * t.plan_config.batch_size
+                            * t.plan_config.grad_accum * t.plan_config.world_size}
+                print(f"  round {r}: window run directory: {g['record']}", flush=True)
+                if args.device == "cuda":
+                    shutil.rmtree(g["run_dir"], ignore_errors=True)  # a gpt2 checkpoint is 1.5 GB
+                res[side] = g
+            else:
+                res[side] = headless_run(spec, side == "headless+history", args.warmup)
+        for side in sides:
+            got[side].append(res[side])
+        w, h, hh = res["window"], res["headless"], res["headless+history"]
+        print(f"  round {r} (order {' -> '.join(order)}):\n"
+              f"    window            {w['tok_s']:>12,.0f} tok/s (dt-based {w['tok_s_dt']:,.0f}, median dt "
+              f"{w['dt_ms']:.2f} ms)  final loss {w['final_loss']:.4f}\n"
+              f"    headless          {h['tok_s']:>12,.0f} tok/s (dt-based {h['tok_s_dt']:,.0f}, median dt "
+              f"{h['dt_ms']:.2f} ms)  final loss {h['final_loss']:.4f}\n"
+              f"    headless+history  {hh['tok_s']:>12,.0f} tok/s (dt-based {hh['tok_s_dt']:,.0f}, median dt "
+              f"{hh['dt_ms']:.2f} ms)  final loss {hh['final_loss']:.4f}; history append median "
+              f"{hh['hist_ms']:.3f} ms (p99 {hh['hist_ms_p99']:.3f} ms) = {100 * hh['hist_share']:.2f}% of step "
+              f"time, {hh['hist_mib']:.1f} MiB written\n"
+              f"    ratios: window/headless {w['tok_s'] / h['tok_s']:.3f}  (headless+history)/headless "
+              f"{hh['tok_s'] / h['tok_s']:.3f}  window/(headless+history) {w['tok_s'] / hh['tok_s']:.3f}",
+              flush=True)
+    if args.probe_in_rounds:  # the probe ran in every window round
+        lat = [x for g in got["window"] for x in g["lateness"]]
+    else:
+        probe_run = gui_run(app, win, steps, args.warmup, with_probe=True)  # latency: its own run
+        print(f"  latency round: window {probe_run['tok_s']:,.0f} tok/s with the 5 ms probe running", flush=True)
+        if args.device == "cuda":
+            shutil.rmtree(probe_run["run_dir"], ignore_errors=True)
+        lat = probe_run["lateness"]
     win.close()
-    lat = probe_run["lateness"]
-    return {"gui": float(np.mean([g["tok_s"] for g in gui])),
-            "headless": float(np.mean([h["tok_s"] for h in headless])),
-            "ratio_mean": float(np.mean(ratios)), "ratio_median": float(np.median(ratios)),
-            "ratio_se": float(np.std(ratios, ddof=1) / np.sqrt(len(ratios))) if len(ratios) > 1 else float("nan"),
-            "ratio_n": len(ratios),
+
+    def ratios(a: str, b: str) -> list[float]:
+        return [x["tok_s"] / y["tok_s"] for x, y in zip(got[a], got[b])]
+
+    def summary(v: list[float]) -> dict:
+        return {"mean": float(np.mean(v)), "median": float(np.median(v)), "n": len(v),
+                "se": float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")}
+
+    hh = got["headless+history"]
+    return {"tok_s": {k: float(np.mean([x["tok_s"] for x in v])) for k, v in got.items()},
+            "dt_ms": {k: float(np.median([x["dt_ms"] for x in v])) for k, v in got.items()},
+            "r_window": summary(ratios("window", "headless")),
+            "r_history": summary(ratios("headless+history", "headless")),
+            "r_window_hist": summary(ratios("window", "headless+history")),
+            "hist_ms": float(np.median([x["hist_ms"] for x in hh])),
+            "hist_share": float(np.mean([x["hist_share"] for x in hh])),
             "lat_p50": pct(lat, 50), "lat_p99": pct(lat, 99), "lat_max": max(lat) if lat else float("nan"),
             "lat_n": len(lat)}
 
@@ -327,7 +461,11 @@ def main() -> None:
     ap.add_argument("--compile", default="auto", choices=("auto", "on", "off"))
     ap.add_argument("--steps", type=int, default=150, help="timed steps per run (after the warmup)")
     ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--repeat", type=int, default=2, help="window/headless rounds, alternated")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="rounds of window / headless / headless+history, the order rotated each round")
+    ap.add_argument("--probe-in-rounds", action="store_true",
+                    help="run the 5 ms latency probe during the window's throughput rounds instead of a run of its "
+                         "own (beside a GPU the probe takes no measurable time from the engine; on 2 CPU cores it does)")
     ap.add_argument("--block-size", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--mem-steps", type=int, default=20_000)
@@ -338,16 +476,28 @@ def main() -> None:
     import torch
 
     app = make_app()
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "
-          f"Qt platform {app.platformName()}", flush=True)
+    import PySide6
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    print(f"torch {torch.__version__}, PySide6 {PySide6.__version__}, Python {sys.version.split()[0]}, {gpu}, "
+          f"{os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, Qt platform {app.platformName()}; "
+          f"command: {' '.join([os.path.relpath(sys.argv[0])] + sys.argv[1:])}", flush=True)
     summary = []
     if "train" not in skip:
         print("\n[1, 2] training from the window vs the headless engine", flush=True)
         t = bench_training(app, args)
-        summary.append(f"train throughput   window {t['gui']:,.0f} tok/s  headless {t['headless']:,.0f} tok/s  "
-                       f"ratio of means {t['gui'] / t['headless']:.3f}  (target >= 0.97)")
-        summary.append(f"                   paired ratios over {t['ratio_n']} rounds: mean {t['ratio_mean']:.3f} "
-                       f"± {t['ratio_se']:.3f} (standard error), median {t['ratio_median']:.3f}")
+        tk, dt = t["tok_s"], t["dt_ms"]
+        summary.append(f"train throughput   window {tk['window']:,.0f} tok/s ({dt['window']:.2f} ms/step)  "
+                       f"headless {tk['headless']:,.0f} tok/s ({dt['headless']:.2f} ms/step)  headless+history "
+                       f"{tk['headless+history']:,.0f} tok/s ({dt['headless+history']:.2f} ms/step)")
+        for key, name, target in (("r_window", "window / headless", ">= 0.97"),
+                                  ("r_history", "(headless+history) / headless", ">= 0.99"),
+                                  ("r_window_hist", "window / (headless+history)", "")):
+            v = t[key]
+            summary.append(f"  {name:<31} paired over {v['n']} rounds: mean {v['mean']:.3f} ± {v['se']:.3f} (s.e.), "
+                           f"median {v['median']:.3f}" + (f"  (target {target})" if target else ""))
+        summary.append(f"history append     median {t['hist_ms']:.3f} ms/step = {100 * t['hist_share']:.2f}% of the "
+                       f"step time (Trainer._record_step, timed in the headless+history runs; target < 1%)")
         summary.append(f"event latency      p50 {t['lat_p50']:.2f} ms  p99 {t['lat_p99']:.2f} ms  "
                        f"max {t['lat_max']:.2f} ms over {t['lat_n']:,} probes  (target p99 <= 16 ms)")
     if "paint" not in skip:
