@@ -85,10 +85,9 @@ def gpu(args) -> None:
         runs += (("readout_on_plain_loss", True),)
     for label, per_token in runs:
         # the plain (unfused) output layer + cross-entropy, to compare with fused_loss.py
-        os.environ["NANOGPT_VIZ_FUSED_LOSS"] = "0" if label.endswith("plain_loss") else "1"
         tc = TrainConfig(steps=args.warmup + args.steps, warmup_steps=10, eval_interval=0, device="cuda",
                          dtype="bfloat16", compile=True, learning_rate=6e-4, min_lr=6e-5, per_token=per_token,
-                         residual_dtype=args.residual_dtype)
+                         residual_dtype=args.residual_dtype, fused_loss=not label.endswith("plain_loss"))
         results[label] = measure(tokens, pc, mc, tc, skip=args.warmup)
         print(label, json.dumps(results[label]), flush=True)
     if args.plain_loss_too:
@@ -106,22 +105,22 @@ def gpu(args) -> None:
           f"off {results['readout_off']['mfu']:.1%} (target >= 62%; nanoGPT bench.py ~58%)")
 
 
-# engine settings compared by --variants: environment switches the trainer reads, TrainConfig fields
+# engine settings compared by --variants: TrainConfig fields (the engine options the trainer passes to GPT, the
+# compile mode), and "sdpa", the attention backend this script allows torch (experiments: torch picks cuDNN's
+# on Hopper; "flash" / "cudnn" force one)
 VARIANTS = {
-    "plain": ({"NANOGPT_VIZ_FUSED_LOSS": "0", "NANOGPT_VIZ_FAST_GELU": "0"}, {}),  # torch.compile alone
-    "noGelu": ({"NANOGPT_VIZ_FAST_GELU": "0"}, {}),  # fused loss, inductor's GELU
-    "default": ({}, {}),  # fused loss + gelu.py
-    "bf16res": ({}, {"residual_dtype": "bfloat16"}),  # the above + llm.c's bf16 residual stream
-    # experiments: the attention backend torch picks on Hopper is cuDNN's; these force the flash backend
-    # (NANOGPT_VIZ_SDPA, read here), and the compile modes (NANOGPT_VIZ_COMPILE_MODE, read by the trainer)
-    "flash": ({"NANOGPT_VIZ_SDPA": "flash"}, {}),
-    "bf16flash": ({"NANOGPT_VIZ_SDPA": "flash"}, {"residual_dtype": "bfloat16"}),
-    "cudnn": ({"NANOGPT_VIZ_SDPA": "cudnn"}, {}),
-    "bf16cudnn": ({"NANOGPT_VIZ_SDPA": "cudnn"}, {"residual_dtype": "bfloat16"}),
-    "mat": ({"NANOGPT_VIZ_COMPILE_MODE": "max-autotune-no-cudagraphs"}, {}),
-    "bf16mat": ({"NANOGPT_VIZ_COMPILE_MODE": "max-autotune-no-cudagraphs"}, {"residual_dtype": "bfloat16"}),
-    "cg": ({"NANOGPT_VIZ_COMPILE_MODE": "reduce-overhead"}, {}),
-    "bf16cg": ({"NANOGPT_VIZ_COMPILE_MODE": "reduce-overhead"}, {"residual_dtype": "bfloat16"}),
+    "plain": {"fused_loss": False, "gelu": "torch"},  # torch.compile alone
+    "noGelu": {"gelu": "torch"},  # fused loss, inductor's GELU
+    "default": {},  # fused loss + gelu.py (what the trainer picks on CUDA)
+    "bf16res": {"residual_dtype": "bfloat16"},  # the above + llm.c's bf16 residual stream
+    "flash": {"sdpa": "flash"},
+    "bf16flash": {"sdpa": "flash", "residual_dtype": "bfloat16"},
+    "cudnn": {"sdpa": "cudnn"},
+    "bf16cudnn": {"sdpa": "cudnn", "residual_dtype": "bfloat16"},
+    "mat": {"compile_mode": "max-autotune-no-cudagraphs"},
+    "bf16mat": {"compile_mode": "max-autotune-no-cudagraphs", "residual_dtype": "bfloat16"},
+    "cg": {"compile_mode": "reduce-overhead"},
+    "bf16cg": {"compile_mode": "reduce-overhead", "residual_dtype": "bfloat16"},
 }
 MEASURED_PEAK, DATASHEET_PEAK = 790e12, 989e12  # H100/H200 SXM bf16 dense: measured here, datasheet
 
@@ -144,22 +143,34 @@ def nanogpt_bench(nanogpt_dir: str, batch_size: int) -> dict:
     if res.returncode != 0 or m is None:
         raise SystemExit(f"nanoGPT bench.py failed ({res.returncode}):\n{res.stdout[-1500:]}\n{res.stderr[-3000:]}")
     ms = float(m.group(1))
-    # bench.py's MFU is against the A100's 312 TFLOP/s; the same FLOP count against the H100/H200 ceilings
-    a100 = float(m.group(2)) / 100
-    return {"ms_per_step": ms, "tokens_per_s": round(batch_size * 1024 / (ms / 1e3)),
-            "mfu": round(a100 * 312e12 / MEASURED_PEAK, 4), "mfu_datasheet": round(a100 * 312e12 / DATASHEET_PEAK, 4),
-            "wall_s": round(time.perf_counter() - t0, 1)}
+    # bench.py's own MFU is against the A100's 312 TFLOP/s; ours is the project's one formula (model.estimate_mfu,
+    # the same PaLM count as nanoGPT's) over the same model, against the H100/H200 ceilings
+    tokens = batch_size * 1024
+    return {"ms_per_step": ms, "tokens_per_s": round(tokens / (ms / 1e3)),
+            "mfu": round(_mfu(tokens, ms / 1e3, MEASURED_PEAK), 4),
+            "mfu_datasheet": round(_mfu(tokens, ms / 1e3, DATASHEET_PEAK), 4),
+            "mfu_a100_bench_py": float(m.group(2)) / 100, "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def _mfu(tokens: float, seconds: float, peak: float) -> float:
+    """GPT-2 124M (the gpt2 preset, N=1024) MFU by model.estimate_mfu."""
+    import torch
+
+    from nanogpt_viz.engine.model import GPT, estimate_mfu, flops_per_token
+
+    mc = MODEL_PRESETS["gpt2"]
+    with torch.device("meta"):  # the parameter count only
+        n = GPT(mc).get_num_params()
+    return estimate_mfu(flops_per_token(mc, n), tokens, seconds, peak)
 
 
 def _set_variant(name: str) -> dict:
-    env, fields = VARIANTS[name]
-    for key in {k for e, _ in VARIANTS.values() for k in e}:
-        os.environ.pop(key, None)
-    os.environ.update(env)
+    """The variant's TrainConfig fields; its attention backend is set here (torch.backends, process-wide)."""
+    fields = dict(VARIANTS[name])
+    sdpa = fields.pop("sdpa", "")
     import torch
 
     torch._dynamo.reset()  # each variant traces afresh (the SDPA backend is chosen when tracing)
-    sdpa = os.environ.get("NANOGPT_VIZ_SDPA", "")
     torch.backends.cuda.enable_cudnn_sdp(sdpa != "flash")
     torch.backends.cuda.enable_flash_sdp(sdpa != "cudnn")
     torch.backends.cuda.enable_mem_efficient_sdp(sdpa == "")

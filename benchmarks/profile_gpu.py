@@ -112,8 +112,7 @@ def check_fused(bt: int) -> None:
     idx = torch.randint(0, 50257, (8, 1024), device="cuda")
     for fused in (False, True):
         torch.manual_seed(0)
-        m = GPT(MODEL_PRESETS["gpt2"].with_(dropout=0.0)).cuda()
-        m.fused_loss = fused
+        m = GPT(MODEL_PRESETS["gpt2"].with_(dropout=0.0), fused_loss=fused).cuda()
         with torch.autocast("cuda", dtype=torch.bfloat16):
             _, loss, per_token = m(idx[:, :-1], idx[:, 1:], return_logits=False)
         loss.backward()

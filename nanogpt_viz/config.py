@@ -166,6 +166,9 @@ RESIDUAL_DTYPES = ("float32", "bfloat16")
 # how a validation pass picks its batches (evaluation.py): as nanoGPT, build-nanogpt or llm.c do, or
 # every val target once
 EVAL_PROTOCOLS = ("nanogpt", "build-nanogpt", "llmc", "whole")
+# the MLP's GELU op (engine/model.py GELU_OPS): torch's nn.GELU, or kernels/gelu.py's with its output kept
+GELU_OPTIONS = ("torch", "kept")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass(frozen=True)
@@ -200,6 +203,12 @@ class TrainConfig(_Record):
     # The experiment of the classic accumulation bug: False sums the K micro-batch losses without dividing
     # by K, so every gradient is K times too large (and clipping, if on, fires every step)
     divide_by_k: bool = True
+    # Engine options (how the step computes, not what: the model's GPT(fused_loss=, gelu=) arguments and
+    # torch.compile's mode). None / "auto": the fast path where its Triton kernels run (CUDA), the plain
+    # path elsewhere; benchmarks/engine.py sets them to compare variants.
+    fused_loss: bool | None = None
+    gelu: str = "auto"  # "auto", or one of GELU_OPTIONS
+    compile_mode: str | None = None  # torch.compile(mode=...): None is its default
 
     def problems(self) -> list[str]:
         out = []
@@ -242,6 +251,10 @@ class TrainConfig(_Record):
             out.append(f"residual dtype must be one of {', '.join(RESIDUAL_DTYPES)}")
         elif self.residual_dtype == "bfloat16" and self.dtype not in ("auto", "bfloat16"):
             out.append("a bfloat16 residual stream needs bfloat16 training (dtype bfloat16 or auto)")
+        if self.gelu not in ("auto", *GELU_OPTIONS):
+            out.append(f"gelu must be one of auto, {', '.join(GELU_OPTIONS)} (got {self.gelu!r})")
+        if self.compile_mode is not None and self.compile_mode not in COMPILE_MODES:
+            out.append(f"compile mode must be one of {', '.join(COMPILE_MODES)} (got {self.compile_mode!r})")
         return out
 
 
@@ -249,5 +262,5 @@ class TrainConfig(_Record):
 __all__ = [
     "SAMPLING_MODES", "LOADER_MODES", "SAMPLING_LABELS", "SAMPLING_HELP", "DEFAULT_SEEDS", "DEFAULT_SEED", "SEED_MAX", "SPLITS", "GPT2_VOCAB_SIZE", "GPT2_PADDED_VOCAB",
     "PlanConfig", "PLAN_PRESETS", "ModelConfig", "MODEL_PRESETS", "DEVICES", "DTYPES", "RESIDUAL_DTYPES",
-    "EVAL_PROTOCOLS", "TrainConfig",
+    "EVAL_PROTOCOLS", "GELU_OPTIONS", "COMPILE_MODES", "TrainConfig",
 ]

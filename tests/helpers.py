@@ -4,24 +4,24 @@ import torch
 from nanogpt_viz.engine.model import GPT
 
 
-def twin_runs(config, change, idx, targets, autocast: bool, **forward_kw):
-    """One forward + backward of a GPT and of an identical copy after change(copy).
+def twin_runs(config, options, idx, targets, autocast: bool, **forward_kw):
+    """One forward + backward of a GPT and of a copy with the same weights built with GPT(config, **options).
 
     Returns [(loss, per_token, {name: grad}, logits), ...] for the original, then the copy; bf16 autocast
     on the CPU when autocast is true.
     """
     torch.manual_seed(0)
     first = GPT(config)
-    second = GPT(config)
+    second = GPT(config, **options)
     second.load_state_dict(first.state_dict())
-    change(second)
     out = []
     for m in (first, second):
         ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else torch.autocast("cpu", enabled=False)
         with ctx:
-            logits, loss, per_token = m(idx, targets, **forward_kw)
-        loss.backward()
-        out.append((loss.detach(), per_token.detach(), {n: p.grad for n, p in m.named_parameters()}, logits))
+            res = m(idx, targets, **forward_kw)
+        res.loss.backward()
+        out.append((res.loss.detach(), res.per_token.detach(), {n: p.grad for n, p in m.named_parameters()},
+                    res.logits))
     return out
 
 

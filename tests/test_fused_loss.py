@@ -50,7 +50,7 @@ def test_model_with_fused_loss_trains_like_the_plain_path(autocast):
     idx = torch.randint(0, 128, (3, 16))
     targets = torch.randint(0, 128, (3, 16))
     targets[0, :4] = -1
-    out = twin_runs(TINY, lambda m: m.set_kernels(fused_loss=True), idx, targets, autocast, return_logits=False)
+    out = twin_runs(TINY, {"fused_loss": True}, idx, targets, autocast, return_logits=False)
     (l1, pt1, g1, _), (l2, pt2, g2, logits) = out
     assert logits is None and pt2.dtype == torch.float32 and pt2.shape == (3, 16)
     tol = dict(rtol=2e-2, atol=2e-3) if autocast else dict(rtol=1e-5, atol=1e-6)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from nanogpt_viz.config import ModelConfig
 from nanogpt_viz.engine.kernels.gelu import gelu, gelu_reference
+from nanogpt_viz.engine.model import GPT
 from helpers import twin_runs
 
 TINY = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=128, dropout=0.0, bias=False)
@@ -67,12 +68,10 @@ def test_op_is_exact_gelu_values_and_gradients(device):
 
 @pytest.mark.parametrize("autocast", [False, True])
 def test_model_with_the_gelu_op_trains_like_nn_gelu(autocast):
-    def use_op(model):
-        model.set_kernels(keep_gelu=True)
-        assert all(b.mlp.keep_gelu for b in model.transformer.h)
-
+    assert all(b.mlp.keep_gelu for b in GPT(TINY, gelu="kept").transformer.h)
+    assert not any(b.mlp.keep_gelu for b in GPT(TINY).transformer.h)
     idx, targets = torch.randint(0, 128, (3, 16)), torch.randint(0, 128, (3, 16))
-    (l1, _, g1, _), (l2, _, g2, _) = twin_runs(TINY, use_op, idx, targets, autocast)
+    (l1, _, g1, _), (l2, _, g2, _) = twin_runs(TINY, {"gelu": "kept"}, idx, targets, autocast)
     torch.testing.assert_close(l2, l1, rtol=0, atol=0)
     for name in g1:
         torch.testing.assert_close(g2[name], g1[name], rtol=0, atol=0, msg=lambda m, n=name: f"{n}: {m}")

@@ -37,3 +37,4 @@ def test_cuda_reports_both_with_the_ceilings_ratio():
         pytest.skip(f"no ceiling known for {name}")
     for r in _reports("cuda"):
         assert r.mfu_datasheet == pytest.approx(r.mfu * measured / datasheet)
+        assert r.peak_flops == measured and r.datasheet_peak_flops == datasheet

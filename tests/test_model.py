@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from nanogpt_viz.config import MODEL_PRESETS, ModelConfig
-from nanogpt_viz.engine.model import GPT, build_model, flops_per_token
+from nanogpt_viz.engine.model import GPT, GPTOutput, build_model, estimate_mfu, flops_per_token
 
 TINY = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=128, dropout=0.0, bias=True)
 
@@ -78,8 +78,8 @@ def test_forward_shapes_and_per_token():
     model = GPT(TINY)
     idx = torch.randint(0, 128, (3, 16))
     targets = torch.randint(0, 128, (3, 16))
-    logits, loss = model(idx)
-    assert logits.shape == (3, 1, 128) and loss is None
+    logits, loss, per_token = model(idx)
+    assert logits.shape == (3, 1, 128) and loss is None and per_token is None
     logits, loss, per_token = model(idx, targets)
     assert logits.shape == (3, 16, 128)
     assert per_token.shape == (3, 16) and per_token.dtype == torch.float32
@@ -158,16 +158,43 @@ def test_gradient_accumulation_matches_big_batch():
         assert torch.allclose(p.grad, big[n], atol=1e-6, rtol=1e-4), n
 
 
-def test_configure_optimizers_groups():
-    model = GPT(TINY)
+def _nanogpt_groups(model, weight_decay):
+    """nanoGPT's configure_optimizers grouping, as its model.py writes it (by name, requires_grad only)."""
+    param_dict = {pn: p for pn, p in model.named_parameters()}
+    param_dict = {pn: p for pn, p in param_dict.items() if p.requires_grad}
+    decay_params = [p for n, p in param_dict.items() if p.dim() >= 2]
+    nodecay_params = [p for n, p in param_dict.items() if p.dim() < 2]
+    return [{"params": decay_params, "weight_decay": weight_decay}, {"params": nodecay_params, "weight_decay": 0.0}]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_configure_optimizers_groups_are_nanogpts(bias):
+    """The one optimizer builder: nanoGPT's two groups (decay on dim >= 2, in its order), lr and betas; fused
+    where torch has the kernel for the device (the trainer's found_inf needs it)."""
+    model = GPT(TINY.with_(bias=bias))
     opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
-    decay, no_decay = opt.param_groups
-    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
-    assert all(p.dim() >= 2 for p in decay["params"])
-    assert all(p.dim() < 2 for p in no_decay["params"])
+    ref = _nanogpt_groups(model, 0.1)
+    assert len(opt.param_groups) == 2
+    for ours, theirs in zip(opt.param_groups, ref):
+        assert [id(p) for p in ours["params"]] == [id(p) for p in theirs["params"]]
+        assert ours["weight_decay"] == theirs["weight_decay"]
+        assert ours["lr"] == 1e-3 and ours["betas"] == (0.9, 0.95)
     n = sum(p.numel() for g in opt.param_groups for p in g["params"])
     assert n == model.get_num_params(non_embedding=False)
-    assert not opt.defaults.get("fused")
+    from nanogpt_viz.engine.model import fused_adamw_available
+
+    assert bool(opt.defaults.get("fused")) == fused_adamw_available("cpu")
+    assert isinstance(opt, torch.optim.AdamW)
+
+
+def test_trainer_uses_the_one_optimizer_builder():
+    """No second AdamW in the engine: the trainer's optimizer is GPT.configure_optimizers's."""
+    import inspect
+
+    from nanogpt_viz.engine import trainer
+
+    src = inspect.getsource(trainer)
+    assert "torch.optim.AdamW(" not in src and "configure_optimizers(" in src
 
 
 def test_generate_length_and_context_crop():
@@ -198,9 +225,10 @@ def test_mfu_and_flops():
     fpt = flops_per_token(cfg, n)
     assert fpt == 6 * n + 12 * 12 * 12 * 64 * 1024
     model = GPT(TINY)
-    mfu = model.estimate_mfu(fwdbwd_per_iter=8, dt=0.5, peak_flops=1e12)
-    expected = flops_per_token(TINY, model.get_num_params()) * 16 * 8 / 0.5 / 1e12
-    assert mfu == pytest.approx(expected)
+    fpt = flops_per_token(TINY, model.get_num_params())
+    # 8 full-length rows (16 tokens each) in 0.5 s against a 1 TFLOP/s ceiling
+    assert estimate_mfu(fpt, 8 * 16, 0.5, 1e12) == pytest.approx(fpt * 16 * 8 / 0.5 / 1e12)
+    assert not hasattr(GPT, "estimate_mfu")  # one MFU formula: model.estimate_mfu, used by trainer and benchmarks
 
 
 def test_build_model_presets_and_overrides():
@@ -214,3 +242,54 @@ def test_build_model_presets_and_overrides():
         build_model("tiny", n_head=3)  # 64 % 3 != 0
     with pytest.raises(ValueError):
         build_model("tiny", colour="red")
+
+
+def test_forward_always_returns_one_shape():
+    """GPTOutput(logits, loss, per_token) with and without targets; None marks what was not computed."""
+    torch.manual_seed(0)
+    idx = torch.randint(0, 128, (2, 16))
+    for options in ({}, {"fused_loss": True, "gelu": "kept"}):
+        model = GPT(TINY, **options)
+        for out, have in ((model(idx), (True, False, False)), (model(idx, idx), (True, True, True)),
+                          (model(idx, idx, return_logits=False), (False, True, True)),
+                          (model(idx, idx, reduction="sum"), (True, True, True))):
+            assert isinstance(out, GPTOutput) and len(out) == 3
+            assert tuple(v is not None for v in out) == have
+        assert model(idx).logits.shape == (2, 1, 128)
+        out = model(idx, idx, return_logits=False)
+        assert out.loss.shape == () and out.per_token.shape == (2, 16)
+
+
+def test_engine_options_are_constructor_arguments_and_keep_nanogpts_state_dict():
+    torch.manual_seed(0)
+    plain = GPT(TINY)
+    fast = GPT(TINY, fused_loss=True, gelu="kept", residual_dtype="bfloat16")
+    assert fast.options == {"fused_loss": True, "gelu": "kept", "residual_dtype": torch.bfloat16}
+    assert plain.options == {"fused_loss": False, "gelu": "torch", "residual_dtype": None}
+    assert GPT(TINY, residual_dtype=torch.bfloat16).residual_dtype == torch.bfloat16
+    assert all(b.mlp.keep_gelu for b in fast.transformer.h)
+    # the same names and shapes: a fast-path model's weights load into a plain one (and into nanoGPT's)
+    assert {k: v.shape for k, v in fast.state_dict().items()} == {k: v.shape for k, v in plain.state_dict().items()}
+    plain.load_state_dict(fast.state_dict())
+    with pytest.raises(ValueError, match="gelu"):
+        GPT(TINY, gelu="tanh")
+    with pytest.raises(ValueError, match="residual_dtype"):
+        GPT(TINY, residual_dtype="int8")
+    assert not hasattr(GPT, "set_kernels")
+    assert build_model(TINY, options={"gelu": "kept"}).gelu == "kept"
+
+
+def test_no_environment_switches_in_the_engine():
+    """Engine options come from constructor arguments and TrainConfig, never from environment variables."""
+    from pathlib import Path
+
+    import nanogpt_viz.engine as engine
+
+    root = Path(engine.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        src = path.read_text()
+        assert "NANOGPT_VIZ_" not in src, path
+        for line in src.splitlines():
+            if "os.environ" in line or "os.getenv" in line:
+                # the one allowed use: torchrun's RANK / LOCAL_RANK / WORLD_SIZE (DistInfo.from_env)
+                assert any(k in line for k in ("RANK", "WORLD_SIZE")), f"{path.name}: {line.strip()}"

@@ -319,3 +319,47 @@ def test_forgetting_to_divide_by_k_makes_the_gradient_k_times_larger(tmp_path):
         assert np.isfinite(reps[0].loss)
     assert norms[False] == pytest.approx(K * norms[True], rel=1e-4)
     assert norms[True] > 1.0  # so with grad_clip=1.0 the clip was active in both runs
+
+
+def test_engine_options_come_from_the_train_config():
+    """The trainer builds GPT with the options its TrainConfig says: on the CPU "auto" is the plain path (the fused
+    ops would run as slower torch operations there); set explicitly, the options reach the model and train with the
+    same numbers (same weights and data: the fused loss and kept GELU compute the same functions)."""
+    pc = PlanConfig(block_size=16, batch_size=4)
+    t = tokens(2_000)
+    losses = {}
+    for name, extra in (("auto", {}), ("fast", dict(fused_loss=True, gelu="kept"))):
+        tr = Trainer(t, None, pc, MODEL_PRESETS["tiny"].with_(block_size=16),
+                     TrainConfig(steps=3, eval_interval=0, device="cpu", compile=False, **extra))
+        reports, end = run(tr)
+        assert end.reason == "finished"
+        want = {"fused_loss": False, "gelu": "torch"} if name == "auto" else {"fused_loss": True, "gelu": "kept"}
+        assert {k: tr.raw_model.options[k] for k in want} == want
+        assert tr.raw_model.residual_dtype is None
+        losses[name] = [r.loss for r in reports]
+    np.testing.assert_allclose(losses["fast"], losses["auto"], rtol=1e-5)
+    bad = TrainConfig(gelu="tanh", compile_mode="fastest").problems()
+    assert any("gelu" in p for p in bad) and any("compile mode" in p for p in bad)
+
+
+def test_mfu_line_says_which_ceilings():
+    """train --json / metrics.jsonl: mfu and mfu_datasheet come with the ceilings they are fractions of (TFLOP/s);
+    the trainer's MFU is model.estimate_mfu of the step's tokens and time."""
+    import dataclasses
+
+    from nanogpt_viz.engine.model import estimate_mfu
+    from nanogpt_viz.run.record import metric_record
+
+    tr = Trainer(tokens(), None, PlanConfig(block_size=16, batch_size=4), TINY,
+                 TrainConfig(steps=1, eval_interval=0, device="cpu", compile=False))
+    (rep,), _ = run(tr)
+    rec = metric_record(rep)
+    assert rec["mfu"] is None and "mfu_peak_tflops" not in rec  # CPU: no ceiling known
+    fpt, tok = tr.flops_per_token, tr.plan.tokens_per_step
+    mfu = estimate_mfu(fpt, tok, rep.dt, 790e12)
+    rep = dataclasses.replace(rep, mfu=mfu, mfu_datasheet=estimate_mfu(fpt, tok, rep.dt, 989e12), peak_flops=790e12,
+                              datasheet_peak_flops=989e12)
+    rec = metric_record(rep)
+    assert rec["mfu_peak_tflops"] == 790 and rec["mfu_datasheet_peak_tflops"] == 989
+    assert rec["mfu"] == pytest.approx(fpt * tok / rep.dt / 790e12)
+    assert rec["mfu_datasheet"] == pytest.approx(rec["mfu"] * 790 / 989)

@@ -2,18 +2,23 @@
 
 Parameter names and shapes match nanoGPT's `model.py` one for one, so a state
 dict moves between the two programs unchanged (see checkpoint.py). Differences
-are only in what `forward` hands back: with targets it also returns the
-per-token loss, which the GUI paints over the batch grid.
+are only in what `forward` hands back (a `GPTOutput`: logits, loss and the
+per-token loss, which the GUI paints over the batch grid) and in how training
+may compute: the engine options are constructor arguments,
+
+    GPT(config, fused_loss=False, gelu="torch", residual_dtype=None)
+
+none of which changes a parameter name or shape (nanoGPT's model.py loads the
+state dict whatever they are).
 
 Shapes: B batch rows, T sequence length (<= block_size), C n_embd,
 V vocab_size, nh n_head, hs head size (C // nh).
 """
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import fields
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -24,6 +29,25 @@ from nanogpt_viz.engine.kernels.fused_loss import linear_cross_entropy
 from nanogpt_viz.engine.kernels.gelu import gelu as gelu_op
 
 _CONFIG_FIELDS = tuple(f.name for f in fields(ModelConfig))
+
+# The MLP's GELU: "torch" is nn.GELU() (inductor fuses it and recomputes it in backward), "kept" is
+# kernels/gelu.py's op (the same exact GELU; Triton kernels on CUDA, its output kept for backward).
+GELU_OPS = ("torch", "kept")
+_RESIDUAL_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class GPTOutput(NamedTuple):
+    """What GPT.forward returns, always this shape; a field is None when it was not computed.
+
+    logits:    (B, T, V) with targets (None with return_logits=False), (B, 1, V) without (the last
+               position only, for generation); in the compute dtype (bf16 under autocast)
+    loss:      scalar float32 with targets (mean over non-ignored targets, or their sum), else None
+    per_token: (B, T) float32 cross-entropy with targets (0 at ignored positions), else None
+    """
+
+    logits: torch.Tensor | None
+    loss: torch.Tensor | None
+    per_token: torch.Tensor | None
 
 
 class LayerNorm(nn.Module):
@@ -71,13 +95,15 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, gelu: str = "torch"):
         super().__init__()
+        if gelu not in GELU_OPS:
+            raise ValueError(f"gelu must be one of {', '.join(GELU_OPS)} (got {gelu!r})")
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.gelu = nn.GELU()
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
-        self.keep_gelu = False  # gelu.py's op instead of nn.GELU (GPT.set_kernels)
+        self.keep_gelu = gelu == "kept"  # gelu.py's op instead of nn.GELU
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.c_fc(x)  # (B, T, 4C)
@@ -88,12 +114,12 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, gelu: str = "torch"):
         super().__init__()
         self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
         self.attn = CausalSelfAttention(config)
         self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
-        self.mlp = MLP(config)
+        self.mlp = MLP(config, gelu)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x))
@@ -118,24 +144,41 @@ def _as_model_config(config: Any) -> ModelConfig:
 
 
 class GPT(nn.Module):
-    def __init__(self, config: ModelConfig):
+    """GPT-2 (nanoGPT's). The keyword options choose how training computes, never the parameters:
+
+    fused_loss: with targets and return_logits=False, the output layer and the per-token cross-entropy as
+        one op (kernels/fused_loss.py: a Triton row kernel on CUDA, torch operations elsewhere); same
+        numbers as the plain path, without a (B*T, V) logits matrix kept apart from its gradient.
+    gelu: "torch" (nn.GELU()) or "kept" (kernels/gelu.py: exact GELU with its output kept for backward;
+        Triton kernels on CUDA). Both compute nanoGPT's exact (erf) GELU.
+    residual_dtype: carry the residual stream between blocks in this dtype (torch.bfloat16 or
+        "bfloat16" is what llm.c does); None keeps what the embeddings give (float32), as nanoGPT.
+    """
+
+    def __init__(self, config: ModelConfig, *, fused_loss: bool = False, gelu: str = "torch",
+                 residual_dtype: torch.dtype | str | None = None):
         super().__init__()
         config = _as_model_config(config)
         problems = config.problems()
         if problems:
             raise ValueError("Invalid model configuration: " + "; ".join(problems) + ".")
+        if gelu not in GELU_OPS:
+            raise ValueError(f"gelu must be one of {', '.join(GELU_OPS)} (got {gelu!r})")
+        if isinstance(residual_dtype, str):
+            if residual_dtype not in _RESIDUAL_DTYPES:
+                raise ValueError(f"residual_dtype must be one of {', '.join(_RESIDUAL_DTYPES)} or None "
+                                 f"(got {residual_dtype!r})")
+            residual_dtype = _RESIDUAL_DTYPES[residual_dtype]
         self.config = config
-        # training loss through fused_loss.linear_cross_entropy (set by the trainer on CUDA)
-        self.fused_loss = False
-        # dtype the residual stream is carried in between blocks; None: what the embeddings give
-        # (float32, as nanoGPT). See set_kernels.
-        self.residual_dtype: torch.dtype | None = None
+        self.fused_loss = bool(fused_loss)
+        self.gelu = gelu
+        self.residual_dtype: torch.dtype | None = residual_dtype
 
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.n_embd),   # token embeddings
             wpe=nn.Embedding(config.block_size, config.n_embd),   # learned position embeddings
             drop=nn.Dropout(config.dropout),
-            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            h=nn.ModuleList([Block(config, gelu) for _ in range(config.n_layer)]),
             ln_f=LayerNorm(config.n_embd, bias=config.bias),
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
@@ -159,22 +202,10 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def set_kernels(self, *, fused_loss: bool | None = None, keep_gelu: bool | None = None,
-                    residual_dtype: torch.dtype | None | str = "unchanged") -> None:
-        """Choose how training computes (None / "unchanged" leaves a setting as it is).
-
-        fused_loss: output layer + cross-entropy as one op (fused_loss.py).
-        keep_gelu: keep each MLP's GELU output for backward instead of recomputing it.
-        residual_dtype: carry the residual stream in this dtype (torch.bfloat16 is what llm.c
-            does); None carries it in the embeddings' dtype (float32), as nanoGPT does.
-        """
-        if fused_loss is not None:
-            self.fused_loss = bool(fused_loss)
-        if keep_gelu is not None:
-            for block in self.transformer.h:
-                block.mlp.keep_gelu = bool(keep_gelu)
-        if residual_dtype != "unchanged":
-            self.residual_dtype = residual_dtype
+    @property
+    def options(self) -> dict[str, Any]:
+        """The engine options this model was built with (the constructor's keyword arguments)."""
+        return {"fused_loss": self.fused_loss, "gelu": self.gelu, "residual_dtype": self.residual_dtype}
 
     def get_num_params(self, non_embedding: bool = True) -> int:
         """Parameter count. The tied wte/lm_head matrix counts once (parameters() dedups it).
@@ -188,23 +219,22 @@ class GPT(nn.Module):
         return n
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                reduction: str = "mean", return_logits: bool = True):
-        """Run the model.
+                reduction: str = "mean", return_logits: bool = True) -> GPTOutput:
+        """Run the model; always a GPTOutput(logits, loss, per_token), None where not computed.
 
         idx: (B, T) int64 token ids, T <= block_size.
 
         targets None (inference):
-            returns (logits, None) with logits (B, 1, V) for the last position only.
+            GPTOutput(logits (B, 1, V) for the last position only, None, None).
         targets given, (B, T) int64, -1 marks positions to ignore:
-            returns (logits, loss, per_token)
-              logits    (B, T, V) in the compute dtype (bf16 under autocast)
-              per_token (B, T) float32 cross-entropy, 0 at ignored positions
-              loss      scalar float32: per_token averaged over non-ignored
-                        positions (reduction="mean", what nanoGPT returns) or
-                        summed (reduction="sum")
-              return_logits=False gives None in place of the logits: training does not
-              need them, and under torch.compile the (B, T, V) float32 copy for the
-              cross-entropy then never has to be written to memory.
+            logits    (B, T, V) in the compute dtype (bf16 under autocast)
+            per_token (B, T) float32 cross-entropy, 0 at ignored positions
+            loss      scalar float32: per_token averaged over non-ignored
+                      positions (reduction="mean", what nanoGPT returns) or
+                      summed (reduction="sum")
+            return_logits=False gives None in place of the logits: training does not
+            need them, and under torch.compile the (B, T, V) float32 copy for the
+            cross-entropy then never has to be written to memory.
         """
         device = idx.device
         B, T = idx.size()
@@ -228,7 +258,7 @@ class GPT(nn.Module):
             # Generation only needs the next-token distribution; skipping the
             # other T-1 positions saves a (B, T, V) matmul.
             logits = self.lm_head(x[:, [-1], :])  # (B, 1, V); the list index keeps the T axis
-            return logits, None
+            return GPTOutput(logits, None, None)
 
         if self.fused_loss and not return_logits:
             # the same numbers without the (B*T, V) logits kept apart from their gradient
@@ -252,7 +282,7 @@ class GPT(nn.Module):
             # mean over real targets, which is what reduction='mean' would give
             n_real = (targets != -1).sum()
             loss = per_token.sum() / n_real  # nan when every target is ignored, as in F.cross_entropy
-        return (logits if return_logits else None), loss, per_token
+        return GPTOutput(logits if return_logits else None, loss, per_token)
 
     def crop_block_size(self, block_size: int) -> None:
         """Shrink the context length (e.g. load GPT-2 at 1024, fine-tune at 256)."""
@@ -266,32 +296,20 @@ class GPT(nn.Module):
 
     def configure_optimizers(self, weight_decay: float, learning_rate: float,
                              betas: tuple[float, float], device_type: str) -> torch.optim.AdamW:
-        """AdamW with weight decay on matrices (matmul weights, embeddings) only.
+        """nanoGPT's AdamW, the one optimizer builder of the project (the trainer uses it too).
 
-        Biases and LayerNorm gains (dim < 2) are not decayed: shrinking them
-        towards 0 has no regularising meaning.
+        Two groups, in this order: every parameter of dim >= 2 (matmul weights, embeddings) with
+        `weight_decay`, the rest (biases, LayerNorm gains) with none; shrinking those towards 0 has no
+        regularising meaning. Fused (the whole update in one launch, and `found_inf` honoured on the
+        device) wherever torch has the fused kernel for `device_type`.
         """
-        params = {n: p for n, p in self.named_parameters() if p.requires_grad}
-        decay = [p for p in params.values() if p.dim() >= 2]
-        no_decay = [p for p in params.values() if p.dim() < 2]
+        params = [p for p in self.parameters() if p.requires_grad]
         groups = [
-            {"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
         ]
-        # The fused CUDA kernel does the whole update in one launch.
-        fused_ok = "fused" in inspect.signature(torch.optim.AdamW).parameters
-        extra = {"fused": True} if (fused_ok and device_type == "cuda") else {}
+        extra = {"fused": True} if fused_adamw_available(device_type) else {}
         return torch.optim.AdamW(groups, lr=learning_rate, betas=tuple(betas), **extra)
-
-    def estimate_mfu(self, fwdbwd_per_iter: int, dt: float, peak_flops: float = 312e12) -> float:
-        """Model FLOPs utilisation: achieved FLOP/s over `peak_flops`.
-
-        fwdbwd_per_iter: full-length sequences processed per iteration (rows);
-        dt: seconds per iteration. Default peak is A100 bf16 (312 TFLOP/s), as nanoGPT.
-        """
-        per_token = flops_per_token(self.config, self.get_num_params())
-        flops_per_iter = per_token * self.config.block_size * fwdbwd_per_iter
-        return (flops_per_iter / dt) / peak_flops
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
@@ -304,7 +322,7 @@ class GPT(nn.Module):
         for _ in range(max_new_tokens):
             # the model has only block_size positions: keep the most recent ones
             idx_cond = idx if idx.size(1) <= self.config.block_size else idx[:, -self.config.block_size:]
-            logits, _ = self(idx_cond)
+            logits = self(idx_cond).logits  # (B, 1, V)
             logits = logits[:, -1, :].float()  # (B, V)
             if temperature <= 0:
                 idx_next = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
@@ -319,6 +337,16 @@ class GPT(nn.Module):
         return idx
 
 
+def fused_adamw_available(device_type: str) -> bool:
+    """Whether torch's AdamW has its fused kernel for this device type (CUDA; CPU and MPS on newer torch)."""
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        return device_type in _get_fused_kernels_supported_devices()
+    except ImportError:  # pragma: no cover - older torch: nanoGPT's rule
+        return device_type == "cuda"
+
+
 def flops_per_token(cfg: ModelConfig, non_embedding_params: int) -> float:
     """Training FLOPs (forward + backward) per token, PaLM appendix B.
 
@@ -330,8 +358,36 @@ def flops_per_token(cfg: ModelConfig, non_embedding_params: int) -> float:
     return float(6 * non_embedding_params + 12 * L * H * Q * T)
 
 
-def build_model(preset_or_config: str | ModelConfig | dict, **overrides: Any) -> GPT:
-    """GPT from a MODEL_PRESETS name, a ModelConfig or a dict, with field overrides.
+# Dense bf16 ceilings for MFU, by a substring of the device name. Measured: the bf16 matmul rate measured on
+# this project's H200 machines (about 790 TFLOP/s, H100 taken as the same chip); datasheet: the vendors'
+# H100/H200 SXM bf16 dense figure (989). A100: its datasheet (312, nanoGPT's figure) in both.
+PEAK_FLOPS = (("H200", 790e12), ("H100", 790e12), ("A100", 312e12))
+DATASHEET_PEAK_FLOPS = (("H200", 989e12), ("H100", 989e12), ("A100", 312e12))
+
+
+def peak_flops_for(device: str, name: str, datasheet: bool = False) -> float | None:
+    """The device's dense bf16 ceiling: the measured one (PEAK_FLOPS) or the datasheet's; None unknown."""
+    if device != "cuda":
+        return None
+    for key, flops in (DATASHEET_PEAK_FLOPS if datasheet else PEAK_FLOPS):
+        if key in name:
+            return flops
+    return None
+
+
+def estimate_mfu(flops_per_token: float, tokens: float, seconds: float, peak_flops: float) -> float:
+    """Model FLOPs utilisation, the project's one formula: flops per token x tokens / seconds / peak.
+
+    flops_per_token: flops_per_token(config, non-embedding params) (PaLM's count, nanoGPT's estimate_mfu);
+    tokens: tokens one device processed in `seconds`; peak_flops: that device's ceiling (peak_flops_for).
+    """
+    return flops_per_token * tokens / seconds / peak_flops
+
+
+def build_model(preset_or_config: str | ModelConfig | dict, *, options: dict[str, Any] | None = None,
+                **overrides: Any) -> GPT:
+    """GPT from a MODEL_PRESETS name, a ModelConfig or a dict, with field overrides; `options` are GPT's
+    engine keyword arguments (fused_loss, gelu, residual_dtype).
 
     build_model("tiny", vocab_size=128, dropout=0.1)
     """
@@ -345,7 +401,9 @@ def build_model(preset_or_config: str | ModelConfig | dict, **overrides: Any) ->
     unknown = sorted(set(overrides) - set(_CONFIG_FIELDS))
     if unknown:
         raise ValueError(f"Unknown model setting(s): {', '.join(unknown)}.")
-    return GPT(cfg.with_(**overrides))
+    return GPT(cfg.with_(**overrides), **(options or {}))
 
 
-__all__ = ["LayerNorm", "CausalSelfAttention", "MLP", "Block", "GPT", "flops_per_token", "build_model"]
+__all__ = ["LayerNorm", "CausalSelfAttention", "MLP", "Block", "GPT", "GPTOutput", "GELU_OPS", "flops_per_token",
+           "fused_adamw_available", "PEAK_FLOPS", "DATASHEET_PEAK_FLOPS", "peak_flops_for", "estimate_mfu",
+           "build_model"]

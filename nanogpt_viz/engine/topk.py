@@ -57,7 +57,7 @@ def top_k_at(model: Any, tokens: Any, position: int, k: int = 10, context_start:
     model.eval()
     try:
         x = torch.from_numpy(ctx[None, :-1]).to(device)
-        logits, _ = model(x)  # (1, 1, V): the last position only
+        logits = model(x).logits  # (1, 1, V): the last position only
     finally:
         model.train(was_training)
     logp = torch.log_softmax(logits[0, -1].float(), dim=-1)  # (V,)

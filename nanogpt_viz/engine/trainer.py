@@ -37,11 +37,9 @@ from nanogpt_viz.run.record import DEFAULT_HISTORY_BUDGET, EndReason
 from nanogpt_viz.data.evaluation import (WHOLE_MAX_TARGETS, WHOLE_MAX_TARGETS_CPU, EvalPlan, EvalResult, eval_plan,
                                     resolve_protocol)
 
-# Dense bf16 ceilings used for MFU. H100/H200: the measured matmul ceiling on this project's H200
-# (about 790 TFLOP/s), not the datasheet's 989. A100: datasheet (nanoGPT's figure).
-PEAK_FLOPS = (("H200", 790e12), ("H100", 790e12), ("A100", 312e12))
-# The vendors' datasheet figures (bf16 dense; H100/H200 SXM), for StepReport.mfu_datasheet
-DATASHEET_PEAK_FLOPS = (("H200", 989e12), ("H100", 989e12), ("A100", 312e12))
+# MFU: one formula and one table of ceilings, in model.py (re-exported here)
+from nanogpt_viz.engine.model import (DATASHEET_PEAK_FLOPS, PEAK_FLOPS, estimate_mfu,  # noqa: E402
+                                      flops_per_token, peak_flops_for)
 
 
 HISTORY_MAX = 100_000  # loss-history entries kept for checkpoints
@@ -88,7 +86,7 @@ class StepReport:
     loss: float  # mean over every prediction of the step (all micro-batches, all ranks)
     grad_norm: float
     tokens_per_s: float  # all ranks together
-    mfu: float | None  # fraction of the device's peak bf16 FLOP/s, None when unknown (CPU)
+    mfu: float | None  # fraction of the device's measured bf16 ceiling (peak_flops), None when unknown (CPU)
     dt: float  # seconds for this step
     starts: np.ndarray  # (K, W, B) the plan's row starts for this step
     per_token: np.ndarray | None  # (K, len(ranks), B, N) float32 losses of the rows trained here
@@ -102,6 +100,8 @@ class StepReport:
     val_tokens: int = 0  # distinct val targets that evaluation covered
     train_loss_est: float | None = None  # the nanogpt protocol's train-split estimate, beside val
     mfu_datasheet: float | None = None  # as mfu, against the datasheet's peak (DATASHEET_PEAK_FLOPS)
+    peak_flops: float | None = None  # the ceilings mfu and mfu_datasheet are fractions of (FLOP/s)
+    datasheet_peak_flops: float | None = None
     # Bits per byte (GPT-2-token corpora): the step's mean loss x its targets / the bytes those targets
     # stand for / ln 2, the bytes counted on this process's rows (every row in one process; under torchrun
     # the all-ranks mean loss over rank 0's bytes, see the README). val_bpb: the val loss's own targets.
@@ -276,16 +276,6 @@ def resolve_dtype(device: str, requested: str = "auto") -> str:
     return "float32"
 
 
-def peak_flops_for(device: str, name: str, datasheet: bool = False) -> float | None:
-    """The device's dense bf16 ceiling: the measured one (PEAK_FLOPS) or the datasheet's; None unknown."""
-    if device != "cuda":
-        return None
-    for key, flops in (DATASHEET_PEAK_FLOPS if datasheet else PEAK_FLOPS):
-        if key in name:
-            return flops
-    return None
-
-
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """nanoGPT's schedule: linear warmup, cosine decay to min_lr, then flat."""
     decay_steps = cfg.lr_decay_steps or cfg.steps
@@ -441,8 +431,11 @@ class Trainer:
                              f"{mc.vocab_size:,}; raise the model's vocab_size")
         if self.eval_on:  # after the device is known: it bounds the whole-split evaluation
             self._eval_plan(self.start_step)  # an EvalError (a ValueError) stops the run here
-        self.raw_model = GPT(mc).to(self.dev)
-        self.optimizer = self._make_optimizer()
+        self.raw_model = GPT(mc, **self._engine_options()).to(self.dev)
+        self.optimizer = self.raw_model.configure_optimizers(tc.weight_decay, tc.learning_rate,
+                                                             (tc.beta1, tc.beta2), self.device)
+        # fused AdamW skips a non-finite step on the device (found_inf); elsewhere the step reads a flag
+        self._fused_adamw = bool(self.optimizer.defaults.get("fused"))
         if resume_ckpt is not None:
             self._load_weights(resume_ckpt)
             if resume_ckpt.optimizer_state:
@@ -453,22 +446,11 @@ class Trainer:
             cuda_rng = (resume_ckpt.extra or {}).get("cuda_rng")
             if cuda_rng is not None and self.device == "cuda":
                 torch.cuda.set_rng_state(cuda_rng)
-        # the output layer and loss as one pass over the logits (fused_loss.py), where Triton runs;
-        # NANOGPT_VIZ_FUSED_LOSS=0 turns it off (to compare)
-        # Where Triton runs: the output layer and loss as one pass over the logits (fused_loss.py),
-        # and GELU as its own kernels with its output kept for backward (gelu.py). Same numbers,
-        # less time. NANOGPT_VIZ_FUSED_LOSS=0 / NANOGPT_VIZ_FAST_GELU=0 turn them off (to compare).
-        fast = fused_loss.available(self.dev)
-        self.raw_model.set_kernels(
-            fused_loss=fast and os.environ.get("NANOGPT_VIZ_FUSED_LOSS", "1") != "0",
-            keep_gelu=fast and os.environ.get("NANOGPT_VIZ_FAST_GELU", "1") != "0",
-            residual_dtype=torch.bfloat16 if tc.residual_dtype == "bfloat16" else None,
-        )
         self.model = self.raw_model
         self._graph_steps = False
         self.compiled = bool(tc.compile if tc.compile is not None else self.device == "cuda")
         if self.compiled:
-            mode = os.environ.get("NANOGPT_VIZ_COMPILE_MODE") or None
+            mode = tc.compile_mode
             self.model = torch.compile(self.raw_model, mode=mode)
             # CUDA graphs replay into the same output buffers: say where an iteration begins
             self._graph_steps = mode is not None and "reduce-overhead" in mode
@@ -488,8 +470,6 @@ class Trainer:
         self.n_micro = pc.grad_accum * len(self.local_ranks)
         self.peak_flops = peak_flops_for(self.device, self.device_name)
         self.datasheet_peak_flops = peak_flops_for(self.device, self.device_name, datasheet=True)
-        from nanogpt_viz.engine.model import flops_per_token
-
         self.flops_per_token = flops_per_token(mc, self.raw_model.get_num_params())
         pin = self.device == "cuda"
         shape = (pc.grad_accum, len(self.local_ranks), pc.batch_size, pc.block_size)
@@ -558,15 +538,19 @@ class Trainer:
             raise TrainError(f"the checkpoint{where} holds non-finite weights ({len(bad)} of "
                              f"{len(ckpt.model_state)} tensors, e.g. {bad[0]}); it cannot be trained from")
 
-    def _make_optimizer(self) -> torch.optim.Optimizer:
+    def _engine_options(self) -> dict[str, Any]:
+        """GPT's engine keyword arguments for this run, from the TrainConfig.
+
+        Where Triton runs (CUDA): the output layer and loss as one pass over the logits (fused_loss.py) and
+        GELU as its own kernels with its output kept for backward (gelu.py), unless the config says
+        otherwise: same numbers, less time. Elsewhere the plain path (the fused ops would run as slower torch
+        operations). The residual stream's dtype is the run's residual_dtype (float32: nanoGPT's).
+        """
         tc = self.train_config
-        params = [p for p in self.raw_model.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() >= 2]  # matmul weights and embeddings
-        no_decay = [p for p in params if p.dim() < 2]  # biases and LayerNorm gains
-        groups = [{"params": decay, "weight_decay": tc.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
-        # fused: one kernel for all parameters, and it honours `found_inf` without a host sync
-        return torch.optim.AdamW(groups, lr=tc.learning_rate, betas=(tc.beta1, tc.beta2), fused=True)
+        fast = fused_loss.available(self.dev)
+        return {"fused_loss": fast if tc.fused_loss is None else bool(tc.fused_loss),
+                "gelu": ("kept" if fast else "torch") if tc.gelu == "auto" else tc.gelu,
+                "residual_dtype": torch.bfloat16 if tc.residual_dtype == "bfloat16" else None}
 
     # implementation switches of torch's AdamW param groups: how the update runs, not what it computes
     _ADAMW_IMPL_KEYS = ("fused", "foreach", "capturable", "differentiable", "decoupled_weight_decay", "amsgrad",
@@ -796,7 +780,8 @@ class Trainer:
                 torch.compiler.cudagraph_mark_step_begin()
             with sync_ctx:
                 with self.autocast:
-                    _, loss, per_token = self.model(x, y, return_logits=False)  # per_token: (B, N) float32
+                    out = self.model(x, y, return_logits=False)
+                loss, per_token = out.loss, out.per_token  # per_token: (B, N) float32
                 # mean over K micro-batches (and W simulated ranks): same gradient as one big batch;
                 # the divide_by_k experiment leaves out the K (DDP still averages the ranks)
                 scaled = loss / (self.n_micro if tc.divide_by_k else len(self.local_ranks))
@@ -823,8 +808,11 @@ class Trainer:
             # Skip the update on the device for a non-finite step and every one after it, so the
             # weights from before it survive without waiting for the device here.
             torch.maximum(self.skip, bad, out=self.skip)
-            self.optimizer.found_inf = self.skip
-            self.optimizer.step()
+            if self._fused_adamw:
+                self.optimizer.found_inf = self.skip
+                self.optimizer.step()
+            elif not bool(self.skip):  # a device without torch's fused AdamW: one host read decides
+                self.optimizer.step()
         # A finite gradient can still make a non-finite update (a huge lr or weight decay): one fused
         # float32 2-norm over the parameters (0.5 ms for the tiny preset on 2 CPU cores, where max-abs
         # takes 16 ms), read with this step's other numbers (no extra sync). NaN and inf propagate; a
@@ -890,10 +878,11 @@ class Trainer:
         tokens = self.plan.tokens_per_step
         tps = tokens / dt if dt > 0 else 0.0
         mfu = mfu_datasheet = None
-        if self.peak_flops:
-            per_device = tps / self.plan_config.world_size if self.dist.world_size > 1 else tps
-            mfu = self.flops_per_token * per_device / self.peak_flops
-            mfu_datasheet = self.flops_per_token * per_device / self.datasheet_peak_flops
+        if self.peak_flops and dt > 0:
+            # one device's tokens: torchrun gives each process its share; one process trains all W ranks
+            per_device = tokens / self.plan_config.world_size if self.dist.world_size > 1 else tokens
+            mfu = estimate_mfu(self.flops_per_token, per_device, dt, self.peak_flops)
+            mfu_datasheet = estimate_mfu(self.flops_per_token, per_device, dt, self.datasheet_peak_flops)
         res = None
         tc = self.train_config
         if self.eval_on and (self.steps_done % tc.eval_interval == 0 or self.steps_done == tc.steps):
@@ -906,7 +895,8 @@ class Trainer:
             self.save_checkpoint()
         return StepReport(
             step=p.step, epoch=self.plan.epoch(p.step), lr=p.lr, loss=loss, grad_norm=norm,
-            tokens_per_s=tps, mfu=mfu, mfu_datasheet=mfu_datasheet, dt=dt, starts=self.plan.starts(p.step),
+            tokens_per_s=tps, mfu=mfu, mfu_datasheet=mfu_datasheet, peak_flops=self.peak_flops,
+            datasheet_peak_flops=self.datasheet_peak_flops, dt=dt, starts=self.plan.starts(p.step),
             per_token=per_token,
             position_loss=position, ranks=self.local_ranks, val_loss=val,
             tokens_seen=self.steps_done * tokens, world_size=self.plan_config.world_size,
@@ -1036,7 +1026,7 @@ class Trainer:
                     else:
                         table = None
                 with self.autocast:
-                    _, loss_sum, _ = self.raw_model(x.to(self.dev), y.to(self.dev), reduction="sum")
+                    loss_sum = self.raw_model(x.to(self.dev), y.to(self.dev), reduction="sum").loss
                 acc[0 if b.split == "val" else 1] += loss_sum.to(acc.dtype)
             if world > 1:
                 import torch.distributed as dist

@@ -56,6 +56,10 @@ TRAIN_FIELDS_WITHOUT_FLAG = {
     "beta1": "nanoGPT's AdamW betas (0.9, 0.95): fixed, no setting anywhere",
     "beta2": "nanoGPT's AdamW betas (0.9, 0.95): fixed, no setting anywhere",
     "seed": "the plan's --seed seeds the model too (the CLI has one seed)",
+    "fused_loss": "an engine variant for benchmarks/engine.py; the default (the fast path where it runs) has the "
+                  "plain path's numbers",
+    "gelu": "an engine variant for benchmarks/engine.py; both ops compute nanoGPT's exact GELU",
+    "compile_mode": "an engine variant for benchmarks/engine.py (torch.compile's modes gained nothing here)",
 }
 
 

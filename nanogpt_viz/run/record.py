@@ -77,6 +77,8 @@ def metric_record(rep: Any, init_eval: Any = None) -> dict[str, Any]:
     rec = {"step": rep.step, "epoch": rep.epoch, "loss": rep.loss, "lr": rep.lr, "tokens_per_s": rep.tokens_per_s,
            "grad_norm": rep.grad_norm, "mfu": rep.mfu, "mfu_datasheet": rep.mfu_datasheet, "val_loss": rep.val_loss,
            "dt": rep.dt, "tokens_seen": rep.tokens_seen, "world_size": rep.world_size}
+    if getattr(rep, "peak_flops", None):  # which ceilings mfu and mfu_datasheet are fractions of
+        rec.update(mfu_peak_tflops=rep.peak_flops / 1e12, mfu_datasheet_peak_tflops=rep.datasheet_peak_flops / 1e12)
     rec.update(rep.lens_record())  # bpb, val_bpb, rows_across_docs, targets_after_eot, ...
     if rep.val_loss is not None:  # after step+1 steps, measured under val_protocol
         rec.update(val_protocol=rep.val_protocol, val_tokens=rep.val_tokens)
