@@ -329,8 +329,41 @@ def step_summary(plan: BatchPlan, step: int) -> dict[str, Any]:
     }
 
 
-__all__ = ["StreamModel", "StreamSlice", "ShardMarks", "loss_at_targets", "step_summary", "dropped_tail_note",
-           "dropped_note_at", "rank_shards_text", "drift_banner", "drift_start"]
+def step_readout(plan: BatchPlan, step: int, one_based: bool = True, replay_name: str = "") -> str:
+    """The line under the step controls (rich text): the epoch and where the step reads, the span of
+    its inputs and targets, tokens per step as K×W×B×N; `replay_name`: the nanoGPT run replayed."""
+    info = step_summary(plan, step)
+    first, last = offset_text(info["first"], one_based), offset_short(info["last"], one_based)
+    where = (f"the step starts at {first}…, inputs to {offset_short(info['last'] - 1, one_based)}, targets to "
+             f"{last}" if plan.mode in LOADER_MODES else
+             "rows at random offsets" if plan.mode == "random" else
+             f"rows {first}…{last}")
+    src = f" ({info['where']})" if info["where"] else ""
+    if info["drift"]:  # the stream's banner says which rank reads which shard
+        src += " · <b>ranks out of step</b>"
+    if replay_name:
+        src += f" · the batches the nanoGPT run {replay_name} drew"
+    return (f"epoch <b>{info['epoch']}</b>{src} · {where} · <b>{plan.tokens_per_step:,}</b> tokens/step = "
+            f"{info['formula']}")
+
+
+def coverage_text(plan: BatchPlan, step: int) -> str:
+    """How much of the corpus the steps up to `step` have read (random offsets: with the expectation),
+    and the tail a loader mode drops."""
+    try:
+        seen = plan.fraction_seen(step)
+        txt = f"seen {100 * seen:.1f}% of the corpus"
+        if plan.mode == "random":
+            txt += f" (expected for random offsets: {100 * plan.expected_random_fraction(step):.1f}%)"
+    except Exception:  # exact random coverage too costly: show the expectation only
+        txt = f"expected coverage: {100 * plan.expected_random_fraction(step):.1f}%"
+    if plan.mode != "random" and plan.dropped_tail:
+        txt += f" · dropped tail {plan.dropped_tail:,} tokens"
+    return txt
+
+
+__all__ = ["StreamModel", "StreamSlice", "ShardMarks", "loss_at_targets", "step_summary", "step_readout",
+           "coverage_text", "dropped_tail_note", "dropped_note_at", "rank_shards_text", "drift_banner", "drift_start"]
 
 
 class PositionMapBuffer:

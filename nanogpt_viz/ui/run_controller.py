@@ -11,6 +11,7 @@ latest reports kept in memory, else from the memory-mapped history on disk.
 """
 from __future__ import annotations
 
+import gc
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -18,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QCoreApplication, QEvent, QObject, Signal
+from PySide6.QtCore import QCoreApplication, QEvent, QObject, Qt, Signal
 
 from nanogpt_viz.engine.trainer import RunEnd, RunInfo, StepReport
 from nanogpt_viz.run.record import EndReason, metric_record
 from nanogpt_viz.ui.worker import TrainController
 
-__all__ = ["RunController", "StepLosses", "RECENT_REPORTS"]
+__all__ = ["RunController", "StepLosses", "GcPause", "RECENT_REPORTS"]
 
 RECENT_REPORTS = 64  # latest step reports kept in memory (the history on disk has every step)
 
@@ -182,6 +183,34 @@ class RunController(QObject):
     def leave_running(self) -> None:
         """The window closes and the torchrun job goes on (File ▸ Attach follows it again)."""
         self._live = False
+
+    def close_for_exit(self, window) -> bool:
+        """The window closes: a run trained here stops at a step boundary and saves its checkpoint; a
+        torchrun job is stopped (every rank saves nothing half) or left running in its own process group,
+        as the user answers. False: the user cancelled, keep the window."""
+        from PySide6.QtWidgets import QApplication, QMessageBox
+
+        from nanogpt_viz.ui import dialogs
+
+        def stop_waiting() -> None:
+            QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+            try:
+                self.shutdown()
+            finally:
+                QApplication.restoreOverrideCursor()
+
+        if self.kind == "local" and self.is_running():
+            window.statusBar().showMessage("Stopping training and saving its checkpoint…")
+            stop_waiting()
+        if self.kind == "torchrun" and self.process is not None and self.process.poll() is None:
+            answer = dialogs.ask_keep_run(window, self.run_dir)
+            if answer == QMessageBox.StandardButton.Cancel:
+                return False
+            if answer == QMessageBox.StandardButton.Discard:
+                stop_waiting()
+            else:  # File ▸ Attach follows it again
+                self.leave_running()
+        return True
 
     # ---- the refresh clock's pump -----------------------------------------------------------------
     def pump(self, force: bool = False) -> None:
@@ -379,3 +408,29 @@ class RunController(QObject):
             return None
         steps, rows = hist.position_map(0, last + 1, max_rows=max_rows)
         return np.asarray(steps), np.asarray(rows, np.float32)
+
+
+class GcPause(QObject):
+    """The window's own ~200k long-lived objects (widgets, plot items) would be traversed by every full
+    garbage collection during a run: about 60 ms holding the GIL, which stalls the trainer and the window
+    alike. While a run is live they are parked outside the collector (gc.freeze), and once more after its
+    first reports (what the engine's first step imported, torch internals, is long-lived too)."""
+
+    def __init__(self, run: RunController):
+        super().__init__(run)
+        self.run = run
+        self._frozen_first = True
+        run.running_changed.connect(self._on_running)
+        run.reports.connect(self._on_reports)
+
+    def _on_running(self, running: bool) -> None:
+        if running:
+            self._frozen_first = False
+            gc.freeze()
+        else:
+            gc.unfreeze()
+
+    def _on_reports(self, _reports: list) -> None:
+        if not self._frozen_first and self.run.is_running():
+            self._frozen_first = True
+            gc.freeze()
