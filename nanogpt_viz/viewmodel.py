@@ -266,6 +266,22 @@ def drift_banner(plan: BatchPlan, step: int) -> str:
     return f"Ranks out of step at step {int(step):,}: {note}" + (f" ({who})" if who else "")
 
 
+def ranks_banner(plan: BatchPlan, step: int, first: tuple[int, int, str] | None) -> tuple[str, bool]:
+    """(text, out of step) of the banner above the stream. A plan whose ranks ever drift (`first` =
+    drift_start(plan)) always has it, so the stream does not jump as they fall in and out of step: the
+    drift sentence while they read different shards, else the shard they all read and when they first
+    part. A plan whose ranks never drift has none ('')."""
+    if first is None:
+        return "", False
+    text = drift_banner(plan, step)
+    if text:
+        return text, True
+    s = plan.rank_shards(step)[0]
+    when = (f"they first read different shards at step {first[0]:,}" if step < first[0]
+            else f"they first drifted at step {first[0]:,}")
+    return f"Ranks in step at step {step:,}: all read {plan.shard_names[s]} ({when})", False
+
+
 def drift_start(plan: BatchPlan) -> tuple[int, int, str] | None:
     """(step, stream position, note) where DataLoaderLite's ranks first read different shards: the
     position is the first row a rank that moved ahead reads in its new shard."""
@@ -363,7 +379,7 @@ def coverage_text(plan: BatchPlan, step: int) -> str:
 
 
 __all__ = ["StreamModel", "StreamSlice", "ShardMarks", "loss_at_targets", "step_summary", "step_readout",
-           "coverage_text", "dropped_tail_note", "dropped_note_at", "rank_shards_text", "drift_banner", "drift_start"]
+           "coverage_text", "dropped_tail_note", "dropped_note_at", "rank_shards_text", "drift_banner", "ranks_banner", "drift_start"]
 
 
 class PositionMapBuffer:

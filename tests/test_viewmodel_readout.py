@@ -28,3 +28,22 @@ def test_coverage_and_dropped_tail():
     # one step of 64 random targets: 1 - exp(-64 / 1000) = 6.2% expected; no tail is dropped
     text = coverage_text(rnd, 0)
     assert text.startswith("seen ") and text.endswith("(expected for random offsets: 6.2%)")
+
+
+def test_the_ranks_banner():
+    from nanogpt_viz.viewmodel import drift_start, ranks_banner
+
+    # W = 2 ranks, each its own position (DataLoaderLite): rank r starts at 4r and moves 8 a step, to the
+    # next shard when position + B·N·W + 1 > 25. Step 2: rank 1 at 20 (20 + 9 > 25) moves to b, rank 0 at
+    # 16 (16 + 9 = 25) stays in a; step 3: rank 0 at 24 moves too, both read b
+    plan = BatchPlan(PlanConfig(block_size=4, batch_size=1, world_size=2), [("a", 25), ("b", 25)])
+    first = drift_start(plan)
+    assert first[:2] == (2, 29)
+    assert ranks_banner(plan, 1, first) == ("Ranks in step at step 1: all read a (they first read different "
+                                            "shards at step 2)", False)
+    assert ranks_banner(plan, 2, first) == ("Ranks out of step at step 2: rank 1 moved to b at step 2; rank 0 "
+                                            "is still in a", True)
+    assert ranks_banner(plan, 3, first) == ("Ranks in step at step 3: all read b (they first drifted at step 2)",
+                                            False)
+    one = BatchPlan(PlanConfig(block_size=16, batch_size=2), [("a", 100), ("b", 100)])
+    assert drift_start(one) is None and ranks_banner(one, 0, None) == ("", False)

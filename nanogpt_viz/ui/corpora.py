@@ -96,7 +96,7 @@ class CorpusActions(QObject):
 
     def _on_failed(self, message: str, path: str) -> None:
         self.win.statusBar().clearMessage()
-        self.win.runs._opening = None  # noqa: SLF001 - the run being opened waits for no corpus now
+        self.win.runs.corpus_failed()
         self.win.error("Cannot open corpus", message)
 
     # ---- recent files ------------------------------------------------------------------------------

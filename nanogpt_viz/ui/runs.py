@@ -243,6 +243,10 @@ class RunActions(QObject):
         if self._opening is not None:
             self._show_run()
 
+    def corpus_failed(self) -> None:
+        """The corpus could not be opened: a run waiting for it is not opened."""
+        self._opening = None
+
     def _corpus_problem(self, problem: str) -> None:
         run_dir = self._opening[0]
         self.win.last_error = ("The run's corpus", problem)

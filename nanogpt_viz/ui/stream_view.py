@@ -41,8 +41,8 @@ from PySide6.QtWidgets import QAbstractScrollArea, QHBoxLayout, QLabel, QToolBut
 from nanogpt_viz.data.batching import PlanError
 from nanogpt_viz.ui import palette
 from nanogpt_viz.ui.overview_bar import BOUNDARY, DRIFT, OverviewBar
-from nanogpt_viz.viewmodel import (ShardMarks, StreamModel, StreamSlice, drift_banner, dropped_tail_note,
-                                   loss_at_targets)
+from nanogpt_viz.viewmodel import (ShardMarks, StreamModel, StreamSlice, dropped_tail_note, loss_at_targets,
+                                   ranks_banner)
 from nanogpt_viz.viewmodel import GPT2_EOT, DocumentIndex  # documents mode, EOT marks (issue 13)
 from nanogpt_viz.viewmodel_stream import (COLOR_MODES, DEFAULT_ZOOM, MARGIN_X, MARGIN_Y, SCROLL_CAP, ZOOM_LEVELS,
                                           ChipCodes, StreamLayout, argb, current_runs, display_text,
@@ -1061,17 +1061,9 @@ class StreamPanel(QWidget):
     def _update_drift(self) -> None:
         """The banner shows for every plan whose ranks ever drift (so the stream does not jump when
         they fall in and out of step): the drift sentence when they differ, else where they all are."""
-        model = self.stream.model()
         marks = self.stream.shard_marks()
         first = marks.drift() if marks is not None else None
-        text = drift_banner(model.plan, self._step) if first is not None else ""
-        self._drift_active = bool(text)
-        if first is not None and not text:
-            plan = model.plan
-            s = plan.rank_shards(self._step)[0]
-            when = (f"they first read different shards at step {first[0]:,}" if self._step < first[0]
-                    else f"they first drifted at step {first[0]:,}")
-            text = f"Ranks in step at step {self._step:,}: all read {plan.shard_names[s]} ({when})"
+        text, self._drift_active = ranks_banner(marks.plan, self._step, first) if first is not None else ("", False)
         self.drift_label.setStyleSheet(_banner_style(self._drift_active))
         self._drift_plain = text
         head, sep, rest = text.partition(":")
