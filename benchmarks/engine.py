@@ -49,6 +49,9 @@ def measure(tokens, pc, mc, tc, skip: int) -> dict:
     timed = reports[skip:]
     dt = sum(r.dt for r in timed)
     tps = sum(pc.tokens_per_step for _ in timed) / dt
+    d = np.array([r.dt for r in timed]) * 1e3
+    print(f"  step times (ms): mean {d.mean():.1f}, median {np.median(d):.1f}, min {d.min():.1f}, max {d.max():.1f}; "
+          f"steps over median + 2 ms: {int((d > np.median(d) + 2).sum())} of {len(d)}", flush=True)
     mfus = [r.mfu for r in timed if r.mfu is not None]
     return {"device": info.device_name, "dtype": info.dtype, "compiled": info.compiled,
             "params_M": round(info.n_params / 1e6, 2), "steps_timed": len(timed), "tokens_per_s": round(tps),

@@ -26,7 +26,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from nanogpt_viz.config import MODEL_PRESETS, PlanConfig, TrainConfig  # noqa: E402
 from nanogpt_viz.engine.runtime import tune_allocator  # noqa: E402
-from nanogpt_viz.engine.trainer import StepReport, Trainer  # noqa: E402
+from nanogpt_viz.engine.trainer import RunEnd, StepReport, Trainer  # noqa: E402
 
 tune_allocator()
 
@@ -170,6 +170,15 @@ def check_kernels(bt: int) -> None:
         print(f"   triton BLOCK={block} warps={warps}: fwd {tf * 1e3:.3f} ms {nbytes / tf / 1e12:.2f} TB/s, "
               f"bwd {tb * 1e3:.3f} ms {1.5 * nbytes / tb / 1e12:.2f} TB/s")
     del x, dy, y, d, yf, df, out
+    row_kernels(bt, g)
+
+
+def row_kernels(bt: int, g=None) -> None:
+    """fused_loss.py's row kernel: correctness against _rows_torch, then its time at (bt, 50304) bf16.
+    Bytes counted: one read and one write of the logits (the floor; the kernel reads each row twice)."""
+    from nanogpt_viz.engine.kernels import fused_loss
+
+    g = g or torch.Generator(device="cuda").manual_seed(0)
     V = 50304
     logits = (3 * torch.randn(4096, V, device="cuda", generator=g)).to(torch.bfloat16)
     tt = torch.randint(0, V, (4096,), device="cuda", generator=g)
@@ -178,17 +187,17 @@ def check_kernels(bt: int) -> None:
     big = torch.randn(bt, V, device="cuda", dtype=torch.bfloat16)
     tb_ = torch.randint(0, V, (bt,), device="cuda")
     lb = torch.empty(bt, device="cuda")
-    for name in ("_row_kernel",):
-        k = getattr(fused_loss, name)
-        buf = logits.clone()
-        loss = torch.empty(4096, device="cuda")
-        k[(4096,)](buf, tt, loss, V, buf.stride(0), BLOCK=2048, num_warps=8)
-        print(f"-- {name}: loss max |diff| {(loss - ref_loss).abs().max().item():.2e}, gradient max |diff| "
-              f"{(buf.float() - ref_grad.float()).abs().max().item():.2e}")
-        for block, warps in ((1024, 4), (2048, 4), (2048, 8), (4096, 8), (4096, 16)):
-            sec = bench(lambda: k[(bt,)](big, tb_, lb, V, V, BLOCK=block, num_warps=warps), iters=5)
-            print(f"   ({bt}, {V}) BLOCK={block} warps={warps}: {sec * 1e3:.2f} ms, "
-                  f"{2 * big.numel() * 2 / sec / 1e12:.2f} TB/s")
+    buf = logits.clone()
+    loss = torch.full((4096,), float("nan"), device="cuda")
+    fused_loss._launch_rows(buf, tt, loss)
+    err_l = (loss - ref_loss).abs().max().item()
+    err_g = (buf.float() - ref_grad.float()).abs().max().item()
+    # the kernel rewrites the matrix in place with its gradient, as large and as random: timing it again
+    # on its own output measures the same traffic
+    sec = bench(lambda: fused_loss._launch_rows(big, tb_, lb), iters=5)
+    print(f"-- row kernel: loss max |diff| {err_l:.2e}, gradient max |diff| {err_g:.2e}; "
+          f"({bt}, {V}) {sec * 1e3:.2f} ms, {2 * big.numel() * 2 / sec / 1e12:.2f} TB/s (one read + one write)",
+          flush=True)
 
 
 def triton_cdiv(a: int, b: int) -> int:
@@ -210,18 +219,72 @@ def category(name: str) -> str:
     return "other"
 
 
-def profile(b: int, steps: int) -> None:
+class TimedTrainer(Trainer):
+    """The trainer with host clocks around its parts (no profiler): how far ahead of the GPU the CPU runs.
+
+    launch: host time to queue one step (of which batch: building and uploading its micro-batches);
+    wait: host time blocked on the previous step's event (the CPU's lead: while it is > 0 the GPU had a
+    whole step queued and never waited for the host); report: host time turning a step into its report."""
+
+    def _launch_step(self, step):
+        self._t_batch = 0.0
+        t0 = time.perf_counter()
+        p = super()._launch_step(step)
+        self.host_times.setdefault(step, {}).update(launch=time.perf_counter() - t0, batch=self._t_batch)
+        return p
+
+    def _micro_batches(self, step, pending=None):
+        it = super()._micro_batches(step, pending)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                item = next(it)
+            except StopIteration:
+                return
+            self._t_batch += time.perf_counter() - t0
+            yield item
+
+    def _finish(self, p):
+        t0 = time.perf_counter()
+        if p.event is not None:
+            p.event.synchronize()
+        t1 = time.perf_counter()
+        rep = super()._finish(p)
+        self.host_times.setdefault(p.step, {}).update(wait=t1 - t0, report=time.perf_counter() - t1)
+        return rep
+
+
+def host_table(times: dict, dts: dict, first: int, last: int) -> None:
+    rows = [(times[s], dts[s]) for s in range(first, last + 1) if s in times and s in dts and "wait" in times[s]]
+    med = lambda key: 1e3 * float(np.median([t[key] for t, _ in rows]))  # noqa: E731
+    gpu = 1e3 * float(np.median([d for _, d in rows]))
+    print(f"-- host timing, steps {first}-{last} (no profiler), medians: GPU step {gpu:.1f} ms by events; host: "
+          f"queue a step {med('launch'):.1f} ms (of which batches {med('batch'):.2f} ms), report {med('report'):.2f} ms, "
+          f"blocked on the previous step's event {med('wait'):.1f} ms (min "
+          f"{1e3 * min(t['wait'] for t, _ in rows):.1f} ms): the CPU runs "
+          f"{'ahead: the GPU never waits for it' if min(t['wait'] for t, _ in rows) > 0.001 else 'behind'}")
+
+
+def profile(b: int, steps: int, residual: str = "float32") -> None:
     tokens = np.random.default_rng(0).integers(0, 50257, 50_000_000, dtype=np.uint16)
     pc = PlanConfig(block_size=1024, batch_size=b, sampling="random")
     mc = MODEL_PRESETS["gpt2"].with_(dropout=0.0)
     tc = TrainConfig(steps=30 + steps, warmup_steps=10, eval_interval=0, device="cuda", dtype="bfloat16",
-                     compile=True, per_token=True)
+                     compile=True, per_token=True, residual_dtype=residual)
     from torch.profiler import ProfilerActivity
     prof = torch.profiler.profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU])
     t0 = None
     dts = []
-    for ev in Trainer(tokens, None, pc, mc, tc).run():
+    all_dt = {}
+    tr = TimedTrainer(tokens, None, pc, mc, tc)
+    tr.host_times = {}
+    for ev in tr.run():
+        if isinstance(ev, RunEnd) and ev.reason != "finished":
+            raise SystemExit(f"the profiled run failed: {ev.message}")
         if isinstance(ev, StepReport):
+            all_dt[ev.step] = ev.dt
+            if ev.step == 23:
+                host_table(tr.host_times, all_dt, 8, 23)
             if ev.step == 24:
                 prof.start()
                 t0 = time.perf_counter()
@@ -233,11 +296,14 @@ def profile(b: int, steps: int) -> None:
                 prof.stop()
     n = len(dts)
     step_ms = 1e3 * float(np.mean(dts))
-    print(f"-- compiled engine, B={b}: {step_ms:.1f} ms/step by events, {b * 1024 / step_ms * 1e3:,.0f} tok/s")
+    print(f"-- compiled engine, {residual} residual, B={b}, under the profiler: {step_ms:.1f} ms/step by events, "
+          f"{b * 1024 / step_ms * 1e3:,.0f} tok/s")
     by_cat = collections.Counter()
     by_name = collections.Counter()
     for e in prof.events():  # kernels only: CPU-side ops also carry device time in key_averages
         if e.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        if "#" in e.name or e.name.startswith("ProfilerStep"):  # a user annotation's GPU range, not a kernel
             continue
         by_cat[category(e.name)] += e.device_time_total if hasattr(e, "device_time_total") else e.cuda_time_total
         by_name[e.name] += e.device_time_total if hasattr(e, "device_time_total") else e.cuda_time_total
@@ -258,6 +324,8 @@ if __name__ == "__main__":
     ap.add_argument("--skip", default="", help="comma-separated: gemm,attn,profile")
     ap.add_argument("--check", action="store_true", help="check and time the fused loss kernel")
     ap.add_argument("--kernels", action="store_true", help="check and time the GELU and row-kernel variants")
+    ap.add_argument("--rows", action="store_true", help="check and time the row kernels only")
+    ap.add_argument("--residual-dtype", default="float32", help="the profiled run's residual stream")
     a = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name(0)}", flush=True)
@@ -266,9 +334,11 @@ if __name__ == "__main__":
         check_fused(a.batch_size * 1024)
     if a.kernels:
         check_kernels(a.batch_size * 1024)
+    elif a.rows:
+        row_kernels(a.batch_size * 1024)
     if "gemm" not in skip:
         gemms(a.batch_size * 1024)
     if "attn" not in skip:
         attention(a.batch_size)
     if "profile" not in skip:
-        profile(a.batch_size, a.steps)
+        profile(a.batch_size, a.steps, a.residual_dtype)
