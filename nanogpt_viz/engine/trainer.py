@@ -483,7 +483,10 @@ class Trainer:
         # GPT-2's 50,257 ids): then a lookup and a sum per micro-batch on the host, on the rows gathered anyway
         self._byte_len = None
         if int(self.corpus_info.get("vocab_size") or _tok.VOCAB_SIZE) == _tok.VOCAB_SIZE:
-            self._byte_len = token_byte_lengths()
+            try:
+                self._byte_len = token_byte_lengths()
+            except _tok.TokenizerError as e:  # no GPT-2 vocabulary files here: train on, without bpb
+                self.notes.append(f"no bits per byte: {e}")
         # where each target follows an <|endoftext|>, (K, ranks, B, N) per slot, for the split by boundary
         self.host_eot = ([np.zeros(shape, dtype=bool) for _ in range(2)]
                          if tc.per_token and self._byte_len is not None else None)
