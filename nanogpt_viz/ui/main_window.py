@@ -257,7 +257,7 @@ class MainWindow(QMainWindow):
         task = FunctionRunner(fn, self)
         task.done.connect(on_done)
         task.failed.connect(lambda msg: self.error(error_title, msg))
-        task._runner.finished.connect(lambda t=task: self.tasks.remove(t) if t in self.tasks else None)
+        task.finished.connect(lambda t=task: self.tasks.remove(t) if t in self.tasks else None)
         self.tasks.append(task)
         task.start()
 

@@ -252,6 +252,7 @@ class FunctionRunner(QObject):
                 yield ("failed", f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc))
 
         self._runner = _Runner(items, self._dispatch, "nanogpt-viz-task", self)
+        self.finished = self._runner.finished  # the thread has ended (after done/failed)
 
     def _dispatch(self, item: Any) -> None:
         kind, value = item
