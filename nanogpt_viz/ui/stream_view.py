@@ -245,6 +245,10 @@ class StreamView(QAbstractScrollArea):
         """The per-token losses the view colours by (None: none for the step shown)."""
         return self._loss
 
+    def loss_range(self) -> tuple[float, float]:
+        """The loss values at the two ends of the colour ramp."""
+        return self._loss_range
+
     def set_placeholder(self, text: str) -> None:
         self._placeholder = text
         self.viewport().update()
@@ -1031,7 +1035,7 @@ class StreamPanel(QWidget):
         cov_max = None
         if model is not None and mode == "coverage" and model.plan.mode != "random":
             cov_max = model.plan.epoch(self._step) + 1
-        text = _legend_html(model is not None and model.plan.n_shards > 1, mode, cov_max, view._loss_range,
+        text = _legend_html(model is not None and model.plan.n_shards > 1, mode, cov_max, view.loss_range(),
                             view.rows_layout() == "row")
         if text != self.legend.text():
             self.legend.setText(text)
