@@ -47,6 +47,19 @@ def _fully_shown(win, w) -> None:
     assert w.visibleRegion().boundingRect() == w.rect(), (w, w.visibleRegion().boundingRect(), w.rect())
 
 
+def test_the_first_window_fits_1280_before_any_corpus_is_open(qtbot, tmp_path):
+    """Before a corpus loads (the first paint) the window's minimum width already fits a 1280 px screen: a widget
+    hidden only later (the X/Y panel's micro-batch and rank boxes, shown when K > 1 or W > 1) once widened it
+    to 1304 px, and a window never shrinks back by itself."""
+    w = MainWindow(settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat), device_name="CPU")
+    qtbot.addWidget(w)
+    assert w.minimumSizeHint().width() <= 1280
+    w.resize(*first_launch_size(QRect(0, 0, 1280, 720)))
+    w.show()
+    qtbot.waitExposed(w)
+    assert w.width() <= 1280
+
+
 @pytest.mark.parametrize("size", SIZES)
 def test_run_bar_and_live_line_in_view_at_each_size(qtbot, win, size):
     w, h = size

@@ -430,6 +430,7 @@ class XYPanel(QWidget):
         controls = QHBoxLayout()
         for w in (self.micro_label, self.micro_spin, self.rank_label, self.rank_spin):
             controls.addWidget(w)
+            w.hide()  # shown by set_model when K > 1 / W > 1; counted hidden, they would widen the first window
         controls.addStretch(1)
         controls.addWidget(self.color_combo)
         controls.addWidget(self.explain_button)
