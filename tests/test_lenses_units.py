@@ -76,7 +76,13 @@ def test_boundary_split_of_the_loss_by_position_is_the_trainers(trained):
     assert pp.curve.getOriginalDataset()[0] is None or len(pp.curve.getOriginalDataset()[0]) == 0
     text = pp.split_label.text()
     assert f"{last.loss_after_eot:.3f}" in text and f"{last.loss_rest:.3f}" in text
-    assert f"over {last.targets_after_eot:,} targets" in text
+    assert f"({last.targets_after_eot:,})" in text
+    # the split over the steps shown live (each folded in once, in order): drawn dashed, its means in the label
+    assert pp.split_steps() >= 1
+    run_after, run_rest = pp.split_series(over_run=True)
+    assert np.isfinite(run_rest).all()
+    if pp.split_steps() > 1:
+        assert "steps shown live" in text and len(pp.rest_run_curve.getOriginalDataset()[0]) == 32
     pp.split_check.setChecked(False)
     assert len(pp.curve.getOriginalDataset()[0]) == 32 and not pp.split_label.isVisible()
 

@@ -114,10 +114,12 @@ def position_split(per_token: Any, x: Any, target_ids: Any = None, eot: int = EO
     """Loss by position in the block, split into targets that follow an <|endoftext|> (the first token of a
     new document: x[..., j] is EOT) and the rest. per_token, x (the inputs) and target_ids: one shape (..., N).
 
-    Returns "after" and "rest" (N,) means (NaN where a position has no such target), "count_after" (N,),
+    Returns "after" and "rest" (N,) means (NaN where a position has no such target), "count_after" and
+    "count_rest" (N,),
     the overall means "mean_after" / "mean_rest" (None when empty) with their counts "n_after" / "n_rest",
     and, with target_ids of GPT-2 tokens, the same in bits per byte: "after_bpb", "rest_bpb",
-    "mean_after_bpb", "mean_rest_bpb" (sum of loss / ln 2 / sum of bytes)."""
+    "mean_after_bpb", "mean_rest_bpb" (sum of loss / ln 2 / sum of bytes) and "bytes_after" / "bytes_rest" (N,).
+    Sums over steps (mean x count, the bytes) give the split over a run: `running_split` of `add_split`s."""
     loss = np.asarray(per_token, dtype=np.float64)
     after = np.asarray(x) == eot
     axes = tuple(range(loss.ndim - 1))
@@ -128,6 +130,7 @@ def position_split(per_token: Any, x: Any, target_ids: Any = None, eot: int = EO
         pos_rest = np.where(n_rest > 0, np.where(after, 0.0, loss).sum(axis=axes) / np.maximum(n_rest, 1), np.nan)
     means = split_by_boundary(loss, x, eot)
     out: dict[str, Any] = {"after": pos_after, "rest": pos_rest, "count_after": n_after.astype(np.int64),
+                           "count_rest": n_rest.astype(np.int64),
                            "mean_after": means["after_boundary"], "mean_rest": means["rest"],
                            "n_after": means["after_boundary_n"], "n_rest": means["rest_n"]}
     if target_ids is not None:
@@ -136,11 +139,50 @@ def position_split(per_token: Any, x: Any, target_ids: Any = None, eot: int = EO
         if a is not None and r is not None:
             out["after_bpb"], out["rest_bpb"] = a, r
             nbytes = _target_bytes(target_ids)
+            out["bytes_after"] = np.where(after, nbytes, 0).sum(axis=axes)
+            out["bytes_rest"] = np.where(after, 0, nbytes).sum(axis=axes)
             b_after, b_rest = int(nbytes[after].sum()), int(nbytes[~after].sum())
             out["mean_after_bpb"] = float(loss[after].sum() / math.log(2) / b_after) if b_after else None
             out["mean_rest_bpb"] = float(loss[~after].sum() / math.log(2) / b_rest) if b_rest else None
     return out
 
 
+def add_split(acc: dict[str, Any] | None, split: dict[str, Any]) -> dict[str, Any]:
+    """Fold one step's `position_split` into running sums over steps (a new dict; `acc` None starts one)."""
+    def total(mean, count):
+        return np.where(count > 0, np.nan_to_num(np.asarray(mean, np.float64)) * count, 0.0)
+    step = {"loss_after": total(split["after"], split["count_after"]), "count_after": split["count_after"],
+            "loss_rest": total(split["rest"], split["count_rest"]), "count_rest": split["count_rest"]}
+    if "bytes_after" in split:
+        step["bytes_after"], step["bytes_rest"] = split["bytes_after"], split["bytes_rest"]
+    if acc is None or any(np.shape(acc[k]) != np.shape(v) for k, v in step.items() if k in acc) \
+            or set(acc) - {"steps"} != set(step):
+        return {**{k: np.asarray(v, np.float64).copy() for k, v in step.items()}, "steps": 1}
+    return {**{k: acc[k] + v for k, v in step.items()}, "steps": acc["steps"] + 1}
+
+
+def running_split(acc: dict[str, Any]) -> dict[str, Any]:
+    """The split over the steps folded into `acc` (`add_split`), in the form `position_split` returns."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        def mean(s, n):
+            return np.where(n > 0, s / np.maximum(n, 1), np.nan)
+        out: dict[str, Any] = {"after": mean(acc["loss_after"], acc["count_after"]),
+                               "rest": mean(acc["loss_rest"], acc["count_rest"]),
+                               "count_after": acc["count_after"].astype(np.int64),
+                               "count_rest": acc["count_rest"].astype(np.int64), "steps": acc["steps"]}
+        na, nr = float(acc["count_after"].sum()), float(acc["count_rest"].sum())
+        out["n_after"], out["n_rest"] = int(na), int(nr)
+        out["mean_after"] = float(acc["loss_after"].sum() / na) if na else None
+        out["mean_rest"] = float(acc["loss_rest"].sum() / nr) if nr else None
+        if "bytes_after" in acc:
+            ln2 = math.log(2)
+            out["after_bpb"] = np.where(acc["bytes_after"] > 0, acc["loss_after"] / ln2 / np.maximum(acc["bytes_after"], 1), np.nan)
+            out["rest_bpb"] = np.where(acc["bytes_rest"] > 0, acc["loss_rest"] / ln2 / np.maximum(acc["bytes_rest"], 1), np.nan)
+            ba, br = float(acc["bytes_after"].sum()), float(acc["bytes_rest"].sum())
+            out["mean_after_bpb"] = float(acc["loss_after"].sum() / ln2 / ba) if ba else None
+            out["mean_rest_bpb"] = float(acc["loss_rest"].sum() / ln2 / br) if br else None
+    return out
+
+
 __all__ = ["StepDocuments", "step_documents", "split_by_boundary", "token_byte_lengths", "bits_per_byte",
-           "token_bits_per_byte", "position_bits_per_byte", "position_split"]
+           "token_bits_per_byte", "position_bits_per_byte", "position_split", "add_split", "running_split"]

@@ -118,7 +118,7 @@ class UnitsLens(QObject):
             return
         x, y = xy
         pt = np.asarray(losses.per_token, dtype=np.float64)
-        w.position_plot.set_split(position_split(pt, x, y if self.problem is None else None))
+        w.position_plot.set_split(position_split(pt, x, y if self.problem is None else None), accumulate=update_ema)
         if self.problem is not None:
             return
         w.position_plot.set_bpb(position_bits_per_byte(pt, y), update_ema=update_ema)

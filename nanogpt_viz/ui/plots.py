@@ -60,11 +60,15 @@ def _legend_line(color, text: str, mark: str = "&#9473;&#9473;") -> str:
     return f"<span style='color:{QColor(color).name()}'><b>{mark}</b></span> {text}"
 
 
-def _compare_button(tip: str) -> QPushButton:
-    b = QPushButton("Compare with run…")
+def _compare_buttons(tip: str) -> tuple[QPushButton, QPushButton]:
+    """'Compare…' (File ▸ Compare with run…) and its '✕ remove', small enough for a narrow dock."""
+    b = QPushButton("Compare…")
     b.setToolTip(tip)
     b.setFlat(True)
-    return b
+    r = QPushButton("✕ remove")
+    r.setFlat(True)
+    r.hide()
+    return b, r
 
 
 # ----------------------------------------------------------------------------------------------
@@ -279,10 +283,8 @@ class LossPlot(QWidget):
         self.smoothing_label = QLabel()
         self.log_y = QCheckBox("log y")
         self.log_y.setToolTip("Logarithmic loss axis")
-        self.compare_btn = _compare_button("Overlay another run's loss curve (a run directory) on this one")
-        self.remove_btn = QPushButton("Remove comparison")
-        self.remove_btn.setFlat(True)
-        self.remove_btn.hide()
+        self.compare_btn, self.remove_btn = _compare_buttons("Compare with run: overlay another run's loss curve "
+                                                             "(a run directory) on this one")
         self.legend = QLabel()  # outside the data: never covers the curve
         self.legend.setTextFormat(Qt.TextFormat.RichText)
         self.readout = QLabel(" ")
@@ -354,8 +356,7 @@ class LossPlot(QWidget):
         self.overlay = series
         self.remove_btn.setVisible(series is not None)
         if series is not None:
-            self.remove_btn.setText(f"Remove {series.label.split(' (')[0]}")
-            self.remove_btn.setToolTip(f"Remove the overlaid run {series.label}")
+            self.remove_btn.setToolTip(f"Remove the overlaid run {series.label} (File ▸ Remove comparison)")
         self._update_legend()
         self._dirty = True
         self.redraw()
@@ -649,6 +650,8 @@ class TokenLossHeatmap(QWidget):
                                    else "no per-token losses for this step")
             return
         first = self._data is None or self._data.shape != src.shape
+        if self._data is None and self.label.text().startswith("no "):
+            self.label.setText("hover a cell: row, position, loss")
         self._data = src
         self.image.setImage(self._data, autoLevels=False)
         self.image.setRect(-0.5, -0.5, float(src.shape[1]), float(src.shape[0]))  # cell (i, j) centred on (j, i)
@@ -761,8 +764,13 @@ class PositionLossPlot(QWidget):
         self.after_curve = pg.PlotDataItem([], [], pen=None, symbol="o", symbolSize=7,
                                            symbolBrush=pg.mkBrush(_AFTER_EOT_COLOR), symbolPen=None)
         self.after_curve.setDownsampling(auto=False)
-        item.addItem(self.rest_curve)
-        item.addItem(self.after_curve)
+        # the same split over every step shown live so far (a step holds few document starts; a run holds many)
+        self.rest_run_curve = pg.PlotDataItem([], [], pen=pg.mkPen(_REST_COLOR, width=2, style=Qt.PenStyle.DashLine))
+        self.after_run_curve = pg.PlotDataItem([], [], pen=None, symbol="o", symbolSize=7, symbolBrush=None,
+                                               symbolPen=pg.mkPen(_AFTER_EOT_COLOR, width=1.5))  # sparse: rings
+        self.after_run_curve.setDownsampling(auto=False)
+        for c in (self.rest_run_curve, self.after_run_curve, self.rest_curve, self.after_curve):
+            item.addItem(c)
         self.ema_check = QCheckBox("moving average over steps")
         self.ema_check.setChecked(True)
         self.ema_check.toggled.connect(self.set_ema_enabled)
@@ -785,6 +793,7 @@ class PositionLossPlot(QWidget):
         self._y: dict[str, np.ndarray | None] = {"nats": None, "bpb": None}
         self._ema: dict[str, np.ndarray | None] = {"nats": None, "bpb": None}
         self._split: dict[str, Any] | None = None
+        self._split_acc: dict[str, Any] | None = None  # data/documents.add_split over the live steps
         self._ema_enabled = True
         self._split_enabled = False
 
@@ -813,7 +822,9 @@ class PositionLossPlot(QWidget):
         self._redraw()
 
     def reset_ema(self) -> None:
+        """A new run: the moving average and the split over its steps start again."""
         self._ema = {"nats": None, "bpb": None}
+        self._split_acc = None
         self._redraw()
 
     # ---- data ---------------------------------------------------------------------------------------
@@ -849,9 +860,14 @@ class PositionLossPlot(QWidget):
             self._fold("bpb", np.asarray(position_bpb, dtype=np.float64).ravel(), update_ema)
         self._redraw()
 
-    def set_split(self, split: dict[str, Any] | None) -> None:
-        """The step's loss by position split at <|endoftext|> (data/documents.position_split), or None."""
+    def set_split(self, split: dict[str, Any] | None, accumulate: bool = False) -> None:
+        """The step's loss by position split at <|endoftext|> (data/documents.position_split), or None;
+        `accumulate` (live steps, in order) also folds it into the split over the run's steps."""
+        from nanogpt_viz.data.documents import add_split
+
         self._split = split
+        if split is not None and accumulate:
+            self._split_acc = add_split(self._split_acc, split)
         self._redraw()
 
     def _redraw(self) -> None:
@@ -870,8 +886,13 @@ class PositionLossPlot(QWidget):
         self._redraw_split()
         self._update_legend()
 
-    def _split_arrays(self) -> tuple[np.ndarray, np.ndarray] | None:
-        sp = self._split
+    def _running(self) -> dict[str, Any] | None:
+        from nanogpt_viz.data.documents import running_split
+
+        return None if self._split_acc is None else running_split(self._split_acc)
+
+    def _split_arrays(self, sp: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+        sp = self._split if sp is None else sp
         if sp is None:
             return None
         if self.units == "bpb":
@@ -879,40 +900,55 @@ class PositionLossPlot(QWidget):
         return sp["after"], sp["rest"]
 
     def _redraw_split(self) -> None:
-        arrays = self._split_arrays() if self._split_enabled else None
-        self.split_label.setVisible(self._split_enabled)
+        on = self._split_enabled
+        self.split_label.setVisible(on)
+        running = self._running() if on else None
+        run_arrays = self._split_arrays(running) if running is not None and running["steps"] > 1 else None
+        if run_arrays is None:
+            self.after_run_curve.setData([], [])
+            self.rest_run_curve.setData([], [])
+        else:
+            x = np.arange(len(run_arrays[1]), dtype=np.float64)
+            fin = np.isfinite(run_arrays[0])
+            self.after_run_curve.setData(x[fin], run_arrays[0][fin])
+            self.rest_run_curve.setData(x, run_arrays[1], connect="finite")
+        arrays = self._split_arrays() if on else None
         if arrays is None:
             self.after_curve.setData([], [])
             self.rest_curve.setData([], [])
-            if self._split_enabled:
-                self.split_label.setText("No per-token losses for this step to split." if self._split is None
-                                         else "No bits per byte for this step.")
+        else:
+            after, rest = arrays
+            x = np.arange(len(rest), dtype=np.float64)
+            fin = np.isfinite(after)
+            self.after_curve.setData(x[fin], after[fin])
+            self.rest_curve.setData(x, rest, connect="finite")
+        if not on:
             return
-        after, rest = arrays
-        x = np.arange(len(rest), dtype=np.float64)
-        fin = np.isfinite(after)
-        self.after_curve.setData(x[fin], after[fin])
-        self.rest_curve.setData(x, rest, connect="finite")
-        sp = self._split
         sfx = "_bpb" if self.units == "bpb" else ""
         unit = " bpb" if self.units == "bpb" else ""
-        ma, mr = sp.get("mean_after" + sfx), sp.get("mean_rest" + sfx)
 
-        def mean(v, n):
-            return f"<b>{v:.3f}</b>{unit} over {n:,} targets" if v is not None else f"no targets ({n:,})"
-        jump = f" · jump <b>{ma - mr:+.3f}</b>{unit}" if ma is not None and mr is not None else ""
-        self.split_label.setText(
-            _legend_line(_AFTER_EOT_COLOR, "first token after &lt;|endoftext|&gt;: " + mean(ma, sp["n_after"]),
-                         "&#9679;") + " &nbsp; "
-            + _legend_line(_REST_COLOR, "the rest: " + mean(mr, sp["n_rest"])) + jump)
+        def means(sp, after_mark, rest_mark) -> str:
+            ma, mr = sp.get("mean_after" + sfx), sp.get("mean_rest" + sfx)
+            a = (f"first token after &lt;|endoftext|&gt; <b>{ma:.3f}</b>{unit} ({sp['n_after']:,})" if ma is not None
+                 else "no target after &lt;|endoftext|&gt;")
+            r = f"the rest <b>{mr:.3f}</b> ({sp['n_rest']:,})" if mr is not None else "no other target"
+            jump = f" · jump <b>{ma - mr:+.3f}</b>" if ma is not None and mr is not None else ""
+            return (_legend_line(_AFTER_EOT_COLOR, a, after_mark) + " &nbsp; "
+                    + _legend_line(_REST_COLOR, r, rest_mark) + jump)
+        if arrays is None:
+            lines = ["<b>This step</b>: " + ("no per-token losses to split." if self._split is None
+                                             else "no bits per byte.")]
+        else:
+            lines = ["<b>This step</b>: " + means(self._split, "&#9679;", "&#9473;&#9473;")]
+        if run_arrays is not None:
+            lines.append(f"<b>Over the {running['steps']:,} steps shown live</b>: "
+                         + means(running, "&#9675;", "&#9476;&#9476;"))
+        self.split_label.setText("<br>".join(lines))
 
     def _update_legend(self) -> None:
         lg = self.legend_item
         lg.clear()
-        if self._split_enabled:
-            lg.addItem(self.after_curve, "first token after <|endoftext|>")
-            lg.addItem(self.rest_curve, "the rest")
-        else:
+        if not self._split_enabled:  # split: the label under the plot names the curves, with their means
             lg.addItem(self.curve, "this step")
             if self._ema_enabled:
                 lg.addItem(self.ema_curve, "moving average")
@@ -920,7 +956,7 @@ class PositionLossPlot(QWidget):
     def clear(self) -> None:
         self._y = {"nats": None, "bpb": None}
         self._ema = {"nats": None, "bpb": None}
-        self._split = None
+        self._split = self._split_acc = None
         self._redraw()
 
     def series(self) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -929,10 +965,16 @@ class PositionLossPlot(QWidget):
         return (None if y is None else y.copy(),
                 None if (ema is None or not self._ema_enabled) else ema.copy())
 
-    def split_series(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """(after <|endoftext|>, the rest) by position as drawn (current units), None when not known."""
-        arrays = self._split_arrays()
+    def split_series(self, over_run: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
+        """(after <|endoftext|>, the rest) by position (current units) of this step, or over the run's live
+        steps so far; None when not known."""
+        arrays = self._split_arrays(self._running() if over_run else None) if (
+            not over_run or self._split_acc is not None) else None
         return None if arrays is None else (arrays[0].copy(), arrays[1].copy())
+
+    def split_steps(self) -> int:
+        """How many live steps the split over the run holds."""
+        return 0 if self._split_acc is None else int(self._split_acc["steps"])
 
     def export_png(self, path: str | os.PathLike, width: int | None = None) -> Path:
         return _export_png(self, self.plot.getPlotItem(), path, width)
@@ -1165,16 +1207,14 @@ class GradNormPlot(QWidget):
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.empty.setWordWrap(True)
         self.empty.setStyleSheet("color: #666; font-size: 13px; padding: 20px;")
-        self.compare_btn = _compare_button("Overlay another run's gradient norm (a run directory) on this one: "
-                                           "the run trained without dividing by K sits K times higher")
-        self.remove_btn = QPushButton("Remove comparison")
-        self.remove_btn.setFlat(True)
-        self.remove_btn.hide()
+        self.compare_btn, self.remove_btn = _compare_buttons(
+            "Compare with run: overlay another run's gradient norm (a run directory) on this one; the same plan "
+            "trained without dividing by K sits K times higher")
         top = QHBoxLayout()
         top.setContentsMargins(6, 0, 6, 0)
-        top.addWidget(self.legend, 1)
         top.addWidget(self.compare_btn)
         top.addWidget(self.remove_btn)
+        top.addStretch(1)
         top.addWidget(self.log_y)
         self.stack = QStackedLayout()
         self.stack.addWidget(self.empty)
@@ -1182,6 +1222,7 @@ class GradNormPlot(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(0)
+        lay.addWidget(self.legend)  # its own line, above the data: never covers the curve
         lay.addLayout(top)
         lay.addLayout(self.stack, 1)
         lay.addWidget(self.readout)
@@ -1226,8 +1267,7 @@ class GradNormPlot(QWidget):
         self.overlay = series
         self.remove_btn.setVisible(series is not None)
         if series is not None:
-            self.remove_btn.setText(f"Remove {series.label.split(' (')[0]}")
-            self.remove_btn.setToolTip(f"Remove the overlaid run {series.label}")
+            self.remove_btn.setToolTip(f"Remove the overlaid run {series.label} (File ▸ Remove comparison)")
         self._update_legend()
         self._dirty = True
         self.redraw()
