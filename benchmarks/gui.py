@@ -283,6 +283,60 @@ def headless_run(spec: dict, with_history: bool, warmup: int) -> dict:
     return out
 
 
+def make_window(app, args):
+    """The real MainWindow on the built-in corpus, with the benchmark's plan and train settings."""
+    from nanogpt_viz.ui.main_window import MainWindow
+
+    win = MainWindow(settings=QSettings(os.path.join(_TMP, "settings.ini"), QSettings.Format.IniFormat))
+    win.resize(1500, 920)
+    win.show()
+    win.startup(None)
+    spin(app, lambda: win.session.model is not None and not win.loader.is_busy(), 120)
+    N, B = args.block_size or DEFAULT_PLAN[args.preset][0], args.batch_size or DEFAULT_PLAN[args.preset][1]
+    win.plan_panel.n.setValue(N)
+    win.plan_panel.b.setValue(B)
+    tp = win.train_panel
+    tp.preset.setCurrentText(args.preset)
+    tp.eval_interval.setValue(0)
+    idx = tp.device.findData(args.device)
+    if idx < 0:
+        raise SystemExit(f"device {args.device!r} is not offered by the train panel")
+    tp.device.setCurrentIndex(idx)
+    tp.dtype.setCurrentText(args.dtype)
+    tp.compile.setCurrentText(args.compile)
+    return win, N, B
+
+
+def profile_gui(app, args) -> None:
+    """One window run with cProfile on the GUI thread (the trainer's thread is not profiled): where the
+    GUI thread's time goes while it follows a run. cProfile slows the profiled Python code, so the
+    times are inflated; the shares are what to read."""
+    import cProfile
+    import io
+    import pstats
+
+    win, N, B = make_window(app, args)
+    steps = args.warmup + args.steps
+    paints0, ticks0 = win.clock.paints, win.clock.ticks
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.enable()
+    g = gui_run(app, win, steps, args.warmup, with_probe=True)
+    prof.disable()
+    wall = time.perf_counter() - t0
+    lat = g["lateness"]
+    print(f"  N={N} B={B}, {steps} steps in {wall:.1f} s: {win.clock.paints - paints0} paints, "
+          f"{win.clock.ticks - ticks0} ticks of the refresh clock; probe lateness p50 {pct(lat, 50):.2f} ms, "
+          f"p99 {pct(lat, 99):.2f} ms, max {max(lat) if lat else float('nan'):.2f} ms over {len(lat):,} probes",
+          flush=True)
+    buf = io.StringIO()
+    pstats.Stats(prof, stream=buf).strip_dirs().sort_stats("cumulative").print_stats(args.profile_top)
+    lines = [ln for ln in buf.getvalue().splitlines() if ln.strip()]
+    start = next((i for i, ln in enumerate(lines) if ln.lstrip().startswith("ncalls")), 0)
+    print("\n".join("    " + ln for ln in lines[start:]), flush=True)
+    win.close()
+
+
 def bench_training(app, args) -> dict:
     from nanogpt_viz.ui.main_window import MainWindow
 
@@ -470,6 +524,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--mem-steps", type=int, default=20_000)
     ap.add_argument("--skip", default="", help="comma list of parts to skip: train,paint,memory")
+    ap.add_argument("--profile-gui", action="store_true",
+                    help="also one window run with cProfile on the GUI thread (where its time goes while following)")
+    ap.add_argument("--profile-top", type=int, default=40)
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
 
@@ -521,6 +578,9 @@ def main() -> None:
         summary.append("memory (RSS)       " + "  ".join(f"{s // 1000}k: {r:.0f} MB" for s, r, _, _ in m["marks"])
                        + f"  (growth {last - first:+.1f} MB)")
         summary.append(f"plot flush+repaint at {m['marks'][-1][0]:,} points: {m['marks'][-1][3]:.1f} ms")
+    if args.profile_gui:
+        print("\n[5] the GUI thread while the window trains, under cProfile (by cumulative time)", flush=True)
+        profile_gui(app, args)
     print("\n==== summary " + "=" * 67)
     for line in summary:
         print(line)

@@ -144,6 +144,12 @@ def scrub_series(app, win, hist, steps: np.ndarray, tab: str, label: str) -> dic
     change, paint, total, rss = [], [], [], []
     missed = {k: 0 for k in views}
     wrong = 0
+    steps = [int(s) for s in steps]
+    for k in range(1, len(steps)):  # a jump to the step already shown changes nothing: not a scrub
+        if steps[k] == steps[k - 1]:
+            steps[k] = (steps[k] + 1) % (int(hist.steps[-1]) + 1)
+    if steps and steps[0] == win.session.step:
+        steps[0] = (steps[0] + 1) % (int(hist.steps[-1]) + 1)
     for i, s in enumerate(steps):
         before = counter.snapshot()
         t0 = time.perf_counter()
