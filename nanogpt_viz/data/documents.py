@@ -55,13 +55,23 @@ def split_by_boundary(per_token: np.ndarray, x: np.ndarray, eot: int = EOT) -> d
             "rest": float(per_token[~after].mean()) if n_rest else None, "rest_n": n_rest}
 
 
-@functools.lru_cache(maxsize=1)
 def token_byte_lengths() -> np.ndarray:
-    """Bytes each GPT-2 token stands for, (50257,) int64; <|endoftext|> counts as 0 bytes of text."""
+    """Bytes each GPT-2 token stands for, (50257,) int64; <|endoftext|> counts as 0 bytes of text.
+    Raises TokenizerError without the GPT-2 vocabulary files, on every call (only the lengths are cached:
+    the tokenizer's own cache decides whether its files are there)."""
+    from nanogpt_viz.data.tokenizer import token_bytes
+
+    token_bytes(EOT)  # the vocabulary is (still) there: the tokenizer's cached table, or TokenizerError
+    return _byte_lengths()
+
+
+@functools.lru_cache(maxsize=1)
+def _byte_lengths() -> np.ndarray:
     from nanogpt_viz.data.tokenizer import token_bytes
 
     out = np.array([len(token_bytes(i)) for i in range(VOCAB_SIZE)], dtype=np.int64)
     out[EOT] = 0
+    out.setflags(write=False)
     return out
 
 
