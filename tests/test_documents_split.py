@@ -65,3 +65,12 @@ def test_the_split_over_steps_is_the_split_of_all_their_rows():
         assert run[key] == whole[key]
     for key in ("mean_after", "mean_rest", "mean_after_bpb", "mean_rest_bpb"):
         assert math.isclose(run[key], whole[key], rel_tol=1e-12)
+
+
+def test_bpb_text_for_a_tooltip():
+    from nanogpt_viz.data.documents import bpb_text
+
+    tid = 1000  # a 3-byte GPT-2 token
+    n = len(token_bytes(tid))
+    assert bpb_text(2.0, tid) == f" · {2.0 / math.log(2) / n:.4f} bits per byte ({n} bytes)"
+    assert bpb_text(2.0, EOT) == "" and bpb_text(2.0, 60000) == ""

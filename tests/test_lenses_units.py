@@ -116,6 +116,12 @@ def test_bits_per_byte_units_in_every_loss_view(trained, qtbot, env):
     with np.errstate(invalid="ignore", divide="ignore"):
         np.testing.assert_allclose(after, np.where(den > 0, num / math.log(2) / den, np.nan), rtol=1e-5,
                                    equal_nan=True)
+    # the X/Y panel's tooltip on a target cell: the loss in nats and in bits per byte
+    m = win.xy.state.micro  # the micro-batch the panel shows (rank 0)
+    j = int(np.nonzero(nb[m, 0, 0])[0][0])  # a target that stands for bytes
+    loss = float(pt[m, 0, 0, j])
+    tip = win.xy.tooltip_text("y", 0, j)
+    assert f"{loss:.4f} nats · {loss / math.log(2) / nb[m, 0, 0, j]:.4f} bits per byte" in tip, tip
     # the top-k popover's loss
     target = int(y[0, 0, 0, 5])
     res = SimpleNamespace(target_loss=2.5, target=target)

@@ -157,6 +157,16 @@ def position_split(per_token: Any, x: Any, target_ids: Any = None, eot: int = EO
     return out
 
 
+def bpb_text(loss: float, target_id: int) -> str:
+    """' · 9.364 bits per byte (1 byte)': a target's loss / ln 2 / its bytes, for a tooltip after the loss in
+    nats; '' when the target stands for no bytes (<|endoftext|>) or is not a GPT-2 token."""
+    bpb = token_bits_per_byte([loss], [target_id])
+    if bpb is None or not np.isfinite(bpb[0]):
+        return ""
+    n = int(token_byte_lengths()[int(target_id)])
+    return f" · {float(bpb[0]):.4f} bits per byte ({n} byte{'s' * (n != 1)})"
+
+
 def add_split(acc: dict[str, Any] | None, split: dict[str, Any]) -> dict[str, Any]:
     """Fold one step's `position_split` into running sums over steps (a new dict; `acc` None starts one)."""
     def total(mean, count):
@@ -195,4 +205,5 @@ def running_split(acc: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = ["StepDocuments", "step_documents", "split_by_boundary", "token_byte_lengths", "bits_per_byte",
-           "token_bits_per_byte", "position_bits_per_byte", "position_split", "add_split", "running_split"]
+           "token_bits_per_byte", "position_bits_per_byte", "position_split", "add_split", "running_split",
+           "bpb_text"]

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QApplication, QComboBox, QDial
                                QHeaderView, QLabel, QMenu, QPushButton, QScrollArea, QSpinBox,
                                QTableWidget, QTableWidgetItem, QToolTip, QVBoxLayout, QWidget)
 
+from nanogpt_viz.data.documents import bpb_text
 from nanogpt_viz.ui import palette
 from nanogpt_viz.viewmodel import offset_short, offset_text
 from nanogpt_viz.viewmodel_xy import MAX_CELL_W, MIN_CELL_W, XYGeometry, XYState, row_predictions
@@ -604,7 +605,9 @@ class XYPanel(QWidget):
             lines.append(f"target of X[{i}, {j}] = '{self.display_text(int(X[i, j]))}'  (t[{pos - 1:,}])")
         loss = self.loss_at(i, j)
         if loss is not None:
-            lines.append(f"loss of this prediction {loss:.4f}")
+            units = getattr(self.window(), "units", None)  # bits per byte where the bytes are known (ui/lenses.py)
+            bpb = bpb_text(loss, int(Y[i, j])) if units is not None and units.problem is None else ""
+            lines.append(f"loss of this prediction {loss:.4f} nats{bpb}")
         return "\n".join(lines)
 
     def expand_row(self, i: int) -> QDialog:
