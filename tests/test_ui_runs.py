@@ -230,6 +230,7 @@ def test_step_position_map_has_one_row_per_step(qtbot, make_window, env):
     hs, hrows = _hist(run_dir).position_map(0, 7)
     assert hs.tolist() == list(range(7))
     np.testing.assert_allclose(rows, hrows, rtol=1e-3, atol=1e-3)  # live rows (float32) vs history (float16)
+    win.plots.setCurrentWidget(win.position_map)  # its image is drawn while its tab is shown
     assert win.position_map.image.image.shape == (7, 16)
 
 

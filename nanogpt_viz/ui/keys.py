@@ -4,6 +4,10 @@ Qt gives a focused spin box or line edit the arrow keys and Space before any win
 the ShortcutOverride event), so once a plan field had focus →, ← and Space stopped stepping (issue 12).
 The rule here: a field is *being edited* from the first key typed into it until it loses focus; until then
 the stepping keys go to the window's Go actions. Enter or Esc in a field hands the focus back to the stream.
+
+The filter sits on the window's text fields that get the focus (installed on QApplication.focusChanged), not
+on the application: an application filter is a Python call for every event of every widget (~650 for one
+scrubbed step), each taking the GIL from a training thread.
 """
 from __future__ import annotations
 
@@ -31,19 +35,38 @@ def text_field(w: QObject | None) -> QWidget | None:
 
 
 class StepKeys(QObject):
-    """An application event filter for one window: see the module's note."""
+    """An event filter on one window's text fields (each installed when it gets the focus): see the module's
+    note."""
 
     def __init__(self, window: QWidget, home: QWidget):
         super().__init__(window)
         self.window, self.home = window, home
         self.editing: QWidget | None = None  # the field being edited, if any
-        QApplication.instance().installEventFilter(self)
+        self.watched: set[int] = set()  # id() of the widgets this filter is installed on
+        app = QApplication.instance()
+        app.focusChanged.connect(self._on_focus)
         window.destroyed.connect(self._remove)
+        self._on_focus(None, QApplication.focusWidget())
 
     def _remove(self) -> None:
         app = QApplication.instance()
         if app is not None:
-            app.removeEventFilter(self)
+            try:
+                app.focusChanged.disconnect(self._on_focus)
+            except (RuntimeError, TypeError):  # already gone with this object
+                pass
+
+    def _on_focus(self, _old: QWidget | None, new: QWidget | None) -> None:
+        """A widget got the focus: watch it (and the spin box or combo box it is the line edit of) when it is a
+        text field of this window. Key presses, shortcut overrides and the focus leaving go to that widget."""
+        field = text_field(new)
+        if field is None or field.window() is not self.window:
+            return
+        for w in {new, field}:
+            if id(w) not in self.watched:
+                self.watched.add(id(w))
+                w.installEventFilter(self)
+                w.destroyed.connect(lambda _=None, k=id(w): self.watched.discard(k))
 
     def is_editing(self) -> bool:
         return self.editing is not None and self.editing is text_field(QApplication.focusWidget())

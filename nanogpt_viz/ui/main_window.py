@@ -223,7 +223,7 @@ class MainWindow(QMainWindow):
         run.checkpoint_saved.connect(files.on_checkpoint_saved)
         run.attached.connect(lambda d: d is None and views.detached())
         self.clock.add_pump(run.pump)
-        self.clock.add_painter(views.paint)
+        views.install(self.clock)  # the followed step and the curves, painted in turn
 
     # ---- settings, first corpus ------------------------------------------------------------------
     def save_settings(self) -> None:

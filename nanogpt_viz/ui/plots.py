@@ -11,6 +11,7 @@ import math
 import os
 from html import escape as html_escape
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple
 
@@ -796,6 +797,23 @@ class PositionLossPlot(QWidget):
         self._split_acc: dict[str, Any] | None = None  # data/documents.add_split over the live steps
         self._ema_enabled = True
         self._split_enabled = False
+        self._legend_key: tuple[bool, bool] | None = None  # what the legend lists: rebuilt only when it changes
+        self._batch = 0  # > 0 inside batch(): the setters only record, one redraw at the end
+        self._batch_dirty = False
+        self.redraw_count = 0
+
+    @contextmanager
+    def batch(self):
+        """Several setters for one step (set_data, then set_bpb and set_split from the lenses) draw once, at
+        the end: `with plot.batch(): ...`. Nested batches draw when the outermost ends."""
+        self._batch += 1
+        try:
+            yield self
+        finally:
+            self._batch -= 1
+            if not self._batch and self._batch_dirty:
+                self._batch_dirty = False
+                self._redraw()
 
     # ---- settings ---------------------------------------------------------------------------------
     def set_ema_enabled(self, on: bool) -> None:
@@ -871,6 +889,10 @@ class PositionLossPlot(QWidget):
         self._redraw()
 
     def _redraw(self) -> None:
+        if self._batch:
+            self._batch_dirty = True
+            return
+        self.redraw_count += 1
         split_on = self._split_enabled
         y = self._y[self.units]
         if y is None or split_on:
@@ -946,6 +968,12 @@ class PositionLossPlot(QWidget):
         self.split_label.setText("<br>".join(lines))
 
     def _update_legend(self) -> None:
+        """The legend lists the curves shown (not their values): rebuilt only when the split or the moving average
+        is switched, not on every step (a rebuild makes new LabelItems: most of a scrubbed step's time)."""
+        key = (self._split_enabled, self._ema_enabled)
+        if key == self._legend_key:
+            return
+        self._legend_key = key
         lg = self.legend_item
         lg.clear()
         if not self._split_enabled:  # split: the label under the plot names the curves, with their means
@@ -1108,6 +1136,7 @@ class StepPositionMap(QWidget):
         self._steps = np.zeros(0, np.int64)
         self._rows: np.ndarray | None = None
         self._shape: tuple[int, int] | None = None
+        self._stale = False  # rows set while hidden, not drawn yet
         self.plot.scene().sigMouseMoved.connect(self._on_mouse_moved)
 
     def set_rows(self, steps: np.ndarray, rows: np.ndarray | None) -> None:
@@ -1118,6 +1147,22 @@ class StepPositionMap(QWidget):
         a = np.asarray(rows, dtype=np.float32).reshape(len(steps), -1)
         self._steps = np.asarray(steps, dtype=np.int64).copy()
         self._rows = a
+        if not self.isVisible():  # a hidden tab: drawn when shown (showEvent), with the rows it holds then
+            self._stale = True
+            return
+        self._draw()
+
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().showEvent(event)
+        if self._stale:
+            self._draw()
+
+    def _draw(self) -> None:
+        """The image, its place and the colour bar's levels from the rows held."""
+        self._stale = False
+        a = self._rows
+        if a is None:
+            return
         self.image.setImage(a, autoLevels=False)
         lo_step, hi_step = int(self._steps[0]), int(self._steps[-1])
         span = max(1, hi_step - lo_step + 1)
@@ -1140,6 +1185,7 @@ class StepPositionMap(QWidget):
         self._steps = np.zeros(0, np.int64)
         self._rows = None
         self._shape = None
+        self._stale = False
         self.image.clear()
         self.cursor.setVisible(False)
 
@@ -1162,6 +1208,8 @@ class StepPositionMap(QWidget):
             self.hovered.emit(int(self._steps[k]), j, v)
 
     def export_png(self, path: str | os.PathLike, width: int | None = None) -> Path:
+        if self._stale:  # rows set while hidden: the file shows them
+            self._draw()
         return _export_png(self.plot, self.plot.getPlotItem(), path, width)
 
 

@@ -128,8 +128,20 @@ class RunViews(QObject):
                           f"{last.tokens_per_s:,.0f} tok/s{mfu}{world} · ETA {format_eta(eta)}")
         w.clock.request()
 
+    def install(self, clock) -> None:
+        """Two painters on the refresh clock, which runs one per paint in turn (ui/refresh.py): the followed
+        step (every per-token view, then their repaint) and the curves (and the map) never share one
+        event-loop turn, so no single turn runs both (issue 11: the event latency while training)."""
+        clock.add_painter(self.paint_step)
+        clock.add_painter(self.paint_plots)
+
     def paint(self) -> None:
-        """The refresh clock's paint: curves, map, the followed step (its losses), progress."""
+        """Everything now: curves, map, the followed step (its losses), progress."""
+        self.paint_plots()
+        self.paint_step()
+
+    def paint_plots(self) -> None:
+        """The curves and the step x position map (drawn when its tab is shown: StepPositionMap.set_rows)."""
         w = self.win
         w.loss_plot.redraw()
         w.grad_plot.redraw()
@@ -138,6 +150,10 @@ class RunViews(QObject):
             self._map_dirty = False
             w.position_map.set_rows(*self.map_rows.data())
             self.update_range()
+
+    def paint_step(self) -> None:
+        """The followed step (its exact losses in every per-token view) and the progress line."""
+        w = self.win
         if self._follow is not None:
             step, self._follow = self._follow, None
             if step == w.session.step:
@@ -190,11 +206,12 @@ class RunViews(QObject):
             if sel is not None:
                 w.heatmap.set_data(sel)
         live = self.run.is_running() and step == self.run.last_step()
-        w.position_plot.set_data(None if losses is None else losses.position, update_ema=live)
-        w.position_map.set_current(step if losses is not None else None)
         units = getattr(w, "units", None)
-        if units is not None:  # the same losses in bits per byte, and split at <|endoftext|> (ui/lenses.py)
-            units.show_step(step, losses, self.micro, self.rank, update_ema=live)
+        with w.position_plot.batch():  # its nats, bpb and split setters draw once, at the end
+            w.position_plot.set_data(None if losses is None else losses.position, update_ema=live)
+            if units is not None:  # the same losses in bits per byte, and split at <|endoftext|> (ui/lenses.py)
+                units.show_step(step, losses, self.micro, self.rank, update_ema=live)
+        w.position_map.set_current(step if losses is not None else None)
         w.heatmap.label.setText(note or w.heatmap.label.text())
         w.loss_note.setText(note)
         w.loss_note.setVisible(bool(note))

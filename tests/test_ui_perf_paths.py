@@ -1,0 +1,177 @@
+"""The window's cheap paths (issue 11, speed): what they skip and when they catch up, checked by what is drawn,
+never by timing. Loss by position draws once per step and keeps its legend while scrubbing; the step x position
+map draws while its tab is shown and catches up when shown; the refresh clock's painters take turns."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtWidgets import QTabWidget, QWidget
+
+from nanogpt_viz.ui.main_window import MainWindow
+from nanogpt_viz.ui.plots import PositionLossPlot, StepPositionMap
+from nanogpt_viz.ui.refresh import RefreshClock
+
+LOAD = 60_000
+TRAIN = 240_000
+
+TEXT = ("The quick brown fox jumps over the lazy dog. It was a bright cold day in April, and the clocks "
+        "were striking thirteen.<|endoftext|>Call me Ishmael. In a hole in the ground there lived a hobbit. ") * 20
+
+
+def _legend(plot: PositionLossPlot) -> list[tuple[object, object, str]]:
+    """(sample, label, text) of every legend entry: the objects themselves, to see a rebuild."""
+    return [(s, lab, lab.text) for s, lab in plot.legend_item.items]
+
+
+# ---- loss by position --------------------------------------------------------------------------------
+def test_position_plot_batch_draws_once_with_the_last_values_and_keeps_its_legend(qtbot):
+    plot = PositionLossPlot()
+    qtbot.addWidget(plot)
+    rng = np.random.default_rng(0)
+    plot.set_data(rng.random(8))
+    legend = _legend(plot)
+    assert [t for _, _, t in legend] == ["this step", "moving average"]
+    for _ in range(5):
+        nats, bpb = rng.random(8), rng.random(8)
+        before = plot.redraw_count
+        with plot.batch():
+            plot.set_data(nats, update_ema=False)
+            plot.set_bpb(bpb, update_ema=False)
+            plot.set_split(None)
+            assert plot.redraw_count == before  # nothing drawn inside the batch
+        assert plot.redraw_count == before + 1
+        np.testing.assert_array_equal(plot.curve.getOriginalDataset()[1], nats)
+        plot.set_units("bpb")
+        np.testing.assert_array_equal(plot.curve.getOriginalDataset()[1], bpb)
+        plot.set_units("nats")
+        assert _legend(plot) == legend  # the same LabelItems: not rebuilt for new values or units
+    plot.set_ema_enabled(False)  # what the legend lists changed: rebuilt
+    assert [t for _, _, t in _legend(plot)] == ["this step"]
+    plot.set_split_enabled(True)
+    assert _legend(plot) == []
+    plot.set_split_enabled(False)
+    plot.set_ema_enabled(True)
+    assert [t for _, _, t in _legend(plot)] == ["this step", "moving average"]
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("NANOGPT_VIZ_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("NANOGPT_VIZ_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    (tmp_path / "a.txt").write_text(TEXT, encoding="utf-8")
+    return tmp_path
+
+
+def _trained_window(qtbot, env, steps: int) -> MainWindow:
+    win = MainWindow(settings=QSettings(str(env / "s.ini"), QSettings.Format.IniFormat), device_name="CPU")
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    win.load_corpus(str(env / "a.txt"))
+    qtbot.waitUntil(lambda: win.session.model is not None and not win.loader.is_busy(), timeout=LOAD)
+    tp = win.train_panel
+    tp.preset.setCurrentText("tiny")
+    tp.steps.setValue(steps)
+    tp.eval_interval.setValue(0)
+    tp.device.setCurrentIndex(tp.device.findData("cpu"))
+    tp.dtype.setCurrentText("float32")
+    tp.compile.setCurrentText("off")
+    ends = []
+    win.run.ended.connect(ends.append)
+    qtbot.mouseClick(tp.start_btn, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: bool(ends) and not win.run.is_running(), timeout=TRAIN)
+    assert ends[-1].reason == "finished", ends[-1].message
+    return win
+
+
+def test_scrubbing_draws_loss_by_position_once_per_step_with_the_same_legend(qtbot, env):
+    win = _trained_window(qtbot, env, 6)
+    pp = win.position_plot
+    win.plots.setCurrentWidget(pp)
+    assert win.units.problem is None  # GPT-2 text: the bpb and the split are derived for every step
+    win.session.set_step(5)
+    legend = _legend(pp)
+    for step in (0, 3, 1, 4, 2):
+        before = pp.redraw_count
+        win.session.set_step(step)
+        assert pp.redraw_count == before + 1  # set_data, set_bpb and set_split: one draw
+        assert _legend(pp) == legend
+        losses = win.run.losses_at(step)
+        np.testing.assert_allclose(pp.curve.getOriginalDataset()[1], losses.position, rtol=1e-6)
+        assert pp.series()[0] is not None and pp.split_series() is not None  # this step's split, drawn on
+    pp.set_split_enabled(True)  # the split drawn: this step's own, with its label under the plot
+    win.session.set_step(1)
+    after, rest = pp.split_series()
+    x, y = pp.rest_curve.getOriginalDataset()
+    np.testing.assert_array_equal(y, rest)
+    assert "This step" in pp.split_label.text()
+
+
+# ---- the step x position map -----------------------------------------------------------------------------
+def test_hidden_position_map_catches_up_when_shown(qtbot):
+    tabs = QTabWidget()
+    qtbot.addWidget(tabs)
+    first, pmap = QWidget(), StepPositionMap()
+    tabs.addTab(first, "first")
+    tabs.addTab(pmap, "map")
+    tabs.show()
+    qtbot.waitExposed(tabs)
+    rng = np.random.default_rng(1)
+    rows = rng.random((5, 12)).astype(np.float32)
+    pmap.set_rows(np.arange(3), rows[:3])
+    pmap.set_rows(np.arange(5), rows)
+    assert pmap.image.image is None  # hidden: not drawn
+    steps, held = pmap.rows()
+    assert steps.tolist() == list(range(5))
+    np.testing.assert_array_equal(held, rows)  # but it holds the rows (hover read-out, tests)
+    tabs.setCurrentWidget(pmap)
+    np.testing.assert_array_equal(pmap.image.image, rows)  # caught up with the latest rows
+    assert pmap.colorbar.levels() == pytest.approx((float(rows.min()), float(rows.max())))
+    more = rng.random((7, 12)).astype(np.float32)
+    pmap.set_rows(np.arange(7), more)  # shown: drawn at once
+    np.testing.assert_array_equal(pmap.image.image, more)
+    tabs.setCurrentWidget(first)
+    pmap.set_rows(np.arange(3), more[:3])
+    np.testing.assert_array_equal(pmap.image.image, more)  # hidden again: the last drawn image stays
+    tabs.setCurrentWidget(pmap)
+    np.testing.assert_array_equal(pmap.image.image, more[:3])
+    pmap.clear()
+    tabs.setCurrentWidget(first)
+    tabs.setCurrentWidget(pmap)
+    assert pmap.image.image is None  # cleared: nothing to catch up with
+
+
+def test_window_position_map_drawn_when_its_tab_is_shown(qtbot, env):
+    win = _trained_window(qtbot, env, 4)
+    pmap = win.position_map
+    assert not pmap.isVisible()
+    steps, rows = pmap.rows()
+    assert steps.tolist() == [0, 1, 2, 3] and pmap.image.image is None
+    win.plots.setCurrentWidget(pmap)
+    np.testing.assert_array_equal(pmap.image.image, rows)
+
+
+# ---- the refresh clock -------------------------------------------------------------------------------
+def test_refresh_clock_painters_take_turns_and_flush_runs_all(qtbot):
+    clock = RefreshClock()
+    drawn: list[str] = []
+    clock.add_painter(lambda: drawn.append("step"))
+    clock.add_painter(lambda: drawn.append("plots"))
+    clock.start(period_ms=0)  # every tick is due: the turns, not the period, are what is checked
+    clock.timer.stop()
+    clock.request()
+    clock.tick()
+    assert drawn == ["step"]
+    clock.tick()
+    assert drawn == ["step", "plots"]
+    clock.tick()
+    assert drawn == ["step", "plots"]  # nothing requested since
+    clock.request()
+    clock.tick()
+    assert drawn[-1] == "step"
+    clock.flush()  # what is pending, now
+    assert drawn == ["step", "plots", "step", "plots"]
+    clock.flush()
+    assert len(drawn) == 4 and not clock.pending
