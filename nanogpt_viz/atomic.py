@@ -12,8 +12,8 @@ Pure: no Qt, no torch.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
@@ -53,6 +53,19 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _create_temp(path: Path, suffix: str) -> str:
+    """Create the empty temporary sibling. Not mkstemp: its files are 0600, and a prepared train.bin or a
+    checkpoint must get the modes any new file gets (0666 less the umask, 0644 as a rule), as nanoGPT's do."""
+    for _ in range(100):
+        name = str(path.parent / f"{temp_prefix(path)}{secrets.token_hex(4)}{suffix}")
+        try:
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name next to {path}")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, *, mkdir: bool = True, suffix: str = TEMP_SUFFIX) -> Iterator[str]:
     """Yield the name of an empty temporary sibling of `path`; write it (by name) inside the block.
@@ -64,8 +77,7 @@ def atomic_path(path: str | os.PathLike, *, mkdir: bool = True, suffix: str = TE
     path = Path(path)
     if mkdir:
         path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=suffix, dir=str(path.parent))
-    os.close(fd)
+    tmp = _create_temp(path, suffix)
     try:
         yield tmp
         _fsync_file(tmp)  # the data is on disk before the rename makes it visible

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from nanogpt_viz.atomic import atomic_copy, atomic_file, atomic_path, atomic_write_text, is_temp_name
+from nanogpt_viz.atomic import (atomic_copy, atomic_file, atomic_path, atomic_write_bytes, atomic_write_text,
+                                 is_temp_name)
 
 PKG = Path(__file__).resolve().parents[1] / "nanogpt_viz"
 
@@ -74,3 +75,14 @@ def test_no_other_module_renames_files_into_place():
                     and isinstance(node.value, ast.Name) and node.value.id in ("os", "tempfile"):
                 offenders.append(f"{path.relative_to(PKG)}:{node.lineno} {node.value.id}.{node.attr}")
     assert offenders == []
+
+
+def test_new_files_get_the_usual_mode_not_mkstemps_0600(tmp_path):
+    """A prepared train.bin or a checkpoint is readable by others as any new file is (0666 less the umask;
+    nanoGPT's prepare.py writes 0644 under the usual 022)."""
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "train.bin", b"\x00\x01")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "train.bin").stat().st_mode & 0o777 == 0o644
