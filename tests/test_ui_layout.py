@@ -60,6 +60,18 @@ def test_the_first_window_fits_1280_before_any_corpus_is_open(qtbot, tmp_path):
     assert w.width() <= 1280
 
 
+def test_a_plan_with_micro_batches_and_ranks_still_fits_1280(qtbot, win, tmp_path):
+    """K > 1 and W > 1 show the X/Y panel's micro-batch and rank boxes: its control row must still fit the
+    central column, so the window's minimum stays within a 1280 px screen (it was 1296 px)."""
+    _load(qtbot, win, tmp_path)
+    pc = win.session.plan_config.with_(block_size=16, batch_size=2, grad_accum=4, world_size=2)
+    win.plan_panel.set_config(pc)
+    win.session.set_plan_config(pc)
+    QApplication.processEvents()
+    assert win.xy.micro_spin.isVisible() and win.xy.rank_spin.isVisible()
+    assert win.minimumSizeHint().width() <= 1280
+
+
 @pytest.mark.parametrize("size", SIZES)
 def test_run_bar_and_live_line_in_view_at_each_size(qtbot, win, size):
     w, h = size

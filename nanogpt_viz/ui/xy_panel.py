@@ -408,7 +408,8 @@ class XYPanel(QWidget):
         self.header.setWordWrap(True)
         self.header.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
-        self.micro_label = QLabel("micro-batch")
+        self.micro_label = QLabel("micro")
+        self.micro_label.setToolTip("gradient-accumulation micro-batch m (0..K-1)")
         self.micro_spin = QSpinBox()
         self.micro_spin.setAccessibleName("micro-batch")
         self.micro_spin.setToolTip("gradient-accumulation micro-batch m (0..K-1)")
@@ -420,6 +421,10 @@ class XYPanel(QWidget):
         self.color_combo.addItem("colour: step", "plain")
         self.color_combo.addItem("colour Y: per-token loss", "loss")
         self.color_combo.setToolTip("colour each target by the loss of predicting it (needs a trained step)")
+        # may show its text elided: with the micro-batch and rank boxes (K > 1, W > 1) the row must still fit
+        # the central column of a 1280 px window
+        self.color_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.color_combo.setMinimumContentsLength(10)
         self.explain_button = QPushButton("Explain row 0")
         self.explain_button.setToolTip("list the row's N (context → next token) predictions")
         self.micro_spin.valueChanged.connect(self._on_spin)
