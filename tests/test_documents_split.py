@@ -74,3 +74,23 @@ def test_bpb_text_for_a_tooltip():
     n = len(token_bytes(tid))
     assert bpb_text(2.0, tid) == f" · {2.0 / math.log(2) / n:.4f} bits per byte ({n} bytes)"
     assert bpb_text(2.0, EOT) == "" and bpb_text(2.0, 60000) == ""
+
+
+def test_masked_split_by_hand_and_the_trainer_uses_it():
+    """One split for the window and the trainer: by hand on a 2x3 block."""
+    import numpy as np
+
+    from nanogpt_viz.data.documents import masked_split
+    from nanogpt_viz.engine.trainer import _split_by_eot
+
+    loss = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], dtype=np.float32)
+    after = np.array([[False, True, False], [True, False, False]])
+    s = masked_split(loss, after)
+    assert s["after"][:2].tolist() == [4.0, 2.0] and np.isnan(s["after"][2])
+    assert s["rest"].tolist() == [1.0, 5.0, 4.5]
+    assert s["count_after"].tolist() == [1, 1, 0] and s["count_rest"].tolist() == [1, 1, 2]
+    assert (s["mean_after"], s["n_after"], s["mean_rest"], s["n_rest"]) == (3.0, 2, 3.75, 4)
+    t = _split_by_eot(loss.reshape(1, 1, 2, 3), after.reshape(1, 1, 2, 3))
+    assert (t["loss_after_eot"], t["loss_rest"]) == (3.0, 3.75)
+    assert t["position_loss_rest"].tolist() == [1.0, 5.0, 4.5]
+    assert t["position_count_after_eot"].tolist() == [1, 1, 0]

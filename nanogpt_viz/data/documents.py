@@ -120,6 +120,29 @@ def position_bits_per_byte(per_token: Any, target_ids: Any, mask: Any = None) ->
         return np.where(den > 0, num / math.log(2) / np.maximum(den, 1), np.nan)
 
 
+def masked_split(per_token: Any, after: Any) -> dict[str, Any]:
+    """Per-token losses (..., N) split by a mask of the same shape (`after`: the target follows <|endoftext|>).
+
+    "after" / "rest": (N,) mean by position (NaN where a position has none), "count_after" / "count_rest" (N,),
+    "mean_after" / "mean_rest" over all positions (None when empty) and their counts "n_after" / "n_rest".
+    The one computation behind `position_split` (the window) and the trainer's StepReport fields."""
+    loss = np.asarray(per_token, dtype=np.float64)
+    after = np.asarray(after, dtype=bool)
+    axes = tuple(range(loss.ndim - 1))
+    n_after = after.sum(axis=axes)
+    n_rest = (~after).sum(axis=axes)
+    sum_after = np.where(after, loss, 0.0).sum(axis=axes)
+    sum_rest = np.where(after, 0.0, loss).sum(axis=axes)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pos_after = np.where(n_after > 0, sum_after / np.maximum(n_after, 1), np.nan)
+        pos_rest = np.where(n_rest > 0, sum_rest / np.maximum(n_rest, 1), np.nan)
+    k_after, k_rest = int(n_after.sum()), int(n_rest.sum())
+    return {"after": pos_after, "rest": pos_rest, "count_after": n_after.astype(np.int64),
+            "count_rest": n_rest.astype(np.int64),
+            "mean_after": float(sum_after.sum() / k_after) if k_after else None,
+            "mean_rest": float(sum_rest.sum() / k_rest) if k_rest else None, "n_after": k_after, "n_rest": k_rest}
+
+
 def position_split(per_token: Any, x: Any, target_ids: Any = None, eot: int = EOT) -> dict[str, Any]:
     """Loss by position in the block, split into targets that follow an <|endoftext|> (the first token of a
     new document: x[..., j] is EOT) and the rest. per_token, x (the inputs) and target_ids: one shape (..., N).
@@ -133,16 +156,7 @@ def position_split(per_token: Any, x: Any, target_ids: Any = None, eot: int = EO
     loss = np.asarray(per_token, dtype=np.float64)
     after = np.asarray(x) == eot
     axes = tuple(range(loss.ndim - 1))
-    n_after = after.sum(axis=axes)
-    n_rest = (~after).sum(axis=axes)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        pos_after = np.where(n_after > 0, np.where(after, loss, 0.0).sum(axis=axes) / np.maximum(n_after, 1), np.nan)
-        pos_rest = np.where(n_rest > 0, np.where(after, 0.0, loss).sum(axis=axes) / np.maximum(n_rest, 1), np.nan)
-    means = split_by_boundary(loss, x, eot)
-    out: dict[str, Any] = {"after": pos_after, "rest": pos_rest, "count_after": n_after.astype(np.int64),
-                           "count_rest": n_rest.astype(np.int64),
-                           "mean_after": means["after_boundary"], "mean_rest": means["rest"],
-                           "n_after": means["after_boundary_n"], "n_rest": means["rest_n"]}
+    out = masked_split(loss, after)
     if target_ids is not None:
         a = position_bits_per_byte(loss, target_ids, after)
         r = position_bits_per_byte(loss, target_ids, ~after)

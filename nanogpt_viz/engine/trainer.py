@@ -33,7 +33,7 @@ import torch
 from nanogpt_viz.engine.kernels import fused_loss
 from nanogpt_viz.data.batching import BatchPlan, gather_rows, plan_for
 from nanogpt_viz.data import tokenizer as _tok
-from nanogpt_viz.data.documents import token_byte_lengths
+from nanogpt_viz.data.documents import masked_split, token_byte_lengths
 from nanogpt_viz.config import ModelConfig, PlanConfig, TrainConfig
 from nanogpt_viz.run.record import DEFAULT_HISTORY_BUDGET, EndReason
 from nanogpt_viz.data.evaluation import (WHOLE_MAX_TARGETS, WHOLE_MAX_TARGETS_CPU, EvalPlan, EvalResult, eval_plan,
@@ -295,20 +295,11 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 def _split_by_eot(per_token: np.ndarray, after: np.ndarray) -> dict[str, Any]:
     """Per-token losses (K, ranks, B, N) split by `after` (the target's input is <|endoftext|>): the two means,
-    and by position in the block."""
-    n_after = after.sum(axis=(0, 1, 2))  # (N,)
-    n_all = np.prod(after.shape[:3])
-    sum_after = np.where(after, per_token, 0.0).sum(axis=(0, 1, 2), dtype=np.float64)
-    sum_all = per_token.sum(axis=(0, 1, 2), dtype=np.float64)
-    k_after, k_all = int(n_after.sum()), int(after.size)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        pos_after = np.where(n_after > 0, sum_after / np.maximum(n_after, 1), np.nan).astype(np.float32)
-        pos_rest = np.where(n_all - n_after > 0, (sum_all - sum_after) / np.maximum(n_all - n_after, 1),
-                            np.nan).astype(np.float32)
-    return {"loss_after_eot": float(sum_after.sum() / k_after) if k_after else None,
-            "loss_rest": float((sum_all.sum() - sum_after.sum()) / (k_all - k_after)) if k_all > k_after else None,
-            "position_loss_after_eot": pos_after, "position_loss_rest": pos_rest,
-            "position_count_after_eot": n_after.astype(np.int64)}
+    and by position in the block (documents.masked_split, as the window computes it)."""
+    s = masked_split(per_token, after)
+    return {"loss_after_eot": s["mean_after"], "loss_rest": s["mean_rest"],
+            "position_loss_after_eot": s["after"].astype(np.float32),
+            "position_loss_rest": s["rest"].astype(np.float32), "position_count_after_eot": s["count_after"]}
 
 
 @dataclass
