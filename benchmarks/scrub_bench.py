@@ -187,9 +187,9 @@ def scrub_series(app, win, hist, steps: np.ndarray, tab: str, label: str) -> dic
     return res
 
 
-def profile_series(app, win, steps: np.ndarray, top: int) -> str:
+def profile_series(app, win, steps: np.ndarray, top: int, tab: str = "heatmap") -> str:
     slider = win.controls.step_slider
-    win.plots.setCurrentWidget(win.heatmap)
+    win.plots.setCurrentWidget({"heatmap": win.heatmap, "position": win.position_plot, "map": win.position_map}[tab])
     app.processEvents()
     prof = cProfile.Profile()
     prof.enable()
@@ -216,6 +216,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rss-every", type=float, default=10.0, help="seconds between RSS samples while training")
     ap.add_argument("--profile-top", type=int, default=30)
+    ap.add_argument("--profile-tab", default="heatmap", choices=("heatmap", "position", "map"),
+                    help="the plot tab shown while profiling")
     args = ap.parse_args()
     os.environ["NANOGPT_VIZ_RUNS"] = args.runs or os.path.join(_TMP, "runs")
 
@@ -271,9 +273,9 @@ def main() -> None:
     for tab in ("heatmap", "position", "map"):
         series.append(scrub_series(app, win2, hist, pick(), tab, "reopened"))
 
-    print(f"\n[3] where the time goes: cProfile over {args.scrubs} more scrubs (reopened run, heatmap tab), "
-          f"by cumulative time", flush=True)
-    print(profile_series(app, win2, pick(), args.profile_top), flush=True)
+    print(f"\n[3] where the time goes: cProfile over {args.scrubs} more scrubs (reopened run, {args.profile_tab} "
+          f"tab), by cumulative time", flush=True)
+    print(profile_series(app, win2, pick(), args.profile_top, args.profile_tab), flush=True)
     win2.close()
 
     total = [x for s in series for x in s["total"]]
