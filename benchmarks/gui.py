@@ -217,6 +217,7 @@ def gui_run(app, win, steps: int, warmup: int, with_probe: bool = False) -> dict
             reports.append(rep)
 
     probe.timeout.connect(on_probe)
+    win.clock.paint_ms.clear()
     run = win.run  # the RunController
     win.runs.set_continuation(None)  # every round is a fresh run (Start would continue the last checkpoint)
     run.reports.connect(on_reports)
@@ -238,7 +239,11 @@ def gui_run(app, win, steps: int, warmup: int, with_probe: bool = False) -> dict
     tps_step = reports[0].starts.size * N
     timed = reports[warmup:]
     trainer = run.trainer
-    return {"tok_s": throughput(recv, tps_step, warmup),
+    by_painter: dict[int, list[float]] = {}
+    for i, ms in win.clock.paint_ms:  # each painter's time in one tick (the refresh clock's own clock)
+        by_painter.setdefault(i, []).append(ms)
+    return {"paint_ms": by_painter,
+            "tok_s": throughput(recv, tps_step, warmup),
             "tok_s_dt": tps_step * len(timed) / sum(r.dt for r in timed), "dt_ms": 1e3 * float(np.median([r.dt for r in timed])),
             "lateness": lateness, "final_loss": reports[-1].loss, "trainer": trainer,
             "run_dir": Path(run.run_dir), "record": check_run_dir(Path(run.run_dir), steps, N)}
@@ -379,6 +384,10 @@ def bench_training(app, args) -> dict:
                             "tokens_per_step": t.plan_config.block_size * t.plan_config.batch_size
                             * t.plan_config.grad_accum * t.plan_config.world_size}
                 print(f"  round {r}: window run directory: {g['record']}", flush=True)
+                print("    per paint tick (the painter's own time; the repaint it causes is a later event): " + "; ".join(
+                    f"painter {i} ({getattr(win.clock._painters[i], '__name__', i)}) {len(v)} paints, p50 "  # noqa: SLF001
+                    f"{pct(v, 50):.2f} ms, p99 {pct(v, 99):.2f} ms, max {max(v):.2f} ms"
+                    for i, v in sorted(g.pop("paint_ms").items())), flush=True)
                 if args.device == "cuda":
                     shutil.rmtree(g["run_dir"], ignore_errors=True)  # a gpt2 checkpoint is 1.5 GB
                 res[side] = g

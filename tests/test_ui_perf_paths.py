@@ -109,6 +109,27 @@ def test_scrubbing_draws_loss_by_position_once_per_step_with_the_same_legend(qtb
     assert "This step" in pp.split_label.text()
 
 
+def test_heatmap_draws_a_step_once_in_nats_and_switches_to_its_bpb(qtbot):
+    from nanogpt_viz.ui.plots import TokenLossHeatmap
+
+    hm = TokenLossHeatmap()
+    qtbot.addWidget(hm)
+    rng = np.random.default_rng(2)
+    nats, bpb = rng.random((3, 8)).astype(np.float32), rng.random((3, 8)).astype(np.float32)
+    made = []
+    hm.image.sigImageChanged.connect(lambda: made.append(1))
+    hm.set_data(nats)
+    assert len(made) == 1
+    hm.set_bpb(bpb)  # nats shown: the image is not made again
+    assert len(made) == 1
+    np.testing.assert_array_equal(hm.data(), nats)
+    hm.set_units("bpb")
+    np.testing.assert_array_equal(hm.data(), bpb)
+    np.testing.assert_array_equal(hm.image.image, bpb)
+    hm.set_units("nats")
+    np.testing.assert_array_equal(hm.image.image, nats)
+
+
 # ---- the step x position map -----------------------------------------------------------------------------
 def test_hidden_position_map_catches_up_when_shown(qtbot):
     tabs = QTabWidget()
@@ -175,3 +196,4 @@ def test_refresh_clock_painters_take_turns_and_flush_runs_all(qtbot):
     assert drawn == ["step", "plots", "step", "plots"]
     clock.flush()
     assert len(drawn) == 4 and not clock.pending
+    assert [i for i, _ in clock.paint_ms] == [0, 1, 0, 1]  # each paint's time, by painter (benchmarks/gui.py)

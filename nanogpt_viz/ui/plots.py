@@ -650,6 +650,8 @@ class TokenLossHeatmap(QWidget):
                 self.label.setText("no bits per byte for this step" if self._nats is not None
                                    else "no per-token losses for this step")
             return
+        if src is self._data:  # already drawn (set_bpb while showing nats): no second image of the same cells
+            return
         first = self._data is None or self._data.shape != src.shape
         if self._data is None and self.label.text().startswith("no "):
             self.label.setText("hover a cell: row, position, loss")

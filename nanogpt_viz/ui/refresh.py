@@ -17,6 +17,7 @@ turn, and the event latency's p99 while training went from 12.4 to 46.8 ms). `fl
 from __future__ import annotations
 
 import time
+from collections import deque
 from typing import Callable
 
 from PySide6.QtCore import QObject, QTimer
@@ -43,6 +44,7 @@ class RefreshClock(QObject):
         self._mark = (time.perf_counter(), time.thread_time())
         self.ticks = 0
         self.paints = 0
+        self.paint_ms: deque[tuple[int, float]] = deque(maxlen=4096)  # (painter, ms) of the latest paints
 
     def add_pump(self, fn: Callable[[], None]) -> None:
         """Called every tick: deliver what arrived (cheap)."""
@@ -100,7 +102,9 @@ class RefreshClock(QObject):
                 self._dirty[i] = False
                 self._turn = (i + 1) % n
                 self.paints += 1
+                t0 = time.perf_counter()
                 self._painters[i]()
+                self.paint_ms.append((i, (time.perf_counter() - t0) * 1e3))
                 return True
         return False
 
