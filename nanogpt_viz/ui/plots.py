@@ -236,7 +236,26 @@ class StepAxis(pg.AxisItem):
         return [f"{int(round(v)):,}" for v in values]
 
 
-class LossPlot(QWidget):
+class _Overlaid:
+    """Another run drawn over this chart (LossPlot, GradNormPlot): the legend names both runs."""
+
+    def set_run_label(self, label: str) -> None:
+        """The shown run's name in the legend when another run is overlaid."""
+        self.run_label = str(label or "")
+        self._update_legend()
+
+    def set_overlay(self, series: RunSeries | None) -> None:
+        """Overlay another run's curves (None removes it)."""
+        self.overlay = series
+        self.remove_btn.setVisible(series is not None)
+        if series is not None:
+            self.remove_btn.setToolTip(f"Remove the overlaid run {series.label} (File ▸ Remove comparison)")
+        self._update_legend()
+        self._dirty = True
+        self.redraw()
+
+
+class LossPlot(_Overlaid, QWidget):
     """Mean train loss (raw: faint; smoothed: an EMA with a slider, as TensorBoard) and val loss (symbols)
     vs optimizer step; a hover read-out, log-y, the legend above the data, a message before the first step."""
 
@@ -343,21 +362,6 @@ class LossPlot(QWidget):
             raise ValueError(f"units must be one of {sorted(UNITS)}, not {units!r}")
         self.units = units
         self.plot.getPlotItem().setLabel("left", UNITS[units])
-        self._update_legend()
-        self._dirty = True
-        self.redraw()
-
-    def set_run_label(self, label: str) -> None:
-        """The shown run's name in the legend when another run is overlaid."""
-        self.run_label = str(label or "")
-        self._update_legend()
-
-    def set_overlay(self, series: RunSeries | None) -> None:
-        """Overlay another run's train and val curves (None removes it)."""
-        self.overlay = series
-        self.remove_btn.setVisible(series is not None)
-        if series is not None:
-            self.remove_btn.setToolTip(f"Remove the overlaid run {series.label} (File ▸ Remove comparison)")
         self._update_legend()
         self._dirty = True
         self.redraw()
@@ -1219,7 +1223,7 @@ class StepPositionMap(QWidget):
 # Gradient norm vs step, with the clip threshold (issue 13, item 5)
 
 
-class GradNormPlot(QWidget):
+class GradNormPlot(_Overlaid, QWidget):
     """The gradient norm before clipping (StepReport.grad_norm) vs step, with the run's clip threshold
     (TrainConfig.grad_clip) as a dashed horizontal line: every point above it was clipped. Summing the
     micro-batch losses without dividing by K (train --no-divide-by-k) puts every step above the line."""
@@ -1307,20 +1311,6 @@ class GradNormPlot(QWidget):
             parts.append("<br>" + _legend_line(_OVERLAY_COLOR, f"{html_escape(o.label)}: gradient norm{extra}",
                                                "&#9476;&#9476;"))
         self.legend.setText(" &nbsp; ".join(parts))
-
-    def set_run_label(self, label: str) -> None:
-        self.run_label = str(label or "")
-        self._update_legend()
-
-    def set_overlay(self, series: RunSeries | None) -> None:
-        """Overlay another run's gradient norms (None removes it)."""
-        self.overlay = series
-        self.remove_btn.setVisible(series is not None)
-        if series is not None:
-            self.remove_btn.setToolTip(f"Remove the overlaid run {series.label} (File ▸ Remove comparison)")
-        self._update_legend()
-        self._dirty = True
-        self.redraw()
 
     def overlay_series(self) -> tuple[np.ndarray, np.ndarray] | None:
         return None if self.overlay is None else (self.overlay.grad_norm[0].copy(), self.overlay.grad_norm[1].copy())
