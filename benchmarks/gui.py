@@ -343,25 +343,7 @@ def profile_gui(app, args) -> None:
 
 
 def bench_training(app, args) -> dict:
-    from nanogpt_viz.ui.main_window import MainWindow
-
-    win = MainWindow(settings=QSettings(os.path.join(_TMP, "settings.ini"), QSettings.Format.IniFormat))
-    win.resize(1500, 920)
-    win.show()
-    win.startup(None)
-    spin(app, lambda: win.session.model is not None and not win.loader.is_busy(), 120)
-    N, B = args.block_size or DEFAULT_PLAN[args.preset][0], args.batch_size or DEFAULT_PLAN[args.preset][1]
-    win.plan_panel.n.setValue(N)
-    win.plan_panel.b.setValue(B)
-    tp = win.train_panel
-    tp.preset.setCurrentText(args.preset)
-    tp.eval_interval.setValue(0)
-    idx = tp.device.findData(args.device)
-    if idx < 0:
-        raise SystemExit(f"device {args.device!r} is not offered by the train panel")
-    tp.device.setCurrentIndex(idx)
-    tp.dtype.setCurrentText(args.dtype)
-    tp.compile.setCurrentText(args.compile)
+    win, N, B = make_window(app, args)
     steps = args.warmup + args.steps
     print(f"plan N={N} B={B} ({N * B:,} tokens/step), preset {args.preset}, {steps} steps "
           f"({args.warmup} warmup), device {args.device}, {args.repeat} rounds", flush=True)
