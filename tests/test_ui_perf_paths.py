@@ -197,3 +197,45 @@ def test_refresh_clock_painters_take_turns_and_flush_runs_all(qtbot):
     clock.flush()
     assert len(drawn) == 4 and not clock.pending
     assert [i for i, _ in clock.paint_ms] == [0, 1, 0, 1]  # each paint's time, by painter (benchmarks/gui.py)
+
+
+# ---- the plots' grid ---------------------------------------------------------------------------------
+def test_every_curve_plot_draws_an_opaque_grid_beneath_its_curves(qtbot):
+    """Grid lines are opaque (a translucent line is ~10x slower to draw), in the colour the translucent one had over
+    the background, and beneath the curves and the legend (an opaque line above would cut through them)."""
+    from PySide6.QtGui import QImage, QPainter
+
+    from nanogpt_viz.ui import palette
+    from nanogpt_viz.ui.plots import GradNormPlot, LossPlot, RatePlot
+
+    plots, widgets = [], []
+    for cls in (PositionLossPlot, LossPlot, GradNormPlot, RatePlot):
+        w = cls()
+        widgets.append(w)
+        qtbot.addWidget(w)
+        w.resize(600, 300)
+        w.show()
+        plots += [w.plot] if hasattr(w, "plot") else [w.lr_plot, w.tps_plot]
+    qtbot.wait(20)
+    bg = palette.BACKGROUND
+    image = QImage(10, 10, QImage.Format.Format_ARGB32)
+    for pw in plots:
+        item = pw.getPlotItem()
+        for name in ("left", "bottom"):
+            axis = item.getAxis(name)
+            assert axis.grid, "the grid is shown"
+            assert axis.zValue() < item.getViewBox().zValue(), "drawn beneath the view box's curves and legend"
+            painter = QPainter(image)
+            _, ticks, _ = axis.generateDrawSpecs(painter)
+            painter.end()
+            assert ticks
+            for pen, _, _ in ticks:
+                c = pen.color()
+                assert c.alpha() == 255
+                # a light line over the background: between the axis colour's blend and the background
+                assert c.red() <= bg.red() and c.green() <= bg.green() and c.blue() <= bg.blue()
+    # the blend itself, by hand: grey 150 at alpha 51/255 over #fafafa (250) -> 0.2 * 150 + 0.8 * 250 = 230
+    from PySide6.QtGui import QColor, QPen
+    from nanogpt_viz.ui.plots import _opaque_pen
+    got = _opaque_pen(QPen(QColor(150, 150, 150, 51))).color()
+    assert (got.red(), got.green(), got.blue(), got.alpha()) == (230, 230, 230, 255)
