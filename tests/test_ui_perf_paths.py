@@ -239,3 +239,29 @@ def test_every_curve_plot_draws_an_opaque_grid_beneath_its_curves(qtbot):
     from nanogpt_viz.ui.plots import _opaque_pen
     got = _opaque_pen(QPen(QColor(150, 150, 150, 51))).color()
     assert (got.red(), got.green(), got.blue(), got.alpha()) == (230, 230, 230, 255)
+
+
+def test_long_curves_draw_one_min_max_pair_per_pixel_column_and_keep_their_envelope(qtbot):
+    """A 20,000-step run's loss and gradient-norm curves draw about two points per pixel column (not ten), and what is
+    drawn still reaches the data's extremes: the highest and lowest step of the run are on screen."""
+    from nanogpt_viz.ui.plots import GradNormPlot, LossPlot
+
+    loss, grad = LossPlot(), GradNormPlot()
+    for w in (loss, grad):
+        qtbot.addWidget(w)
+        w.resize(700, 300)
+        w.show()
+    rng = np.random.default_rng(1)
+    n = 20_000
+    values = 5 + rng.standard_normal(n)
+    for i in range(n):
+        loss.add(i, float(values[i]), None)
+        grad.add(i, float(values[i]))
+    loss.redraw()
+    grad.redraw()
+    qtbot.wait(50)
+    for w, curve in ((loss, loss.raw_curve), (grad, grad.curve)):
+        width = w.plot.getPlotItem().getViewBox().width()
+        x, y = curve.curve.getData()  # what the curve item draws, after downsampling
+        assert 0 < len(x) <= 2 * width + 4, (len(x), width)
+        assert y.max() == values.max() and y.min() == values.min()  # peak mode: the envelope survives
