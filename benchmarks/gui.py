@@ -26,6 +26,7 @@ GPU box, headless:           QT_QPA_PLATFORM=offscreen python benchmarks/gui.py 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import shutil
@@ -190,6 +191,24 @@ def check_run_dir(run_dir: Path, steps: int, N: int) -> str:
             + (f"{ckpt.stat().st_size / 2 ** 20:,.0f} MiB" if ckpt.exists() else "MISSING"))
 
 
+def attribute_late(late_at, paints, gcs, recv, win, top: int = 12) -> list[str]:
+    """What the GUI thread was doing when each of the latest probes should have fired: the refresh clock's
+    paints (painter and its own time), garbage-collector passes and step reports that overlap the probe's
+    late interval [fired - lateness, fired]. Nothing overlapping: the repaint a paint posted (a later
+    event), another event, or the GIL held by the trainer's thread."""
+    names = [getattr(f, "__name__", str(i)) for i, f in enumerate(win.clock._painters)]  # noqa: SLF001
+    out = []
+    for t, late in sorted(late_at, key=lambda x: -x[1])[:top]:
+        a = t - late / 1e3 - 0.005
+        what = [f"{names[i]} {ms:.1f} ms at {1e3 * (t0 - a):+.1f}" for i, ms, t0 in paints if a <= t0 + ms / 1e3 and t0 <= t]
+        what += [f"gc gen{g} {ms:.1f} ms" for t0, ms, g in gcs if a <= t0 + ms / 1e3 and t0 <= t]
+        steps = [s for f, s in recv if a <= f <= t]
+        if steps:
+            what.append(f"steps {steps[0]}..{steps[-1]} finished")
+        out.append(f"{late:.1f} ms: " + ("; ".join(what) or "no paint or gc overlapping"))
+    return out
+
+
 def gui_run(app, win, steps: int, warmup: int, with_probe: bool = False) -> dict:
     """One training run started from the window. The latency probe wakes the GUI thread 200 times
     a second, which on 2 cores costs the model CPU time, so throughput rounds run without it."""
@@ -203,11 +222,23 @@ def gui_run(app, win, steps: int, warmup: int, with_probe: bool = False) -> dict
     clock = QElapsedTimer()
     state = {"last": None}
 
+    late_at: list[tuple[float, float]] = []  # (perf_counter, lateness ms) of every probe later than 16 ms
+    gcs: list[tuple[float, float, int]] = []  # (start, ms, generation) of the garbage collector's passes
+
     def on_probe() -> None:
         now = clock.nsecsElapsed() / 1e6
         if state["last"] is not None and len(reports) > warmup:
             lateness.append(max(0.0, now - state["last"] - 5.0))
+            if lateness[-1] > 16.0:
+                late_at.append((time.perf_counter(), lateness[-1]))
         state["last"] = now
+
+    def on_gc(phase: str, info: dict) -> None:
+        if phase == "start":
+            state["gc"] = time.perf_counter()
+        elif "gc" in state:
+            t0 = state.pop("gc")
+            gcs.append((t0, (time.perf_counter() - t0) * 1e3, info["generation"]))
 
     def on_reports(batch) -> None:
         # when the engine made each report: the window receives them in batches, at its refresh
@@ -218,6 +249,7 @@ def gui_run(app, win, steps: int, warmup: int, with_probe: bool = False) -> dict
 
     probe.timeout.connect(on_probe)
     win.clock.paint_ms.clear()
+    gc.callbacks.append(on_gc)
     run = win.run  # the RunController
     win.runs.set_continuation(None)  # every round is a fresh run (Start would continue the last checkpoint)
     run.reports.connect(on_reports)
@@ -231,6 +263,7 @@ def gui_run(app, win, steps: int, warmup: int, with_probe: bool = False) -> dict
         spin(app, lambda: bool(ends) and not run.is_running(), 3600, signals=(run.running_changed,))
     finally:
         probe.stop()
+        gc.callbacks.remove(on_gc)
         run.reports.disconnect(on_reports)
         run.ended.disconnect(ends.append)
     if str(ends[-1].reason) != "finished":
@@ -240,9 +273,9 @@ def gui_run(app, win, steps: int, warmup: int, with_probe: bool = False) -> dict
     timed = reports[warmup:]
     trainer = run.trainer
     by_painter: dict[int, list[float]] = {}
-    for i, ms in win.clock.paint_ms:  # each painter's time in one tick (the refresh clock's own clock)
+    for i, ms, _ in win.clock.paint_ms:  # each painter's time in one tick (the refresh clock's own clock)
         by_painter.setdefault(i, []).append(ms)
-    return {"paint_ms": by_painter,
+    return {"paint_ms": by_painter, "late": attribute_late(late_at, list(win.clock.paint_ms), gcs, recv, win),
             "tok_s": throughput(recv, tps_step, warmup),
             "tok_s_dt": tps_step * len(timed) / sum(r.dt for r in timed), "dt_ms": 1e3 * float(np.median([r.dt for r in timed])),
             "lateness": lateness, "final_loss": reports[-1].loss, "trainer": trainer,
@@ -370,6 +403,9 @@ def bench_training(app, args) -> dict:
                     f"painter {i} ({getattr(win.clock._painters[i], '__name__', i)}) {len(v)} paints, p50 "  # noqa: SLF001
                     f"{pct(v, 50):.2f} ms, p99 {pct(v, 99):.2f} ms, max {max(v):.2f} ms"
                     for i, v in sorted(g.pop("paint_ms").items())), flush=True)
+                if g["late"]:
+                    print("    the latest probes (> 16 ms) and what overlapped them:\n" + "\n".join(
+                        "      " + ln for ln in g["late"]), flush=True)
                 if args.device == "cuda":
                     shutil.rmtree(g["run_dir"], ignore_errors=True)  # a gpt2 checkpoint is 1.5 GB
                 res[side] = g
@@ -518,7 +554,13 @@ def main() -> None:
     ap.add_argument("--profile-gui", action="store_true",
                     help="also one window run with cProfile on the GUI thread (where its time goes while following)")
     ap.add_argument("--profile-top", type=int, default=40)
+    ap.add_argument("--gui-budget", type=float, default=None,
+                    help="the GUI thread's share of a core beside a GPU (ui/runs.LOCAL_BUDGET['gpu']) for this run")
     args = ap.parse_args()
+    if args.gui_budget is not None:
+        from nanogpt_viz.ui import runs
+
+        runs.LOCAL_BUDGET["gpu"] = args.gui_budget
     skip = set(filter(None, args.skip.split(",")))
 
     import torch
@@ -529,7 +571,8 @@ def main() -> None:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     print(f"torch {torch.__version__}, PySide6 {PySide6.__version__}, Python {sys.version.split()[0]}, {gpu}, "
           f"{os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, Qt platform {app.platformName()}; "
-          f"command: {' '.join([os.path.relpath(sys.argv[0])] + sys.argv[1:])}", flush=True)
+          f"command: {' '.join([os.path.relpath(sys.argv[0])] + sys.argv[1:])}; GUI budget beside a GPU "
+          f"{__import__('nanogpt_viz.ui.runs', fromlist=['LOCAL_BUDGET']).LOCAL_BUDGET['gpu']}", flush=True)
     summary = []
     if "train" not in skip:
         print("\n[1, 2] training from the window vs the headless engine", flush=True)

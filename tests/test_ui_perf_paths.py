@@ -196,7 +196,7 @@ def test_refresh_clock_painters_take_turns_and_flush_runs_all(qtbot):
     assert drawn == ["step", "plots", "step", "plots"]
     clock.flush()
     assert len(drawn) == 4 and not clock.pending
-    assert [i for i, _ in clock.paint_ms] == [0, 1, 0, 1]  # each paint's time, by painter (benchmarks/gui.py)
+    assert [i for i, _, _ in clock.paint_ms] == [0, 1, 0, 1]  # each paint's time, by painter (benchmarks/gui.py)
 
 
 # ---- the plots' grid ---------------------------------------------------------------------------------
