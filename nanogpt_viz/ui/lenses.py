@@ -78,6 +78,9 @@ class UnitsLens(QObject):
         topk = getattr(w, "topk", None)
         if topk is not None:
             topk.popover.units = units
+        views = getattr(w, "views", None)
+        if views is not None:  # the heatmap's bits per byte are derived only while shown: now, for its step
+            views.refresh_lenses()
 
     # ---- the step shown: its bpb and its boundary split ------------------------------------------------
     def step_rows(self, step: int, losses: Any) -> tuple[np.ndarray, np.ndarray] | None:
@@ -106,7 +109,11 @@ class UnitsLens(QObject):
         return rows[..., :-1], rows[..., 1:]
 
     def show_step(self, step: int, losses: Any, micro: int = 0, rank: int = 0, update_ema: bool = False) -> None:
-        """Called after RunViews.show_step drew `step`'s losses in nats: the bpb and the boundary split."""
+        """Called after RunViews.show_step drew `step`'s losses in nats: the loss by position in bits per byte
+        and split at <|endoftext|> (their moving average and the split over the run fold in every live step),
+        and the heatmap's cells in bits per byte, derived only while the units are bpb: the heatmap shows the
+        one step, so switching units derives them then (RunViews.refresh_lenses). Beside a GPU every numpy
+        pass here hands the GIL to the trainer's thread and waits to get it back (issue 11)."""
         from nanogpt_viz.data.documents import position_bits_per_byte, position_split, token_bits_per_byte
         from nanogpt_viz.ui.plots import select_rows
 
@@ -122,6 +129,9 @@ class UnitsLens(QObject):
         if self.problem is not None:
             return
         w.position_plot.set_bpb(position_bits_per_byte(pt, y), update_ema=update_ema)
+        if self.units != "bpb":
+            w.heatmap.set_bpb(None)
+            return
         per_bpb = token_bits_per_byte(pt, y)
         sel = select_rows(per_bpb, tuple(losses.ranks), micro, rank) if per_bpb is not None else None
         w.heatmap.set_bpb(sel)

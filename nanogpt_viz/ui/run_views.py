@@ -184,6 +184,15 @@ class RunViews(QObject):
         self.micro, self.rank = int(micro), int(rank)
         self.show_step(self.win.session.step)
 
+    def refresh_lenses(self) -> None:
+        """The lenses' views of the step shown again (ui/lenses.UnitsLens.show_step; nothing folded into the
+        moving averages): the heatmap's bits per byte are derived only while the units are bpb."""
+        units = getattr(self.win, "units", None)
+        if units is None:
+            return
+        with self.win.position_plot.batch():
+            units.show_step(self.win.session.step, self._shown_losses, self.micro, self.rank, update_ema=False)
+
     def show_step(self, step: int) -> None:
         """Every per-token view shows `step`'s exact losses, or none when the run has none for it."""
         w = self.win
