@@ -556,11 +556,15 @@ def main() -> None:
     ap.add_argument("--profile-top", type=int, default=40)
     ap.add_argument("--gui-budget", type=float, default=None,
                     help="the GUI thread's share of a core beside a GPU (ui/runs.LOCAL_BUDGET['gpu']) for this run")
+    ap.add_argument("--switch-ms", type=float, default=None,
+                    help="the GIL switch interval beside a GPU while the window trains (ui/runs.LOCAL_SWITCH_S['gpu'])")
     args = ap.parse_args()
-    if args.gui_budget is not None:
-        from nanogpt_viz.ui import runs
+    from nanogpt_viz.ui import runs
 
+    if args.gui_budget is not None:
         runs.LOCAL_BUDGET["gpu"] = args.gui_budget
+    if args.switch_ms is not None:
+        runs.LOCAL_SWITCH_S["gpu"] = args.switch_ms / 1e3
     skip = set(filter(None, args.skip.split(",")))
 
     import torch
@@ -571,8 +575,8 @@ def main() -> None:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     print(f"torch {torch.__version__}, PySide6 {PySide6.__version__}, Python {sys.version.split()[0]}, {gpu}, "
           f"{os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, Qt platform {app.platformName()}; "
-          f"command: {' '.join([os.path.relpath(sys.argv[0])] + sys.argv[1:])}; GUI budget beside a GPU "
-          f"{__import__('nanogpt_viz.ui.runs', fromlist=['LOCAL_BUDGET']).LOCAL_BUDGET['gpu']}", flush=True)
+          f"command: {' '.join([os.path.relpath(sys.argv[0])] + sys.argv[1:])}; beside a GPU the window's budget "
+          f"{runs.LOCAL_BUDGET['gpu']} of a core, GIL switch interval {1e3 * runs.LOCAL_SWITCH_S['gpu']} ms", flush=True)
     summary = []
     if "train" not in skip:
         print("\n[1, 2] training from the window vs the headless engine", flush=True)

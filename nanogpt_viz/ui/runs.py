@@ -33,6 +33,10 @@ def runs_root() -> Path:
 # too: at 15% the window ran at 0.87-0.97x headless on an H200 (gpt2, B=16); 5% is a paint of each
 # view every few hundred ms, still live.
 LOCAL_BUDGET = {"cpu": 0.01, "gpu": 0.05}
+# Python's GIL switch interval while such a run trains. Beside a GPU the trainer's thread mostly runs Python
+# between kernel launches; every Qt or numpy call that lets the GIL go makes the window's thread wait up to
+# this long to get it back, and a followed step's paint makes dozens of such calls.
+LOCAL_SWITCH_S = {"cpu": 0.005, "gpu": 0.00025}
 
 class RunActions(QObject):
     def __init__(self, win):
@@ -117,9 +121,7 @@ class RunActions(QObject):
                                        "tokens": len(s.tokens), "vocab_size": corpus.vocab_size})
         # on a CPU the window competes with the model for cores; beside a GPU it may refresh more
         on_cpu = "CPU" in win.device_name or tc.device == "cpu"
-        # Beside a GPU the trainer thread mostly runs Python between kernel launches: hand the GIL
-        # over every 1 ms (not 5) so a window event waits at most about that long.
-        sys.setswitchinterval(0.005 if on_cpu else 0.001)
+        sys.setswitchinterval(LOCAL_SWITCH_S["cpu" if on_cpu else "gpu"])
         self.run.detach()
         win.views.reset(s.plan_config, tc.steps)
         self.run.start_local(trainer)
