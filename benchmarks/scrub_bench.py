@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import io
 import os
 import pstats
@@ -150,8 +151,20 @@ def scrub_series(app, win, hist, steps: np.ndarray, tab: str, label: str) -> dic
             steps[k] = (steps[k] + 1) % (int(hist.steps[-1]) + 1)
     if steps and steps[0] == win.session.step:
         steps[0] = (steps[0] + 1) % (int(hist.steps[-1]) + 1)
+    gc_ms: list[float] = []  # the garbage collector's passes during the series (ms each)
+    gc_in: list[float] = []  # per scrub: ms of garbage collection inside it
+    state: dict = {}
+
+    def on_gc(phase: str, info: dict) -> None:
+        if phase == "start":
+            state["t"] = time.perf_counter()
+        elif "t" in state:
+            gc_ms.append((time.perf_counter() - state.pop("t")) * 1e3)
+
+    gc.callbacks.append(on_gc)
     for i, s in enumerate(steps):
         before = counter.snapshot()
+        n_gc = len(gc_ms)
         t0 = time.perf_counter()
         slider.setValue(int(s))
         t1 = time.perf_counter()
@@ -160,6 +173,7 @@ def scrub_series(app, win, hist, steps: np.ndarray, tab: str, label: str) -> dic
         change.append((t1 - t0) * 1e3)
         paint.append((t2 - t1) * 1e3)
         total.append((t2 - t0) * 1e3)
+        gc_in.append(sum(gc_ms[n_gc:]))
         after = counter.snapshot()
         for k in views:
             missed[k] += after[k] == before[k]
@@ -173,6 +187,7 @@ def scrub_series(app, win, hist, steps: np.ndarray, tab: str, label: str) -> dic
         if i % 20 == 0:
             rss.append(rss_mb())
     rss.append(rss_mb())
+    gc.callbacks.remove(on_gc)
     for v in views.values():
         for w in [v, *v.findChildren(QWidget)]:
             w.removeEventFilter(counter)
@@ -184,6 +199,9 @@ def scrub_series(app, win, hist, steps: np.ndarray, tab: str, label: str) -> dic
           f"{pct(paint, 95):.1f} / max {max(paint):.1f})  views without a Paint: "
           + ", ".join(f"{k} {v}" for k, v in missed.items())
           + f"; wrong losses shown {wrong}; RSS {rss[0]:.1f} -> {rss[-1]:.1f} MB", flush=True)
+    worst = int(np.argmax(total))
+    print(f"    the slowest scrub (#{worst + 1} of the series): {total[worst]:.1f} ms, of which garbage collection {gc_in[worst]:.1f} ms; "
+          f"{len(gc_ms)} collector passes in the series (max {max(gc_ms, default=0.0):.1f} ms)", flush=True)
     return res
 
 
