@@ -265,7 +265,7 @@ def host_table(times: dict, dts: dict, first: int, last: int) -> None:
           f"{'ahead: the GPU never waits for it' if min(t['wait'] for t, _ in rows) > 0.001 else 'behind'}")
 
 
-def profile(b: int, steps: int, residual: str = "float32") -> None:
+def profile(b: int, steps: int, residual: str = "float32", sources: int = 0) -> None:
     tokens = np.random.default_rng(0).integers(0, 50257, 50_000_000, dtype=np.uint16)
     pc = PlanConfig(block_size=1024, batch_size=b, sampling="random")
     mc = MODEL_PRESETS["gpt2"].with_(dropout=0.0)
@@ -300,6 +300,7 @@ def profile(b: int, steps: int, residual: str = "float32") -> None:
           f"{b * 1024 / step_ms * 1e3:,.0f} tok/s")
     by_cat = collections.Counter()
     by_name = collections.Counter()
+    calls = collections.Counter()
     for e in prof.events():  # kernels only: CPU-side ops also carry device time in key_averages
         if e.device_type != torch.autograd.DeviceType.CUDA:
             continue
@@ -307,14 +308,38 @@ def profile(b: int, steps: int, residual: str = "float32") -> None:
             continue
         by_cat[category(e.name)] += e.device_time_total if hasattr(e, "device_time_total") else e.cuda_time_total
         by_name[e.name] += e.device_time_total if hasattr(e, "device_time_total") else e.cuda_time_total
+        calls[e.name] += 1
     busy = sum(by_cat.values()) / 1e3  # ms over the profiled window
     print(f"  kernels {busy / n:.1f} ms per step over {n} steps; {step_ms - busy / n:.1f} ms per step "
           f"with the GPU idle (wall {wall * 1e3 / n:.1f} ms per step)")
     for cat, t in by_cat.most_common():
         print(f"  {cat:38s} {t / 1e3 / n:7.2f} ms/step  {100 * t / 1e3 / busy:5.1f}%")
-    print("  top kernels:")
+    print("  top kernels (ms per step, calls per step, us per call):")
     for name, t in by_name.most_common(45):
-        print(f"    {t / 1e3 / n:7.3f} ms  {name[:110]}")
+        print(f"    {t / 1e3 / n:7.3f} ms  {calls[name] / n:5.0f}x  {t / max(1, calls[name]):8.1f} us  {name[:100]}")
+    if sources:
+        triton_sources([name for name, _ in by_name.most_common(45) if name.startswith("triton_")][:sources])
+
+
+def triton_sources(names: list[str]) -> None:
+    """What inductor fused into each of `names`: the origin comments of its generated kernel (inductor's cache)."""
+    import glob
+
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    files = glob.glob(os.path.join(cache_dir(), "**", "*.py"), recursive=True)
+    for name in names:
+        print(f"  -- {name}")
+        for f in files:
+            text = open(f, errors="replace").read()
+            i = text.find(f"def {name}(")
+            if i < 0:
+                continue
+            head = text[max(0, text.rfind("@triton", 0, i) - 1500):i].splitlines()
+            for ln in head:
+                if ln.lstrip().startswith("#") and ("Source" in ln or "ATen" in ln or "aten" in ln or "=" in ln):
+                    print("     " + ln.strip()[:220])
+            break
 
 
 if __name__ == "__main__":
@@ -326,7 +351,15 @@ if __name__ == "__main__":
     ap.add_argument("--kernels", action="store_true", help="check and time the GELU and row-kernel variants")
     ap.add_argument("--rows", action="store_true", help="check and time the row kernels only")
     ap.add_argument("--residual-dtype", default="float32", help="the profiled run's residual stream")
+    ap.add_argument("--sources", type=int, default=0,
+                    help="print what inductor fused into the N slowest Triton kernels (their origin comments)")
+    ap.add_argument("--clocks", action="store_true",
+                    help="sample the GPU's SM clock, power and temperature every 100 ms while profiling")
     a = ap.parse_args()
+    if a.sources:
+        import torch._inductor.config as ic
+
+        ic.comment_origin = True  # each generated kernel names the FX nodes it came from
     torch.backends.cuda.matmul.allow_tf32 = True
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name(0)}", flush=True)
     skip = set(a.skip.split(","))
@@ -341,4 +374,20 @@ if __name__ == "__main__":
     if "attn" not in skip:
         attention(a.batch_size)
     if "profile" not in skip:
-        profile(a.batch_size, a.steps, a.residual_dtype)
+        smi = None
+        if a.clocks:
+            import subprocess
+
+            smi = subprocess.Popen(["nvidia-smi", "--query-gpu=clocks.sm,clocks.mem,power.draw,temperature.gpu,"
+                                    "clocks_throttle_reasons.active", "--format=csv,noheader", "-lms", "100"],
+                                   stdout=subprocess.PIPE, text=True)
+        profile(a.batch_size, a.steps, a.residual_dtype, a.sources)
+        if smi is not None:
+            smi.terminate()
+            rows = [ln.split(", ") for ln in smi.communicate()[0].splitlines() if ln.count(",") >= 4]
+            sm = [float(r[0].split()[0]) for r in rows]
+            pw = [float(r[2].split()[0]) for r in rows if r[2].split()[0].replace(".", "").isdigit()]
+            reasons = collections.Counter(r[4].strip() for r in rows)
+            print(f"  GPU over the run ({len(rows)} samples): SM clock MHz min {min(sm):.0f} / median "
+                  f"{np.median(sm):.0f} / max {max(sm):.0f}; power W median {np.median(pw):.0f}, max {max(pw):.0f}; "
+                  f"throttle reasons {dict(reasons.most_common(4))}")
