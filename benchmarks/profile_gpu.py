@@ -385,8 +385,12 @@ if __name__ == "__main__":
         if smi is not None:
             smi.terminate()
             rows = [ln.split(", ") for ln in smi.communicate()[0].splitlines() if ln.count(",") >= 4]
+            rows = [r for r in rows if r[0].split() and r[0].split()[0].isdigit()]
+            if not rows:
+                print("  GPU clocks: nvidia-smi gave no samples")
+                raise SystemExit(0)
             sm = [float(r[0].split()[0]) for r in rows]
-            pw = [float(r[2].split()[0]) for r in rows if r[2].split()[0].replace(".", "").isdigit()]
+            pw = [float(r[2].split()[0]) for r in rows if r[2].split() and r[2].split()[0].replace(".", "").isdigit()] or [0.0]
             reasons = collections.Counter(r[4].strip() for r in rows)
             print(f"  GPU over the run ({len(rows)} samples): SM clock MHz min {min(sm):.0f} / median "
                   f"{np.median(sm):.0f} / max {max(sm):.0f}; power W median {np.median(pw):.0f}, max {max(pw):.0f}; "
