@@ -72,6 +72,24 @@ def test_a_plan_with_micro_batches_and_ranks_still_fits_1280(qtbot, win, tmp_pat
     assert win.minimumSizeHint().width() <= 1280
 
 
+def test_a_long_run_shown_with_micro_batches_and_ranks_still_fits_1280(qtbot, win, tmp_path):
+    """A run of a million steps shown: the step row names its range ("of 1,234,567") beside the slider, and with
+    K > 1 and W > 1 the window's minimum still fits a 1280 px screen (a 20,000-step run made it 1,323 px)."""
+    _load(qtbot, win, tmp_path)
+    pc = win.session.plan_config.with_(block_size=16, batch_size=2, grad_accum=4, world_size=2)
+    win.plan_panel.set_config(pc)
+    win.session.set_plan_config(pc)
+    win.controls.set_step_range(1_234_567, "of 1,234,567", "The run's steps")
+    win.controls.set_step(1_234_560)
+    QApplication.processEvents()
+    assert win.controls.slider_label.isVisible()
+    assert win.minimumSizeHint().width() <= 1280
+    win.resize(1280, 720)
+    QApplication.processEvents()
+    for widget in (win.controls.slider_label, win.controls.speed, win.controls.step_box):
+        _fully_shown(win, widget)
+
+
 @pytest.mark.parametrize("size", SIZES)
 def test_run_bar_and_live_line_in_view_at_each_size(qtbot, win, size):
     w, h = size

@@ -217,11 +217,10 @@ class StepControls(QWidget):
                              (self.reset_btn, "MediaSkipBackward", "Back to step 0 (Home)")):
             b.setToolTip(tip)
             b.setIcon(std_icon(icon))
-            # icons alone for the three the keys name in their tooltips; Play keeps its word
-            b.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon if b is self.play_btn
-                                 else Qt.ToolButtonStyle.ToolButtonIconOnly)
+            # icons alone (the keys are in the tooltips): with "Play" written out, the row of a long run's
+            # controls made the window 1,323 px wide; the text stays the button's name (Play / Pause)
+            b.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonIconOnly)
             b.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # the keys keep stepping the stream
-        fix_width(self.play_btn, "Play", "Pause")
         self.step_box = QSpinBox()
         self.step_box.setRange(0, 2 ** 31 - 1)
         self.step_box.setKeyboardTracking(False)
@@ -288,13 +287,15 @@ class StepControls(QWidget):
         if self.play_btn.isChecked() != on:
             self.play_btn.setChecked(on)
 
-    def set_step_range(self, last: int, text: str) -> None:
-        """The slider spans steps 0..last (a run's trained steps, or the plan's first epoch)."""
+    def set_step_range(self, last: int, text: str, tip: str = "") -> None:
+        """The slider spans steps 0..last (a run's trained steps, or the plan's first epoch); `text` beside it
+        (short: the row must fit a 1280 px window), `tip` its tooltip."""
         self.step_slider.blockSignals(True)
         self.step_slider.setRange(0, max(0, int(last)))
         self.step_slider.setPageStep(max(1, int(last) // 20))
         self.step_slider.blockSignals(False)
         self.slider_label.setText(text)
+        self.slider_label.setToolTip(tip)
 
     def set_step(self, step: int) -> None:
         for w in (self.step_box, self.step_slider):

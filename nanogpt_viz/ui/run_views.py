@@ -170,7 +170,8 @@ class RunViews(QObject):
         w = self.win
         last = self.run.last_step() if self.run.shown else None
         if last is not None:
-            w.controls.set_step_range(last, f"run: 0 → {last:,}")
+            w.controls.set_step_range(last, f"of {last:,}", f"The run's steps: 0 → {last:,}. The slider scrubs "
+                                      "through them; each shows its exact per-token losses.")
             return
         plan = w.session.plan
         try:
