@@ -86,8 +86,10 @@ def test_a_long_run_shown_with_micro_batches_and_ranks_still_fits_1280(qtbot, wi
     assert win.minimumSizeHint().width() <= 1280
     win.resize(1280, 720)
     QApplication.processEvents()
-    for widget in (win.controls.slider_label, win.controls.speed, win.controls.step_box):
+    for widget in (win.controls.slider_label, win.controls.speed, win.controls.step_box, win.controls.step_slider):
         _fully_shown(win, widget)
+    # the slider has the column's width to itself (beside the buttons it was left 50 px for a whole run)
+    assert win.controls.step_slider.width() >= win.controls.width() - 20
 
 
 @pytest.mark.parametrize("size", SIZES)

@@ -247,13 +247,15 @@ class StepControls(QWidget):
             top.addWidget(w)
         top.addWidget(QLabel("Step"))
         top.addWidget(self.step_box)
-        top.addWidget(self.step_slider, 1)
         top.addWidget(self.slider_label)
+        top.addStretch(1)
         top.addWidget(self.speed)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 2, 4, 2)
         lay.setSpacing(0)
         lay.addLayout(top)
+        # the slider has a row of its own: beside the buttons a 1280 px window left it 50 px for 20,000 steps
+        lay.addWidget(self.step_slider)
         lay.addWidget(self.readout)
 
         self.timer = QTimer(self)
