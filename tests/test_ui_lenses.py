@@ -104,6 +104,10 @@ def test_topk_popover_shows_what_engine_topk_gives_for_the_same_weights(qtbot, m
     if hasattr(view, "ensure_step_visible"):
         view.ensure_step_visible()
     qtbot.wait(50)
+    lo, hi = view.visible_range()
+    if not lo <= p < hi:  # a short viewport (the window's size decides it): bring the token into view
+        view.scroll_to_position(p, center=True)
+        qtbot.wait(20)
     rect = view.chip_rect(p)
     assert view.position_at(rect.center()) == p
     with qtbot.waitSignal(lens.computed, timeout=30_000) as sig:
