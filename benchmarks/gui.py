@@ -195,7 +195,8 @@ def attribute_late(late_at, paints, gcs, recv, win, top: int = 12) -> list[str]:
     """What the GUI thread was doing when each of the latest probes should have fired: the refresh clock's
     paints (painter and its own time), garbage-collector passes and step reports that overlap the probe's
     late interval [fired - lateness, fired]. Nothing overlapping: the repaint a paint posted (a later
-    event), another event, or the GIL held by the trainer's thread."""
+    event), another event, or the GIL held by the trainer's thread. Each line also says where in the run the
+    probe was due (after which step)."""
     names = [getattr(f, "__name__", str(i)) for i, f in enumerate(win.clock._painters)]  # noqa: SLF001
     out = []
     for t, late in sorted(late_at, key=lambda x: -x[1])[:top]:
@@ -205,7 +206,12 @@ def attribute_late(late_at, paints, gcs, recv, win, top: int = 12) -> list[str]:
         steps = [s for f, s in recv if a <= f <= t]
         if steps:
             what.append(f"steps {steps[0]}..{steps[-1]} finished")
-        out.append(f"{late:.1f} ms: " + ("; ".join(what) or "no paint or gc overlapping"))
+        before = [(f, s) for f, s in recv if f < a]
+        if before:  # where in the run: the last step the engine had finished when the probe was due
+            f, s = before[-1]
+            what.append(f"due {1e3 * (a - f):.0f} ms after step {s} finished"
+                        + (" (the run's last step)" if s == recv[-1][1] else ""))
+        out.append(f"{late:.1f} ms: " + "; ".join(what))
     return out
 
 
