@@ -265,3 +265,14 @@ def test_long_curves_draw_one_min_max_pair_per_pixel_column_and_keep_their_envel
         x, y = curve.curve.getData()  # what the curve item draws, after downsampling
         assert 0 < len(x) <= 2 * width + 4, (len(x), width)
         assert y.max() == values.max() and y.min() == values.min()  # peak mode: the envelope survives
+
+
+def test_position_plot_names_the_moving_average_only_once_it_has_one(qtbot):
+    """A reopened run's step is shown without folding it into the moving average: the legend does not name an
+    average that is not drawn; the first live step adds it."""
+    plot = PositionLossPlot()
+    qtbot.addWidget(plot)
+    plot.set_data(np.arange(8.0), update_ema=False)  # a scrubbed or reopened step
+    assert [t for _, _, t in _legend(plot)] == ["this step"]
+    plot.set_data(np.arange(8.0), update_ema=True)  # a live step
+    assert [t for _, _, t in _legend(plot)] == ["this step", "moving average"]

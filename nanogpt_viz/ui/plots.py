@@ -1032,7 +1032,8 @@ class PositionLossPlot(QWidget):
     def _update_legend(self) -> None:
         """The legend lists the curves shown (not their values): rebuilt only when the split or the moving average
         is switched, not on every step (a rebuild makes new LabelItems: most of a scrubbed step's time)."""
-        key = (self._split_enabled, self._ema_enabled)
+        has_ema = self._ema["nats"] is not None  # a reopened run folded no live step: no average to name
+        key = (self._split_enabled, self._ema_enabled and has_ema)
         if key == self._legend_key:
             return
         self._legend_key = key
@@ -1040,7 +1041,7 @@ class PositionLossPlot(QWidget):
         lg.clear()
         if not self._split_enabled:  # split: the label under the plot names the curves, with their means
             lg.addItem(self.curve, "this step")
-            if self._ema_enabled:
+            if key[1]:
                 lg.addItem(self.ema_curve, "moving average")
 
     def clear(self) -> None:
