@@ -86,18 +86,19 @@ def bits_per_byte(mean_loss_nats: float, target_ids: Any) -> float | None:
     return float(mean_loss_nats) * ids.size / n_bytes / math.log(2)
 
 
-def _target_bytes(target_ids: Any) -> np.ndarray | None:
-    """Bytes of each target (the shape of target_ids), None when an id is not a GPT-2 token."""
+def target_bytes(target_ids: Any) -> np.ndarray | None:
+    """Bytes of each target (the shape of target_ids), None when an id is not a GPT-2 token. The functions
+    below take it as `nbytes=` so a caller deriving several views of one step looks the bytes up once."""
     ids = np.asarray(target_ids)
     if ids.size and (int(ids.max()) >= VOCAB_SIZE or int(ids.min()) < 0):
         return None
     return token_byte_lengths()[ids.astype(np.int64, copy=False)]
 
 
-def token_bits_per_byte(per_token: Any, target_ids: Any) -> np.ndarray | None:
+def token_bits_per_byte(per_token: Any, target_ids: Any, *, nbytes: np.ndarray | None = None) -> np.ndarray | None:
     """Each target's loss in bits per byte: loss / ln 2 / the bytes of that target (NaN where it has none:
     <|endoftext|>). per_token and target_ids of one shape; None when the ids are not GPT-2 tokens."""
-    nbytes = _target_bytes(target_ids)
+    nbytes = target_bytes(target_ids) if nbytes is None else nbytes
     if nbytes is None:
         return None
     loss = np.asarray(per_token, dtype=np.float64)
@@ -105,19 +106,28 @@ def token_bits_per_byte(per_token: Any, target_ids: Any) -> np.ndarray | None:
         return np.where(nbytes > 0, loss / math.log(2) / np.maximum(nbytes, 1), np.nan)
 
 
-def position_bits_per_byte(per_token: Any, target_ids: Any, mask: Any = None) -> np.ndarray | None:
+def _by_position(loss: np.ndarray, nbytes: np.ndarray, keep: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(sum of loss, sum of bytes) at each position (the last axis) over the rows `keep` holds (all: None)."""
+    axes = tuple(range(loss.ndim - 1))
+    if keep is None:
+        return loss.sum(axis=axes), nbytes.sum(axis=axes)
+    return np.where(keep, loss, 0.0).sum(axis=axes), np.where(keep, nbytes, 0).sum(axis=axes)
+
+
+def _bpb(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / math.log(2) / np.maximum(den, 1), np.nan)
+
+
+def position_bits_per_byte(per_token: Any, target_ids: Any, mask: Any = None, *,
+                           nbytes: np.ndarray | None = None) -> np.ndarray | None:
     """Bits per byte at each position of the block (the last axis): sum(loss) / ln 2 / sum(bytes) over the
     rows (those where `mask`, when given); NaN where those targets hold no bytes. None for non-GPT-2 ids."""
-    nbytes = _target_bytes(target_ids)
+    nbytes = target_bytes(target_ids) if nbytes is None else nbytes
     if nbytes is None:
         return None
     loss = np.asarray(per_token, dtype=np.float64)
-    keep = np.ones(loss.shape, bool) if mask is None else np.asarray(mask, bool)
-    axes = tuple(range(loss.ndim - 1))
-    num = np.where(keep, loss, 0.0).sum(axis=axes)
-    den = np.where(keep, nbytes, 0).sum(axis=axes)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(den > 0, num / math.log(2) / np.maximum(den, 1), np.nan)
+    return _bpb(*_by_position(loss, nbytes, None if mask is None else np.asarray(mask, bool)))
 
 
 def masked_split(per_token: Any, after: Any) -> dict[str, Any]:
@@ -143,7 +153,8 @@ def masked_split(per_token: Any, after: Any) -> dict[str, Any]:
             "mean_rest": float(sum_rest.sum() / k_rest) if k_rest else None, "n_after": k_after, "n_rest": k_rest}
 
 
-def position_split(per_token: Any, x: Any, target_ids: Any = None, eot: int = EOT) -> dict[str, Any]:
+def position_split(per_token: Any, x: Any, target_ids: Any = None, eot: int = EOT, *,
+                   nbytes: np.ndarray | None = None) -> dict[str, Any]:
     """Loss by position in the block, split into targets that follow an <|endoftext|> (the first token of a
     new document: x[..., j] is EOT) and the rest. per_token, x (the inputs) and target_ids: one shape (..., N).
 
@@ -155,19 +166,18 @@ def position_split(per_token: Any, x: Any, target_ids: Any = None, eot: int = EO
     Sums over steps (mean x count, the bytes) give the split over a run: `running_split` of `add_split`s."""
     loss = np.asarray(per_token, dtype=np.float64)
     after = np.asarray(x) == eot
-    axes = tuple(range(loss.ndim - 1))
     out = masked_split(loss, after)
-    if target_ids is not None:
-        a = position_bits_per_byte(loss, target_ids, after)
-        r = position_bits_per_byte(loss, target_ids, ~after)
-        if a is not None and r is not None:
-            out["after_bpb"], out["rest_bpb"] = a, r
-            nbytes = _target_bytes(target_ids)
-            out["bytes_after"] = np.where(after, nbytes, 0).sum(axis=axes)
-            out["bytes_rest"] = np.where(after, 0, nbytes).sum(axis=axes)
-            b_after, b_rest = int(nbytes[after].sum()), int(nbytes[~after].sum())
-            out["mean_after_bpb"] = float(loss[after].sum() / math.log(2) / b_after) if b_after else None
-            out["mean_rest_bpb"] = float(loss[~after].sum() / math.log(2) / b_rest) if b_rest else None
+    if nbytes is None and target_ids is not None:
+        nbytes = target_bytes(target_ids)
+    if nbytes is not None:
+        rest = ~after
+        num_a, out["bytes_after"] = _by_position(loss, nbytes, after)
+        num_r, out["bytes_rest"] = _by_position(loss, nbytes, rest)
+        out["after_bpb"], out["rest_bpb"] = _bpb(num_a, out["bytes_after"]), _bpb(num_r, out["bytes_rest"])
+        # the overall means: over the targets themselves (not the sums by position)
+        b_after, b_rest = int(nbytes[after].sum()), int(nbytes[rest].sum())
+        out["mean_after_bpb"] = float(loss[after].sum() / math.log(2) / b_after) if b_after else None
+        out["mean_rest_bpb"] = float(loss[rest].sum() / math.log(2) / b_rest) if b_rest else None
     return out
 
 
@@ -219,5 +229,5 @@ def running_split(acc: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = ["StepDocuments", "step_documents", "split_by_boundary", "token_byte_lengths", "bits_per_byte",
-           "token_bits_per_byte", "position_bits_per_byte", "position_split", "add_split", "running_split",
-           "bpb_text"]
+           "target_bytes", "token_bits_per_byte", "position_bits_per_byte", "position_split", "add_split",
+           "running_split", "bpb_text"]

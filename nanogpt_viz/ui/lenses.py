@@ -114,7 +114,8 @@ class UnitsLens(QObject):
         and the heatmap's cells in bits per byte, derived only while the units are bpb: the heatmap shows the
         one step, so switching units derives them then (RunViews.refresh_lenses). Beside a GPU every numpy
         pass here hands the GIL to the trainer's thread and waits to get it back (issue 11)."""
-        from nanogpt_viz.data.documents import position_bits_per_byte, position_split, token_bits_per_byte
+        from nanogpt_viz.data.documents import (position_bits_per_byte, position_split, target_bytes,
+                                                token_bits_per_byte)
         from nanogpt_viz.ui.plots import select_rows
 
         w = self.win
@@ -125,14 +126,16 @@ class UnitsLens(QObject):
             return
         x, y = xy
         pt = np.asarray(losses.per_token, dtype=np.float64)
-        w.position_plot.set_split(position_split(pt, x, y if self.problem is None else None), accumulate=update_ema)
-        if self.problem is not None:
+        nbytes = target_bytes(y) if self.problem is None else None  # looked up once for the three views
+        w.position_plot.set_split(position_split(pt, x, nbytes=nbytes), accumulate=update_ema)
+        if nbytes is None:
+            w.heatmap.set_bpb(None)
             return
-        w.position_plot.set_bpb(position_bits_per_byte(pt, y), update_ema=update_ema)
+        w.position_plot.set_bpb(position_bits_per_byte(pt, y, nbytes=nbytes), update_ema=update_ema)
         if self.units != "bpb":
             w.heatmap.set_bpb(None)
             return
-        per_bpb = token_bits_per_byte(pt, y)
+        per_bpb = token_bits_per_byte(pt, y, nbytes=nbytes)
         sel = select_rows(per_bpb, tuple(losses.ranks), micro, rank) if per_bpb is not None else None
         w.heatmap.set_bpb(sel)
 
