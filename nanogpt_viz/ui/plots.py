@@ -232,7 +232,7 @@ class GridAxis(pg.AxisItem):
     drawn while training and every step scrubbed to (issue 11). The plot area is the background colour, so the
     grid looks the same."""
 
-    _pens: dict[tuple[int, int, int, int, float], QPen] = {}
+    _pens: dict[tuple, QPen] = {}
 
     def generateDrawSpecs(self, p):  # noqa: N802 (pyqtgraph's name)
         specs = super().generateDrawSpecs(p)
@@ -247,7 +247,7 @@ def _opaque_pen(pen: QPen) -> QPen:
     c = pen.color()
     if c.alpha() == 255 or pen.brush().style() != Qt.BrushStyle.SolidPattern:
         return pen
-    key = (c.red(), c.green(), c.blue(), c.alpha(), pen.widthF())
+    key = (c.red(), c.green(), c.blue(), c.alpha(), pen.widthF(), pen.style(), pen.isCosmetic())
     got = GridAxis._pens.get(key)
     if got is None:
         a, bg = c.alphaF(), palette.BACKGROUND
