@@ -322,24 +322,29 @@ def profile(b: int, steps: int, residual: str = "float32", sources: int = 0) -> 
 
 
 def triton_sources(names: list[str]) -> None:
-    """What inductor fused into each of `names`: the origin comments of its generated kernel (inductor's cache)."""
+    """What inductor fused into each of `names`: the "Source Nodes ... Original ATen" comments that its wrapper
+    code writes above a kernel's definition (`name = async_compile.triton(...)`) or its call (`name.run(...)`)
+    when inductor's comment_origin is on (the wrappers in its cache). A first version looked inside the kernel
+    source instead and found nothing on the H200 (h200_profile_default_3.log); this one is checked on CPU
+    wrappers only."""
     import glob
+    import re
 
     from torch._inductor.runtime.cache_dir_utils import cache_dir
 
-    files = glob.glob(os.path.join(cache_dir(), "**", "*.py"), recursive=True)
+    texts = [open(f, errors="replace").read() for f in glob.glob(os.path.join(cache_dir(), "**", "*.py"), recursive=True)]
     for name in names:
-        print(f"  -- {name}")
-        for f in files:
-            text = open(f, errors="replace").read()
-            i = text.find(f"def {name}(")
-            if i < 0:
-                continue
-            head = text[max(0, text.rfind("@triton", 0, i) - 1500):i].splitlines()
-            for ln in head:
-                if ln.lstrip().startswith("#") and ("Source" in ln or "ATen" in ln or "aten" in ln or "=" in ln):
-                    print("     " + ln.strip()[:220])
-            break
+        where = re.compile(r"^\s*" + re.escape(name) + r"(\s*=\s*async_compile\.|\.run\(|\()", re.M)
+        found: list[str] = []
+        for text in texts:
+            for m in where.finditer(text):
+                found += [ln.strip()[:300] for ln in text[:m.start()].splitlines()[-40:]
+                          if ln.lstrip().startswith("#") and ("Source Nodes" in ln or "Original ATen" in ln)]
+            if found:
+                break
+        print(f"  -- {name}" + ("" if found else " (no origin comment found in the cache's wrappers)"))
+        for ln in dict.fromkeys(found):
+            print("     " + ln)
 
 
 if __name__ == "__main__":
