@@ -53,3 +53,23 @@ def write_nanogpt_checkpoint(path, model_config, *, iter_num: int, config: dict,
             del g["decoupled_weight_decay"]
     torch.save({"model": model.state_dict(), "optimizer": state, "model_args": model_config.to_dict(),
                 "iter_num": iter_num, "best_val_loss": torch.tensor(9.5), "config": dict(config)}, path)
+
+
+def set_plan(win, **changes):
+    """Change the window's plan as a user would: the plan panel shows it and the session takes it."""
+    pc = win.session.plan_config.with_(**changes)
+    win.plan_panel.set_config(pc)
+    win.session.set_plan_config(pc)
+    return pc
+
+
+def tiny_cpu_training(win, steps: int, eval_interval: int = 0):
+    """The train panel set for a quick test run: the tiny model on the CPU, float32, not compiled. Returns it."""
+    tp = win.train_panel
+    tp.preset.setCurrentText("tiny")
+    tp.steps.setValue(steps)
+    tp.eval_interval.setValue(eval_interval)
+    tp.device.setCurrentIndex(tp.device.findData("cpu"))
+    tp.dtype.setCurrentText("float32")
+    tp.compile.setCurrentText("off")
+    return tp

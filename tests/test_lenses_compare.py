@@ -12,6 +12,7 @@ import pytest
 
 from nanogpt_viz.viewmodel import ema
 from tests.test_ui_lenses import _open, _train, env, make_window  # noqa: F401 (fixtures)
+from tests.helpers import set_plan
 
 
 def _records(run_dir) -> dict[int, dict]:
@@ -25,10 +26,7 @@ def _records(run_dir) -> dict[int, dict]:
 def test_overlay_holds_the_other_runs_values_and_names_both(qtbot, make_window, env):  # noqa: F811
     win = make_window()
     _open(qtbot, win, env / "c.txt")
-    pc = win.session.plan_config.with_(block_size=32, batch_size=4, sampling="sequential", grad_accum=4,
-                                       world_size=1)
-    win.plan_panel.set_config(pc)
-    win.session.set_plan_config(pc)
+    set_plan(win, block_size=32, batch_size=4, sampling="sequential", grad_accum=4, world_size=1)
     dirs, seen = {}, {}
     for wrong in (False, True):
         reps = []

@@ -18,6 +18,7 @@ from PySide6.QtCore import QSettings
 from nanogpt_viz.data.tokenizer import EOT, token_bytes
 from nanogpt_viz.ui.main_window import MainWindow
 from tests.test_ui_lenses import WORDS, _open, _train, env, make_window  # noqa: F401 (fixtures)
+from tests.helpers import set_plan
 
 
 def _folder(env, n_docs: int = 80):
@@ -48,10 +49,7 @@ def trained(qtbot, make_window, env):  # noqa: F811
     folder = _folder(env)
     _open(qtbot, win, folder)
     assert win.session.corpus.fmt == "text-dir"
-    pc = win.session.plan_config.with_(block_size=32, batch_size=4, sampling="sequential", grad_accum=2,
-                                       world_size=1)
-    win.plan_panel.set_config(pc)
-    win.session.set_plan_config(pc)
+    set_plan(win, block_size=32, batch_size=4, sampling="sequential", grad_accum=2, world_size=1)
     seen = []
     win.run.reports.connect(seen.extend)
     _train(qtbot, win, 3)

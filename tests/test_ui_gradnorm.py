@@ -6,15 +6,13 @@ import numpy as np
 import pytest
 
 from tests.test_ui_lenses import _open, _train, env, make_window  # noqa: F401 (fixtures)
+from tests.helpers import set_plan
 
 
 def test_grad_norm_tab_holds_every_steps_norm_and_the_clip_line(qtbot, make_window, env):  # noqa: F811
     win = make_window()
     _open(qtbot, win, env / "c.txt")
-    pc = win.session.plan_config.with_(block_size=32, batch_size=4, sampling="sequential", grad_accum=2,
-                                       world_size=1)
-    win.plan_panel.set_config(pc)
-    win.session.set_plan_config(pc)
+    set_plan(win, block_size=32, batch_size=4, sampling="sequential", grad_accum=2, world_size=1)
     gp = win.grad_plot
     assert win.plots.indexOf(gp) == win.plots.indexOf(win.loss_plot) + 1  # beside the loss
     seen = []
@@ -60,10 +58,7 @@ def test_grad_norm_plot_without_clipping_hides_the_line(qtbot):
 def test_bits_per_byte_in_the_live_line_and_the_loss_read_out(qtbot, make_window, env):  # noqa: F811
     win = make_window()
     _open(qtbot, win, env / "c.txt")
-    pc = win.session.plan_config.with_(block_size=32, batch_size=4, sampling="sequential", grad_accum=1,
-                                       world_size=1)
-    win.plan_panel.set_config(pc)
-    win.session.set_plan_config(pc)
+    set_plan(win, block_size=32, batch_size=4, sampling="sequential", grad_accum=1, world_size=1)
     seen = []
     win.run.reports.connect(seen.extend)
     _train(qtbot, win, 3)
@@ -96,10 +91,7 @@ def test_loss_read_out_shows_val_bpb_only_when_the_records_carry_it(qtbot):
 def test_forgetting_to_divide_by_k_puts_every_step_above_the_clip_line(qtbot, make_window, env):  # noqa: F811
     win = make_window()
     _open(qtbot, win, env / "c.txt")
-    pc = win.session.plan_config.with_(block_size=32, batch_size=4, sampling="sequential", grad_accum=4,
-                                       world_size=1)
-    win.plan_panel.set_config(pc)
-    win.session.set_plan_config(pc)
+    set_plan(win, block_size=32, batch_size=4, sampling="sequential", grad_accum=4, world_size=1)
     norms = {}
     for wrong in (False, True):
         win.train_panel.no_divide.setChecked(wrong)

@@ -14,6 +14,7 @@ from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
 from nanogpt_viz.ui.main_window import MainWindow, first_launch_size
+from tests.helpers import set_plan
 
 TEXT = ("It was a bright cold day in April, and the clocks were striking thirteen. Call me Ishmael. "
         "In a hole in the ground there lived a hobbit. The quick brown fox jumps over the lazy dog. ") * 40
@@ -64,9 +65,7 @@ def test_a_plan_with_micro_batches_and_ranks_still_fits_1280(qtbot, win, tmp_pat
     """K > 1 and W > 1 show the X/Y panel's micro-batch and rank boxes: its control row must still fit the
     central column, so the window's minimum stays within a 1280 px screen (it was 1296 px)."""
     _load(qtbot, win, tmp_path)
-    pc = win.session.plan_config.with_(block_size=16, batch_size=2, grad_accum=4, world_size=2)
-    win.plan_panel.set_config(pc)
-    win.session.set_plan_config(pc)
+    set_plan(win, block_size=16, batch_size=2, grad_accum=4, world_size=2)
     QApplication.processEvents()
     assert win.xy.micro_spin.isVisible() and win.xy.rank_spin.isVisible()
     assert win.minimumSizeHint().width() <= 1280
@@ -76,9 +75,7 @@ def test_a_long_run_shown_with_micro_batches_and_ranks_still_fits_1280(qtbot, wi
     """A run of a million steps shown: the step row names its range ("of 1,234,567") beside the slider, and with
     K > 1 and W > 1 the window's minimum still fits a 1280 px screen (a 20,000-step run made it 1,323 px)."""
     _load(qtbot, win, tmp_path)
-    pc = win.session.plan_config.with_(block_size=16, batch_size=2, grad_accum=4, world_size=2)
-    win.plan_panel.set_config(pc)
-    win.session.set_plan_config(pc)
+    set_plan(win, block_size=16, batch_size=2, grad_accum=4, world_size=2)
     win.controls.set_step_range(1_234_567, "of 1,234,567", "The run's steps")
     win.controls.set_step(1_234_560)
     QApplication.processEvents()

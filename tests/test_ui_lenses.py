@@ -11,6 +11,7 @@ from nanogpt_viz.config import ModelConfig
 from nanogpt_viz.engine.model import GPT
 from nanogpt_viz.engine.topk import top_k_at
 from nanogpt_viz.ui.main_window import MainWindow
+from tests.helpers import set_plan, tiny_cpu_training
 
 LOAD = 60_000
 TRAIN = 240_000
@@ -53,13 +54,7 @@ def _open(qtbot, win, path) -> None:
 
 
 def _train(qtbot, win, steps: int) -> None:
-    tp = win.train_panel
-    tp.preset.setCurrentText("tiny")
-    tp.steps.setValue(steps)
-    tp.eval_interval.setValue(0)
-    tp.device.setCurrentIndex(tp.device.findData("cpu"))
-    tp.dtype.setCurrentText("float32")
-    tp.compile.setCurrentText("off")
+    tp = tiny_cpu_training(win, steps)
     win.runs.set_continuation(None)
     ends = []
     win.run.ended.connect(ends.append)
@@ -87,10 +82,7 @@ def _same(a, b) -> None:
 def test_topk_popover_shows_what_engine_topk_gives_for_the_same_weights(qtbot, make_window, env):
     win = make_window()
     _open(qtbot, win, env / "c.txt")
-    pc = win.session.plan_config.with_(block_size=32, batch_size=4, sampling="sequential", grad_accum=1,
-                                       world_size=1)
-    win.plan_panel.set_config(pc)
-    win.session.set_plan_config(pc)
+    set_plan(win, block_size=32, batch_size=4, sampling="sequential", grad_accum=1, world_size=1)
     _train(qtbot, win, 3)
     ref = _reference_model(win)
     tokens = win.session.tokens
@@ -143,19 +135,10 @@ def test_topk_popover_shows_what_engine_topk_gives_for_the_same_weights(qtbot, m
 def test_topk_during_training_uses_the_latest_snapshot(qtbot, make_window, env):
     win = make_window()
     _open(qtbot, win, env / "c.txt")
-    pc = win.session.plan_config.with_(block_size=32, batch_size=4, sampling="sequential", grad_accum=1,
-                                       world_size=1)
-    win.plan_panel.set_config(pc)
-    win.session.set_plan_config(pc)
+    set_plan(win, block_size=32, batch_size=4, sampling="sequential", grad_accum=1, world_size=1)
     snaps = []
     win.run.snapshot.connect(snaps.append)
-    tp = win.train_panel
-    tp.preset.setCurrentText("tiny")
-    tp.steps.setValue(100_000)
-    tp.eval_interval.setValue(0)
-    tp.device.setCurrentIndex(tp.device.findData("cpu"))
-    tp.dtype.setCurrentText("float32")
-    tp.compile.setCurrentText("off")
+    tp = tiny_cpu_training(win, 100_000)
     win.runs.set_continuation(None)
     qtbot.mouseClick(tp.start_btn, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: win.run.is_running() and (win.run.last_step() or 0) >= 1, timeout=TRAIN)

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
 from nanogpt_viz.engine.checkpoint import load_checkpoint
 from nanogpt_viz.ui.main_window import MainWindow
+from tests.helpers import tiny_cpu_training
 
 LOAD_TIMEOUT = 30_000
 TRAIN_TIMEOUT = 180_000  # a loaded 2-core machine: the whole-split evaluation alone can take a minute
@@ -133,13 +134,7 @@ def _check_xy(win: MainWindow) -> None:
 
 
 def _set_training(win: MainWindow, steps: int, eval_interval: int = 0) -> None:
-    tp = win.train_panel
-    tp.preset.setCurrentText("tiny")
-    tp.steps.setValue(steps)
-    tp.eval_interval.setValue(eval_interval)
-    tp.device.setCurrentIndex(tp.device.findData("cpu"))
-    tp.dtype.setCurrentText("float32")
-    tp.compile.setCurrentText("off")
+    tiny_cpu_training(win, steps, eval_interval=eval_interval)
 
 
 def _run_dir(runs: Path) -> Path:

@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QTabWidget, QWidget
 from nanogpt_viz.ui.main_window import MainWindow
 from nanogpt_viz.ui.plots import PositionLossPlot, StepPositionMap
 from nanogpt_viz.ui.refresh import RefreshClock
+from tests.helpers import tiny_cpu_training
 
 LOAD = 60_000
 TRAIN = 240_000
@@ -71,13 +72,7 @@ def _trained_window(qtbot, env, steps: int) -> MainWindow:
     qtbot.waitExposed(win)
     win.load_corpus(str(env / "a.txt"))
     qtbot.waitUntil(lambda: win.session.model is not None and not win.loader.is_busy(), timeout=LOAD)
-    tp = win.train_panel
-    tp.preset.setCurrentText("tiny")
-    tp.steps.setValue(steps)
-    tp.eval_interval.setValue(0)
-    tp.device.setCurrentIndex(tp.device.findData("cpu"))
-    tp.dtype.setCurrentText("float32")
-    tp.compile.setCurrentText("off")
+    tp = tiny_cpu_training(win, steps)
     ends = []
     win.run.ended.connect(ends.append)
     qtbot.mouseClick(tp.start_btn, Qt.MouseButton.LeftButton)

@@ -7,15 +7,13 @@ from types import SimpleNamespace
 import numpy as np
 
 from tests.test_ui_lenses import _open, _train, env, make_window  # noqa: F401 (fixtures)
+from tests.helpers import set_plan
 
 
 def test_rate_tab_holds_every_steps_lr_and_tokens_per_s(qtbot, make_window, env):  # noqa: F811
     win = make_window()
     _open(qtbot, win, env / "c.txt")
-    pc = win.session.plan_config.with_(block_size=32, batch_size=4, sampling="sequential", grad_accum=1,
-                                       world_size=1)
-    win.plan_panel.set_config(pc)
-    win.session.set_plan_config(pc)
+    set_plan(win, block_size=32, batch_size=4, sampling="sequential", grad_accum=1, world_size=1)
     rp = win.rate_plot
     assert win.plots.indexOf(rp) > win.plots.indexOf(win.loss_plot)
     assert rp.stack.currentIndex() == 0  # the message before the first step

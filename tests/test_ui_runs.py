@@ -18,6 +18,7 @@ from nanogpt_viz.run.history import HistoryReader
 from nanogpt_viz.run.record import read_manifest
 from nanogpt_viz.ui.main_window import MainWindow
 from nanogpt_viz.ui.refresh import PERIOD_MAX_MS, TICK_MS, RefreshClock
+from tests.helpers import tiny_cpu_training
 
 LOAD = 60_000
 TRAIN = 240_000  # a loaded 2-core machine
@@ -59,13 +60,7 @@ def _open(qtbot, win, path) -> None:
 
 def _train(qtbot, win, steps: int, *, continue_ok: bool = False) -> Path:
     """Train the tiny model for `steps` from the panel; returns the run directory."""
-    tp = win.train_panel
-    tp.preset.setCurrentText("tiny")
-    tp.steps.setValue(steps)
-    tp.eval_interval.setValue(0)
-    tp.device.setCurrentIndex(tp.device.findData("cpu"))
-    tp.dtype.setCurrentText("float32")
-    tp.compile.setCurrentText("off")
+    tp = tiny_cpu_training(win, steps)
     if not continue_ok:
         win.runs.set_continuation(None)
     ends = []
