@@ -57,6 +57,9 @@ class UnitsLens(QObject):
         self.chosen = units
         self.win.settings.setValue(UNITS_KEY, units)
         self.apply()
+        # the heatmap's bits per byte are derived only while shown: now, for the step shown (a new corpus
+        # detaches the run and shows its step again by itself)
+        self.win.views.refresh_lenses()
 
     def corpus_changed(self) -> None:
         self.problem = bpb_problem(self.win.session.corpus)
@@ -78,9 +81,6 @@ class UnitsLens(QObject):
         topk = getattr(w, "topk", None)
         if topk is not None:
             topk.popover.units = units
-        views = getattr(w, "views", None)
-        if views is not None:  # the heatmap's bits per byte are derived only while shown: now, for its step
-            views.refresh_lenses()
 
     # ---- the step shown: its bpb and its boundary split ------------------------------------------------
     def step_rows(self, step: int, losses: Any) -> tuple[np.ndarray, np.ndarray] | None:

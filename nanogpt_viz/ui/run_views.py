@@ -191,8 +191,9 @@ class RunViews(QObject):
         units = getattr(self.win, "units", None)
         if units is None:
             return
+        losses = self._shown_losses if self.belongs() else None  # never a run's losses over another corpus
         with self.win.position_plot.batch():
-            units.show_step(self.win.session.step, self._shown_losses, self.micro, self.rank, update_ema=False)
+            units.show_step(self.win.session.step, losses, self.micro, self.rank, update_ema=False)
 
     def show_step(self, step: int) -> None:
         """Every per-token view shows `step`'s exact losses, or none when the run has none for it."""
