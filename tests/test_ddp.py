@@ -93,6 +93,18 @@ def test_global_grad_accum_is_converted_per_rank(data_dir, tmp_path):
     assert ckpt.extra["plan"]["grad_accum"] == 2 and ckpt.extra["plan"]["world_size"] == 2
 
 
+def test_a_failed_run_under_torchrun_exits_non_zero(data_dir, tmp_path):
+    """A rank leaves with its run's exit code (the CLI skips the interpreter's teardown under torchrun):
+    a run whose loss turns non-finite is a failed job, not a finished one."""
+    out = tmp_path / "run"
+    res = torchrun(["train", str(data_dir), "--preset", "tiny", "--block-size", "16", "--batch-size", "2",
+                    "--steps", "50", "--lr", "1e9", "--warmup-steps", "0", "--grad-clip", "0", "--eval-interval", "0",
+                    "--device", "cpu", "--out", str(out)])
+    assert res.returncode != 0
+    assert "error: the loss became non-finite" in res.stderr
+    assert json.loads((out / "status.json").read_text())["state"] == "nonfinite"
+
+
 def test_stop_ends_the_whole_torchrun_group_and_keeps_a_checkpoint(data_dir, tmp_path):
     import time
 

@@ -73,7 +73,7 @@ def test_two_gpus_setting_runs_torchrun_and_stop_ends_the_group(qtbot, win, data
     assert win.xy.loss_at(0, 0) == pytest.approx(float(losses.per_token[0, 1, 0, 0]))
     win.runs.stop()
     qtbot.waitUntil(lambda: not run.is_running(), timeout=60_000)
-    assert run.process.poll() == 0
+    assert run.process.poll() == 0, run.process.tail_log()
     run_dir = run.run_dir
     assert json.loads((run_dir / "status.json").read_text())["state"] == "stopped"
     assert load_checkpoint(run_dir / "ckpt.pt").extra["plan"]["world_size"] == 2
