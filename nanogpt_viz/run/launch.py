@@ -17,8 +17,11 @@ from typing import Any, Sequence
 from nanogpt_viz.run.record import STOP_REQUEST
 from nanogpt_viz.config import MODEL_PRESETS, ModelConfig, PlanConfig, TrainConfig
 
-# Never let a launched job turn on NVLink multicast (it can take a shared host's GPUs down).
-SAFE_ENV = {"PYTHONFAULTHANDLER": "1", "NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+# Every job the window launches gets these. Never let it turn on NVLink multicast (it can take a shared host's
+# GPUs down); and a rank killed by a signal (an abort in a C++ library, say) writes its Python stack into
+# torchrun.log, which the window shows when the job fails.
+SAFE_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1",
+            "PYTHONFAULTHANDLER": "1"}
 
 
 # TrainConfig field -> the `nanogpt-viz train` flag that sets it, and how train_args writes a value (None:
